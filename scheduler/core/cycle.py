@@ -1,0 +1,400 @@
+"""One scheduling cycle over the in-memory state: the numbered sequence of DESIGN.md.
+
+    1. Order    queue heads merged by (in quota first, fair share, priority, age)
+    2. Limits   the project's limit and credits
+    3. Place    all or nothing, best fit / fewest nodes in one topology group
+    4. Reclaim  an in-quota job that does not fit preempts the fewest newest borrowers
+    5. Backfill the first blocked job of a flavor reserves its earliest start; later jobs
+                may not delay it
+    6. Reasons  every job left waiting gets one; a queue with nothing more that could start
+                gets one for all its jobs, so a cycle never walks more than it must
+
+The cycle assumes its own decisions into the state (admissions become running jobs,
+preempted jobs are marked stopping) and returns them as a Plan. Deterministic: no clock,
+no randomness, no iteration over unordered sets.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+from scheduler.core.backfill import Hold, earliest_start
+from scheduler.core.placement import gang_sizes
+from scheduler.core.policy import CreditsExhausted, Ordering
+from scheduler.core.queues import JobQueue, QueueKey
+from scheduler.core.reclaim import BorrowedIndex
+from scheduler.core.state import Reclaim, SchedulerState
+from scheduler.core.types import (
+    ANY_FLAVOR,
+    Admission,
+    Job,
+    Plan,
+    Preemption,
+    Reason,
+    ReasonCode,
+    Reservation,
+    Running,
+)
+
+IN_QUOTA, BORROWING, BORROW_ONLY = 0, 1, 2
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What limits allow for a job: the flavors it may use, and how it would count."""
+
+    flavors: list[str]
+    klass: int
+    reason: Reason | None = None
+    whole_queue: bool = False  # the same reason holds for every job of the queue
+
+
+class Cycle:
+    def __init__(self, state: SchedulerState, now: float) -> None:
+        self.state = state
+        self.policy = state.policy
+        self.now = now
+        self.plan = Plan(now=now, rejections=state.new_rejections)
+        state.new_rejections = {}
+        self.recent = {p: state.recent_gpus(p, now) for p in state.projects}
+        self.recent_sector: dict[str, float] = {}
+        for name, project in state.projects.items():
+            self.recent_sector[project.sector] = (
+                self.recent_sector.get(project.sector, 0.0) + self.recent[name]
+            )
+        self.holds: dict[str, Hold] = {}
+        self.may_reclaim: set[QueueKey] = set()
+        # GPUs that in-quota jobs are reclaiming: they count against the guarantee already.
+        self.claimed: dict[tuple[str, str], int] = {}
+        for claim in state.reclaims.values():
+            key = (claim.project, claim.flavor)
+            self.claimed[key] = self.claimed.get(key, 0) + claim.gpus
+        self._borrowed_by_flavor: dict[str, BorrowedIndex] = {}
+
+    # -- 1. Order ------------------------------------------------------------------------
+
+    def klass(self, job: Job, flavor: str) -> int:
+        if not self.policy.enforce_quotas:
+            return IN_QUOTA
+        project = self.state.projects.get(job.project)
+        if (
+            project is not None
+            and project.credits_left is not None
+            and project.credits_left <= 0
+            and self.policy.credits_exhausted is CreditsExhausted.BORROW_ONLY
+        ):
+            return BORROW_ONLY
+        key = (job.project, flavor)
+        if job.id in self.state.reclaims:  # its own claim is already counted
+            return IN_QUOTA
+        held = self.state.held(job.project, flavor) + self.claimed.get(key, 0)
+        guaranteed = self.state.quota(job.project, flavor).guaranteed
+        return IN_QUOTA if held + job.gpus <= guaranteed else BORROWING
+
+    def head_key(self, job: Job) -> tuple[object, ...]:
+        if self.policy.ordering is Ordering.ARRIVAL:
+            return (job.submit_time, job.id)
+        state = self.state
+        flavors = self.flavors_of(job)
+        klass = min((self.klass(job, f) for f in flavors), default=BORROWING)
+        project = state.projects.get(job.project)
+        sector = project.sector if project else ""
+        sector_load = (self.recent_sector.get(sector, 0.0) + state.held_by_sector[sector]) / (
+            state.sector_share.get(sector, 1e-9)
+        )
+        project_load = (self.recent.get(job.project, 0.0) + state.held_by_project[job.project]) / (
+            state.project_share.get(job.project, 1e-9)
+        )
+        return (klass, sector_load, project_load, -job.priority, job.submit_time, job.id)
+
+    def flavors_of(self, job: Job) -> list[str]:
+        if job.flavor != ANY_FLAVOR:
+            return [job.flavor] if job.flavor in self.state.pools else []
+        return sorted(self.state.pools)
+
+    def run(self) -> Plan:
+        full, freed, changed = self.state.take_changes(self.now)
+        self.plan.full = full
+        self.may_reclaim = set(self.state.queues) if full else changed
+        queues = {
+            key: queue
+            for key, queue in self.state.queues.items()
+            if full or key in changed or key[1] in freed or (key[1] == ANY_FLAVOR and freed)
+        }
+        position = dict.fromkeys(queues, 0)
+        heads: list[tuple[tuple[object, ...], QueueKey]] = []
+        for key, queue in queues.items():
+            job = queue.at(0)
+            if job is not None:
+                heads.append((self.head_key(job), key))
+        heapq.heapify(heads)
+        while heads:
+            key_seen, qkey = heapq.heappop(heads)
+            queue = queues[qkey]
+            job = queue.at(position[qkey])
+            if job is None:
+                continue
+            fresh = self.head_key(job)
+            if fresh != key_seen:  # usage moved since it was pushed: re-rank
+                heapq.heappush(heads, (fresh, qkey))
+                continue
+            if self.consider(job, queue):
+                if job.id not in self.plan.admitted:  # an admitted job left the queue
+                    position[qkey] += 1
+                nxt = queue.at(position[qkey])
+                if nxt is not None:
+                    heapq.heappush(heads, (self.head_key(nxt), qkey))
+        for flavor, hold in self.holds.items():
+            hold.release(self.state.pools[flavor])
+        return self.plan
+
+    # -- one job -------------------------------------------------------------------------
+
+    def consider(self, job: Job, queue: JobQueue) -> bool:
+        """Decide for one job; False when the rest of its queue need not be looked at."""
+        verdict = self.limits(job)
+        if verdict.reason is not None:
+            return self.wait(job, queue, verdict.reason, verdict.whole_queue)
+        if self.place(job, verdict):
+            return True
+        flavor = verdict.flavors[0]
+        pool = self.state.pools[flavor]
+        sizes = gang_sizes(job.gpus, job.nodes, pool.max_gpus)
+        reason = None
+        if verdict.klass == IN_QUOTA and self.policy.reclaim and queue.key in self.may_reclaim:
+            reason = self.reclaim(job, flavor, sizes)
+        if reason is None:
+            reason = self.blocked(job, flavor, sizes)
+        self.plan.job_reasons[job.id] = reason
+        return not self.queue_is_hopeless(queue, verdict)
+
+    def wait(self, job: Job, queue: JobQueue, reason: Reason, whole_queue: bool) -> bool:
+        if whole_queue:
+            self.plan.queue_reasons[queue.key] = reason
+            return False
+        self.plan.job_reasons[job.id] = reason
+        return True
+
+    # -- 2. Limits -----------------------------------------------------------------------
+
+    def limits(self, job: Job) -> Verdict:
+        state = self.state
+        flavors = self.flavors_of(job)
+        if not self.policy.enforce_quotas:
+            return Verdict(flavors, IN_QUOTA)
+        project = state.projects.get(job.project)
+        if project is None:
+            reason = Reason(ReasonCode.PROJECT, f"project {job.project} is not active")
+            return Verdict([], BORROWING, reason, whole_queue=True)
+        borrow_only = False
+        if project.credits_left is not None and project.credits_left <= 0:
+            if self.policy.credits_exhausted is CreditsExhausted.BLOCK:
+                reason = Reason(
+                    ReasonCode.CREDITS, f"credits exhausted: project {job.project} has none left"
+                )
+                return Verdict([], BORROWING, reason, whole_queue=True)
+            borrow_only = True
+        allowed, over = [], []
+        for flavor in flavors:
+            held = state.held(job.project, flavor)
+            ceiling = state.ceiling(job.project, flavor)
+            if held + job.gpus <= ceiling:
+                allowed.append(flavor)
+            else:
+                over.append((flavor, held, ceiling))
+        if not allowed:
+            flavor, held, ceiling = over[0]
+            word = "limit" if self.policy.borrowing else "guarantee"
+            reason = Reason(
+                ReasonCode.OVER_LIMIT,
+                f"over limit: project {job.project} holds {held} of its {word} of {ceiling} "
+                f"{flavor} GPUs; this job needs {job.gpus}",
+            )
+            smallest = self.state.queues[(job.project, job.flavor)].smallest()
+            return Verdict([], BORROWING, reason, whole_queue=held + smallest > ceiling)
+        klasses = {f: self.klass(job, f) for f in allowed}
+        allowed.sort(key=lambda f: (klasses[f], f))  # in-quota flavors first
+        klass = BORROW_ONLY if borrow_only else klasses[allowed[0]]
+        return Verdict(allowed, klass)
+
+    # -- 3. Place ------------------------------------------------------------------------
+
+    def place(self, job: Job, verdict: Verdict) -> bool:
+        for flavor in verdict.flavors:
+            pool = self.state.pools[flavor]
+            sizes = gang_sizes(job.gpus, job.nodes, pool.max_gpus)
+            pieces = pool.place(sizes)
+            if pieces is None:
+                hold = self.holds.get(flavor)
+                if hold is not None and len(sizes) == 1 and self.ends_before(job, hold):
+                    piece = hold.place_short(pool, job.gpus)
+                    pieces = None if piece is None else (piece,)
+            if pieces is not None:
+                self.admit(job, flavor, pieces, verdict.klass)
+                return True
+        return False
+
+    def ends_before(self, job: Job, hold: Hold) -> bool:
+        return self.now + job.max_runtime <= hold.start
+
+    def admit(self, job: Job, flavor: str, pieces: tuple[tuple[str, int], ...], klass: int) -> None:
+        borrowed = self.policy.enforce_quotas and self.klass(job, flavor) != IN_QUOTA
+        borrowed = borrowed or klass == BORROW_ONLY
+        claim = self.state.reclaims.get(job.id)
+        if claim is not None:
+            key = (claim.project, claim.flavor)
+            self.claimed[key] -= claim.gpus
+        self.state.remove_job(job.id)
+        self.state.add_running(
+            Running(
+                job_id=job.id,
+                project=job.project,
+                flavor=flavor,
+                pieces=pieces,
+                start=self.now,
+                max_runtime=job.max_runtime,
+                priority=job.priority,
+            )
+        )
+        self.plan.admissions.append(Admission(job.id, flavor, pieces, borrowed))
+        self.plan.admitted.add(job.id)
+
+    # -- 4. Reclaim ----------------------------------------------------------------------
+
+    def reclaim(self, job: Job, flavor: str, sizes: list[int]) -> Reason | None:
+        state = self.state
+        claim = state.reclaims.get(job.id)
+        victim_ids = sorted(claim.victims) if claim else []
+        stopping = [state.running[v] for v in victim_ids if v in state.running]
+        if stopping:
+            free_at = max(r.expected_end for r in stopping)
+            return Reason(
+                ReasonCode.RECLAIMING,
+                f"in quota: waiting for {sum(r.gpus for r in stopping)} {flavor} GPUs that "
+                f"borrowers release in {format_duration(free_at - self.now)}",
+                est_start=free_at,
+            )
+        borrowed = self._borrowed(flavor)
+        pool = state.pools[flavor]
+        if borrowed.gpus_of_others(job.project) + pool.total_free < job.gpus:
+            return None
+        victims = borrowed.choose_victims(job.project, sizes)
+        if not victims:
+            return None
+        stop_at = self.now + self.policy.grace_period_s
+        for victim in victims:
+            state.mark_stopping(victim.job_id, stop_at)
+            self.plan.preemptions.append(
+                Preemption(
+                    victim.job_id,
+                    for_job=job.id,
+                    stop_at=stop_at,
+                    reason=f"preempted: project {job.project} reclaims its guaranteed "
+                    f"{flavor} GPUs for job {job.id}",
+                )
+            )
+        borrowed.remove(victims)
+        if claim is None:
+            key = (job.project, flavor)
+            self.claimed[key] = self.claimed.get(key, 0) + job.gpus
+        state.add_reclaim(
+            job.id, Reclaim(job.project, flavor, job.gpus, frozenset(v.job_id for v in victims))
+        )
+        return Reason(
+            ReasonCode.RECLAIMING,
+            f"in quota: preempting {len(victims)} borrowing job(s) to free {job.gpus} {flavor} "
+            f"GPUs; est. start in {format_duration(stop_at - self.now)}",
+            est_start=stop_at,
+        )
+
+    def _borrowed(self, flavor: str) -> BorrowedIndex:
+        index = self._borrowed_by_flavor.get(flavor)
+        if index is None:
+            index = BorrowedIndex(self.state, self.state.pools[flavor])
+            self._borrowed_by_flavor[flavor] = index
+        return index
+
+    # -- 5. Backfill ---------------------------------------------------------------------
+
+    def blocked(self, job: Job, flavor: str, sizes: list[int]) -> Reason:
+        state = self.state
+        pool = state.pools[flavor]
+        hold = self.holds.get(flavor)
+        if hold is not None:
+            if hold.total and pool.total_free + hold.total >= job.gpus:
+                return Reason(
+                    ReasonCode.BACKFILL,
+                    f"would delay job {hold.job_id}, reserved to start on these GPUs in "
+                    f"{format_duration(hold.start - self.now)}; fits if it ends before then",
+                )
+        elif self.policy.backfill and job.flavor != ANY_FLAVOR:
+            found = earliest_start(pool, state.ends[flavor], state.running, sizes, self.now)
+            if found is not None:
+                start, pieces, free_at_start = found
+                hold = Hold(job.id, start, pieces)
+                hold.apply(pool, free_at_start)
+                self.holds[flavor] = hold
+                self.plan.reservations.append(Reservation(job.id, flavor, start, pieces))
+                return Reason(
+                    ReasonCode.RESERVED,
+                    f"next for {job.gpus} {flavor} GPUs; est. start in "
+                    f"{format_duration(start - self.now)}",
+                    est_start=start,
+                )
+        return Reason(
+            ReasonCode.CAPACITY,
+            f"waiting for {job.gpus} {flavor} GPUs; {pool.total_free} free now",
+        )
+
+    # -- 6. Reasons for whole queues -----------------------------------------------------
+
+    def queue_is_hopeless(self, queue: JobQueue, verdict: Verdict) -> bool:
+        """True when no later job of this queue can start or reclaim in this cycle.
+
+        Checks necessary conditions only, on the queue's smallest job, shortest run and
+        smallest per-node piece, so it never gives up on a job that could start.
+        """
+        smallest, piece = queue.smallest(), queue.smallest_piece()
+        for flavor in verdict.flavors:
+            pool = self.state.pools[flavor]
+            hold = self.holds.get(flavor)
+            held = 0
+            if hold is not None and self.now + queue.shortest_runtime() <= hold.start:
+                held = hold.total  # short jobs may use GPUs the reservation holds
+            if pool.total_free + held >= smallest and (
+                pool.max_free() + held >= min(piece, pool.max_gpus)
+            ):
+                return False
+            if (
+                self.policy.reclaim
+                and verdict.klass == IN_QUOTA
+                and queue.key in self.may_reclaim
+                and self.state.borrowers_besides(queue.key[0], flavor) > 0
+            ):
+                return False
+        flavor = verdict.flavors[0] if verdict.flavors else queue.key[1]
+        pool_free = self.state.pools[flavor].total_free if flavor in self.state.pools else 0
+        self.plan.queue_reasons[queue.key] = Reason(
+            ReasonCode.CAPACITY,
+            f"waiting for {flavor} GPUs; {pool_free} free now, none that this job can use",
+        )
+        return True
+
+
+def run_cycle(state: SchedulerState, now: float) -> Plan:
+    return Cycle(state, now).run()

@@ -1,0 +1,158 @@
+"""Reclaim: free guaranteed GPUs for an in-quota job by preempting borrowers.
+
+Only allocations that are *borrowed* (above their own project's guarantee) of *other*
+projects are candidates, and on a node the newest borrowers go first. The fewest
+preemptions win:
+
+- one preemption: nodes are bucketed by `free + the newest borrower's GPUs there`; the
+  lowest bucket that fits gives the node where preempting one job frees the least beyond
+  what is missing;
+- otherwise: nodes where free plus all their borrowers' GPUs could fit the job are tried
+  and the cheapest (fewest preemptions, then fewest GPUs) is taken.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from scheduler.core.placement import FlavorPool
+from scheduler.core.state import SchedulerState
+from scheduler.core.types import Running
+
+Victim = tuple[float, str, int, str]  # (start, job id, GPUs on this node, project)
+Option = tuple[int, int, int, list[str]]  # (preemptions, GPUs preempted, node, job ids)
+
+
+class BorrowedIndex:
+    """One flavor's borrowed allocations that are not stopping yet, built once a cycle.
+
+    Within a cycle candidates only leave and free GPUs only shrink, so every node's reach
+    only falls: a node found in too high a bucket is moved down when it is looked at.
+    """
+
+    def __init__(self, state: SchedulerState, pool: FlavorPool) -> None:
+        self.pool = pool
+        self.runs: dict[str, Running] = {}
+        self.gpus_by_project: dict[str, int] = defaultdict(int)
+        self.total = 0
+        self.on_node: dict[int, list[Victim]] = defaultdict(list)  # newest first
+        for owner in sorted(state.over_guarantee(pool.flavor)):
+            for run in state.borrowed_allocations(owner, pool.flavor):
+                if run.stopping_at is None:
+                    self.runs[run.job_id] = run
+                    self.gpus_by_project[owner] += run.gpus
+                    self.total += run.gpus
+                    for name, n in run.pieces:
+                        i = pool.index.get(name)
+                        if i is not None:
+                            self.on_node[i].append((run.start, run.job_id, n, owner))
+        top = pool.max_gpus
+        self.by_reach: list[dict[int, None]] = [{} for _ in range(top + 1)]
+        for i in sorted(self.on_node):
+            victims = self.on_node[i]
+            victims.sort(reverse=True)
+            self.by_reach[self._reach(i)][i] = None
+        self.room = {i: pool.free[i] + sum(v[2] for v in vs) for i, vs in self.on_node.items()}
+        # project -> [(pieces, largest piece)] of requests that found no victims this cycle
+        self.failed: dict[str, list[tuple[int, int]]] = defaultdict(list)
+
+    def _reach(self, i: int) -> int:
+        """Free GPUs on node i once its newest borrower left."""
+        victims = self.on_node.get(i)
+        newest = victims[0][2] if victims else 0
+        return min(self.pool.free[i] + newest, self.pool.max_gpus)
+
+    def gpus_of_others(self, project: str) -> int:
+        return self.total - self.gpus_by_project.get(project, 0)
+
+    def remove(self, victims: list[Running]) -> None:
+        for v in victims:
+            del self.runs[v.job_id]
+            self.gpus_by_project[v.project] -= v.gpus
+            self.total -= v.gpus
+            for name, n in v.pieces:
+                i = self.pool.index.get(name)
+                if i is None or i not in self.on_node:
+                    continue
+                for bucket in self.by_reach:
+                    bucket.pop(i, None)
+                self.on_node[i] = [x for x in self.on_node[i] if x[1] != v.job_id]
+                self.room[i] -= n
+                if self.on_node[i]:
+                    self.by_reach[self._reach(i)][i] = None
+
+    def choose_victims(self, project: str, sizes: list[int]) -> list[Running] | None:
+        """The fewest others' borrowed jobs whose release lets pieces of `sizes` fit."""
+        count, piece = len(sizes), max(sizes)
+        failed = self.failed[project]
+        if any(c <= count and p <= piece for c, p in failed):
+            return None  # a request no larger already found nothing this cycle
+        if count == 1:
+            found = self._one_node(project, piece)
+        else:
+            found = self._gang(project, sizes)
+        if found is None:
+            failed.append((count, piece))
+            return None
+        return [self.runs[j] for j in found]
+
+    def _clear(self, i: int, size: int, project: str) -> Option | None:
+        """What it takes to get `size` GPUs free on node i, preempting newest first."""
+        missing = size - self.pool.free[i]
+        if missing <= 0:
+            return (0, 0, i, [])
+        chosen: list[str] = []
+        freed = preempted = 0
+        for _, job_id, n, owner in self.on_node.get(i, ()):
+            if owner == project:
+                continue
+            chosen.append(job_id)
+            freed += n
+            preempted += self.runs[job_id].gpus
+            if freed >= missing:
+                return (len(chosen), preempted, i, chosen)
+        return None
+
+    def _one_node(self, project: str, size: int) -> list[str] | None:
+        for reach in range(size, len(self.by_reach)):
+            bucket = self.by_reach[reach]
+            stale = []
+            found = None
+            for i in bucket:
+                actual = self._reach(i)
+                if actual != reach:
+                    stale.append((i, actual))
+                    if actual < size:
+                        continue
+                option = self._clear(i, size, project)
+                if option is not None and option[0] == 1:
+                    found = option[3]
+                    break
+            for i, actual in stale:
+                del bucket[i]
+                self.by_reach[actual][i] = None
+            if found is not None:
+                return found
+        # No single preemption does it: the cheapest node that several can clear.
+        options = (self._clear(i, size, project) for i, room in self.room.items() if room >= size)
+        best = min((o for o in options if o is not None and o[0] > 0), default=None)
+        return None if best is None else best[3]
+
+    def _gang(self, project: str, sizes: list[int]) -> list[str] | None:
+        """For each piece, largest first, the cheapest node not used yet."""
+        used: set[int] = set()
+        ids: list[str] = []
+        for size in sorted(sizes, reverse=True):
+            nodes = [i for i, room in self.room.items() if room >= size and i not in used]
+            nodes += [
+                i
+                for i in self.pool.nodes_free_at_least(size)
+                if i not in used and i not in self.room
+            ]
+            options = (self._clear(i, size, project) for i in nodes)
+            best = min((o for o in options if o is not None), default=None)
+            if best is None:
+                return None
+            used.add(best[2])
+            ids.extend(j for j in best[3] if j not in ids)
+        return ids or None

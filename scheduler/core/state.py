@@ -1,0 +1,397 @@
+"""The scheduler's in-memory view of the pool, kept up to date between cycles.
+
+A `SchedulerState` is built once from a `Snapshot` and then told what happens (a job
+arrives, finishes, is cancelled; a node changes state), so a cycle only looks at what
+matters now instead of rebuilding indices from scratch. `cycle.run_cycle` reads it and
+assumes its own admissions and preemptions into it, as Kueue's cache does.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, insort
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from scheduler.core.fairshare import LN2, DecayedUsage, normalized_shares
+from scheduler.core.placement import FlavorPool, gang_sizes
+from scheduler.core.policy import Policy
+from scheduler.core.queues import JobQueue, QueueKey
+from scheduler.core.types import (
+    ANY_FLAVOR,
+    FlavorQuota,
+    Job,
+    Node,
+    NodeState,
+    Project,
+    Reason,
+    ReasonCode,
+    Running,
+    Sector,
+    Snapshot,
+)
+
+NO_QUOTA = FlavorQuota(guaranteed=0, limit=0)
+
+
+@dataclass(slots=True)
+class Holding:
+    """GPUs one project holds of one flavor, in admission order (oldest first)."""
+
+    gpus: int = 0
+    allocations: list[tuple[float, str]] | None = None  # (start, job id), sorted
+
+    def add(self, start: float, job_id: str, gpus: int) -> None:
+        if self.allocations is None:
+            self.allocations = []
+        insort(self.allocations, (start, job_id))
+        self.gpus += gpus
+
+    def remove(self, start: float, job_id: str, gpus: int) -> None:
+        assert self.allocations is not None
+        i = bisect_left(self.allocations, (start, job_id))
+        del self.allocations[i]
+        self.gpus -= gpus
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorShape:
+    largest: int  # GPUs of the largest node
+    total: int
+    nodes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reclaim:
+    """An in-quota job waiting for the borrowers it preempted to stop."""
+
+    project: str
+    flavor: str
+    gpus: int
+    victims: frozenset[str]
+
+
+class SchedulerState:
+    def __init__(self, snapshot: Snapshot, policy: Policy) -> None:
+        self.policy = policy
+        self.nodes: dict[str, Node] = {}
+        self.pools: dict[str, FlavorPool] = {}
+        self.flavor_shape: dict[str, FlavorShape] = {}
+        self.sectors: dict[str, Sector] = {s.name: s for s in snapshot.sectors}
+        self.projects: dict[str, Project] = {}
+        self.usage: dict[str, DecayedUsage] = {}
+        self.queues: dict[QueueKey, JobQueue] = {}
+        self.queue_of: dict[str, QueueKey] = {}
+        self.running: dict[str, Running] = {}
+        self.holdings: dict[QueueKey, Holding] = defaultdict(Holding)
+        self.held_by_project: dict[str, int] = defaultdict(int)
+        self.held_by_sector: dict[str, int] = defaultdict(int)
+        # flavor -> project -> GPUs held above its guarantee (only projects above it)
+        self.excess: dict[str, dict[str, int]] = defaultdict(dict)
+        # (expected end, job id) of running jobs per flavor, for backfill estimates.
+        self.ends: dict[str, list[tuple[float, str]]] = defaultdict(list)
+        # in-quota job -> the borrowers stopping so it can start
+        self.reclaims: dict[str, Reclaim] = {}
+        self.new_rejections: dict[str, Reason] = {}
+        self.victim_of: dict[str, str] = {}  # stopping borrower -> the job it makes room for
+        self.sector_share: dict[str, float] = {}
+        self.project_share: dict[str, float] = {}
+        self._fit_cache: dict[tuple[str, str, int, int | None], Reason | None] = {}
+        # What changed since the last cycle (see take_changes).
+        self.full_cycle_due = True
+        self.last_full_cycle: float | None = None
+        self.freed_flavors: set[str] = set()
+        self.changed_queues: set[QueueKey] = set()
+
+        self.set_nodes(snapshot.nodes)
+        self.set_projects(snapshot.projects)
+        for run in snapshot.running:
+            self.add_running(run)
+        self.add_jobs(snapshot.pending)
+
+    # -- what changed ----------------------------------------------------------------------
+
+    def take_changes(self, now: float) -> tuple[bool, set[str], set[QueueKey]]:
+        """(full cycle?, flavors that gained free GPUs, queues that changed), then forget them.
+
+        A full cycle is due at the start, after nodes or projects changed, and once every
+        policy.full_cycle_interval_s; in between, a cycle looks only at what changed.
+        """
+        interval = self.policy.full_cycle_interval_s
+        full = (
+            self.full_cycle_due
+            or self.last_full_cycle is None
+            or now - self.last_full_cycle >= interval
+        )
+        if full:
+            self.last_full_cycle = now
+        changes = (full, self.freed_flavors, self.changed_queues)
+        self.full_cycle_due = False
+        self.freed_flavors, self.changed_queues = set(), set()
+        return changes
+
+    # -- the pool --------------------------------------------------------------------------
+
+    def set_nodes(self, nodes: Iterable[Node]) -> None:
+        """Replace the node list (rare: a node joins, leaves or changes state)."""
+        self.nodes = {n.name: n for n in nodes}
+        self.full_cycle_due = True
+        self._fit_cache.clear()
+        by_flavor: dict[str, list[Node]] = defaultdict(list)
+        for node in self.nodes.values():
+            by_flavor[node.flavor].append(node)
+        self.pools = {
+            flavor: FlavorPool(flavor, [n for n in members if n.state is NodeState.UP])
+            for flavor, members in sorted(by_flavor.items())
+        }
+        # Over all nodes, whatever their state: what could ever be placed.
+        self.flavor_shape = {
+            flavor: FlavorShape(
+                largest=max(n.gpus for n in members),
+                total=sum(n.gpus for n in members),
+                nodes=len(members),
+            )
+            for flavor, members in by_flavor.items()
+        }
+        for run in self.running.values():
+            self._pool_take(run)
+
+    def set_node_state(self, name: str, state: NodeState) -> None:
+        node = self.nodes[name]
+        self.set_nodes(
+            [*(n for n in self.nodes.values() if n.name != name), replace(node, state=state)]
+        )
+
+    def _pool_take(self, run: Running) -> None:
+        pool = self.pools.get(run.flavor)
+        if pool is not None:
+            pool.take((name, n) for name, n in run.pieces if name in pool.index)
+
+    # -- projects and usage ----------------------------------------------------------------
+
+    def set_projects(self, projects: Iterable[Project]) -> None:
+        """Add or update projects (quotas, credits, shares, usage)."""
+        for project in projects:
+            self.projects[project.name] = project
+            self.sectors.setdefault(project.sector, Sector(project.sector))
+            self.usage[project.name] = DecayedUsage(
+                self.policy.half_life_s, project.usage_gpu_s, project.usage_at
+            )
+        for project, flavor in list(self.holdings):
+            self._update_excess(project, flavor)
+        self.full_cycle_due = True
+        self._fit_cache.clear()
+        self.sector_share, self.project_share = normalized_shares(
+            self.sectors.values(), self.projects.values()
+        )
+
+    def record_usage(self, project: str, gpu_seconds: float, at: float) -> None:
+        usage = self.usage.get(project)
+        if usage is not None:
+            usage.add(gpu_seconds, at)
+
+    def recent_gpus(self, project: str, now: float) -> float:
+        """Decayed past usage as an average GPU count."""
+        usage = self.usage.get(project)
+        if usage is None:
+            return 0.0
+        return usage.value(now) * LN2 / max(self.policy.half_life_s, 1.0)
+
+    def quota(self, project: str, flavor: str) -> FlavorQuota:
+        p = self.projects.get(project)
+        return NO_QUOTA if p is None else p.quotas.get(flavor, NO_QUOTA)
+
+    def ceiling(self, project: str, flavor: str) -> int:
+        """The most GPUs of `flavor` the project may hold under this policy."""
+        quota = self.quota(project, flavor)
+        return quota.limit if self.policy.borrowing else quota.guaranteed
+
+    # -- pending jobs ----------------------------------------------------------------------
+
+    def add_job(self, job: Job) -> Reason | None:
+        """Queue a job, or reject it (returned, and reported by the next plan)."""
+        reason = self.never_fits(job)
+        if reason is not None:
+            self.new_rejections[job.id] = reason
+            return reason
+        key = (job.project, job.flavor)
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = JobQueue(key, self.policy.ordering)
+        queue.add(job)
+        self.queue_of[job.id] = key
+        self.changed_queues.add(key)
+        return None
+
+    def add_jobs(self, jobs: Iterable[Job]) -> None:
+        """Queue many jobs at once (sorting each queue once)."""
+        grouped: dict[QueueKey, list[Job]] = defaultdict(list)
+        for job in jobs:
+            reason = self.never_fits(job)
+            if reason is not None:
+                self.new_rejections[job.id] = reason
+            elif job.id in self.queue_of:
+                raise ValueError(f"job {job.id} is already queued")
+            else:
+                grouped[(job.project, job.flavor)].append(job)
+                self.queue_of[job.id] = (job.project, job.flavor)
+        for key, members in grouped.items():
+            queue = self.queues.get(key)
+            if queue is None:
+                queue = self.queues[key] = JobQueue(key, self.policy.ordering)
+            queue.extend(members)
+            self.changed_queues.add(key)
+
+    def remove_job(self, job_id: str) -> Job | None:
+        """Take a pending job out of its queue (cancelled or admitted)."""
+        key = self.queue_of.pop(job_id, None)
+        if key is None:
+            return None
+        claim = self.reclaims.pop(job_id, None)
+        if claim is not None:
+            for victim in claim.victims:
+                self.victim_of.pop(victim, None)
+        queue = self.queues[key]
+        job = queue.remove(job_id)
+        if not len(queue):
+            del self.queues[key]
+        return job
+
+    def never_fits(self, job: Job) -> Reason | None:
+        """Why this job can never be placed in this pool, or None."""
+        key = (job.project, job.flavor, job.gpus, job.nodes)
+        if key not in self._fit_cache:
+            self._fit_cache[key] = self._never_fits(job)
+        return self._fit_cache[key]
+
+    def _never_fits(self, job: Job) -> Reason | None:
+
+        def reject(message: str, field: str = "gpus") -> Reason:
+            return Reason(ReasonCode.NEVER_FITS, f"rejected: {message}", field=field)
+
+        if job.gpus <= 0:
+            return reject(f"gpus must be at least 1, got {job.gpus}")
+        if job.nodes is not None and (job.nodes <= 0 or job.gpus % job.nodes):
+            return reject(f"{job.gpus} GPUs do not split evenly over {job.nodes} nodes", "nodes")
+        flavors = sorted(self.flavor_shape) if job.flavor == ANY_FLAVOR else [job.flavor]
+        if job.flavor != ANY_FLAVOR and job.flavor not in self.flavor_shape:
+            known = ", ".join(sorted(self.flavor_shape)) or "none"
+            return reject(f"unknown flavor {job.flavor!r}; the pool has: {known}", "flavor")
+        problems = []
+        for flavor in flavors:
+            shape = self.flavor_shape[flavor]
+            sizes = gang_sizes(job.gpus, job.nodes, shape.largest)
+            if job.gpus > shape.total or max(sizes) > shape.largest or len(sizes) > shape.nodes:
+                problems.append(
+                    f"{job.gpus} GPUs{self._spread(job)} do not fit the pool's {shape.nodes} "
+                    f"{flavor} nodes ({shape.total} GPUs, at most {shape.largest} a node)"
+                )
+            elif self.policy.enforce_quotas and job.gpus > self.ceiling(job.project, flavor):
+                problems.append(
+                    f"{job.gpus} GPUs exceed project {job.project}'s "
+                    f"{'limit' if self.policy.borrowing else 'guarantee'} of "
+                    f"{self.ceiling(job.project, flavor)} {flavor}"
+                )
+            else:
+                return None
+        return reject("; ".join(problems) or "the pool has no GPUs")
+
+    @staticmethod
+    def _spread(job: Job) -> str:
+        return f" over {job.nodes} nodes" if job.nodes else ""
+
+    def pending_count(self) -> int:
+        return len(self.queue_of)
+
+    # -- running jobs ----------------------------------------------------------------------
+
+    def add_running(self, run: Running) -> None:
+        if run.job_id in self.running:
+            raise ValueError(f"job {run.job_id} is already running")
+        self.running[run.job_id] = run
+        self._pool_take(run)
+        gpus = run.gpus
+        self.holdings[(run.project, run.flavor)].add(run.start, run.job_id, gpus)
+        self.held_by_project[run.project] += gpus
+        sector = self.projects[run.project].sector if run.project in self.projects else ""
+        self.held_by_sector[sector] += gpus
+        self._update_excess(run.project, run.flavor)
+        insort(self.ends[run.flavor], (run.expected_end, run.job_id))
+
+    def finish(self, job_id: str) -> Running | None:
+        """A running job ended (any outcome): its GPUs are free."""
+        run = self.running.pop(job_id, None)
+        if run is None:
+            return None
+        pool = self.pools.get(run.flavor)
+        if pool is not None:
+            pool.give(run.pieces)
+        gpus = run.gpus
+        self.holdings[(run.project, run.flavor)].remove(run.start, run.job_id, gpus)
+        self.held_by_project[run.project] -= gpus
+        sector = self.projects[run.project].sector if run.project in self.projects else ""
+        self.held_by_sector[sector] -= gpus
+        self._update_excess(run.project, run.flavor)
+        ends = self.ends[run.flavor]
+        del ends[bisect_left(ends, (run.expected_end, run.job_id))]
+        # Freed GPUs, and more headroom under the project's guarantee and limit.
+        self.freed_flavors.add(run.flavor)
+        self.changed_queues.update(((run.project, run.flavor), (run.project, ANY_FLAVOR)))
+        claimant = self.victim_of.pop(job_id, None)
+        if claimant is not None and claimant in self.queue_of:
+            self.changed_queues.add(self.queue_of[claimant])
+        return run
+
+    def mark_stopping(self, job_id: str, stop_at: float) -> None:
+        run = self.running[job_id]
+        ends = self.ends[run.flavor]
+        del ends[bisect_left(ends, (run.expected_end, run.job_id))]
+        run = replace(run, stopping_at=stop_at)
+        self.running[job_id] = run
+        insort(ends, (run.expected_end, run.job_id))
+
+    def add_reclaim(self, job_id: str, claim: Reclaim) -> None:
+        self.reclaims[job_id] = claim
+        for victim in claim.victims:
+            self.victim_of[victim] = job_id
+
+    def held(self, project: str, flavor: str) -> int:
+        holding = self.holdings.get((project, flavor))
+        return 0 if holding is None else holding.gpus
+
+    def _update_excess(self, project: str, flavor: str) -> None:
+        over = self.held(project, flavor) - self.quota(project, flavor).guaranteed
+        if over > 0:
+            self.excess[flavor][project] = over
+        else:
+            self.excess[flavor].pop(project, None)
+
+    def over_guarantee(self, flavor: str) -> dict[str, int]:
+        """Projects holding more of `flavor` than their guarantee, and by how much."""
+        return self.excess.get(flavor, {})
+
+    def borrowers_besides(self, project: str, flavor: str) -> int:
+        """GPUs of `flavor` other projects hold above their guarantees."""
+        over = self.excess.get(flavor)
+        return 0 if not over else sum(over.values()) - over.get(project, 0)
+
+    def borrowed_allocations(self, project: str, flavor: str) -> list[Running]:
+        """The project's allocations above its guarantee, newest first."""
+        holding = self.holdings.get((project, flavor))
+        guaranteed = self.quota(project, flavor).guaranteed
+        if holding is None or holding.gpus <= guaranteed or not holding.allocations:
+            return []
+        borrowed: list[Running] = []
+        held = holding.gpus
+        for _, job_id in reversed(holding.allocations):
+            if held <= guaranteed:
+                break
+            run = self.running[job_id]
+            borrowed.append(run)
+            held -= run.gpus
+        return borrowed
+
+    def is_borrowing(self, run: Running) -> bool:
+        return any(
+            r.job_id == run.job_id for r in self.borrowed_allocations(run.project, run.flavor)
+        )

@@ -1,0 +1,181 @@
+"""The allocation core's vocabulary: what a snapshot holds and what a plan decides.
+
+Everything here is plain, immutable data. Times are seconds on whatever clock the caller
+uses (the simulator's virtual clock, the service's wall clock); the core never reads one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+ANY_FLAVOR = "*"
+"""A job whose flavor is ANY_FLAVOR may run on any GPU type the pool has."""
+
+
+class NodeState(StrEnum):
+    UP = "up"
+    DRAINING = "draining"  # runs what it has, takes nothing new
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    flavor: str
+    gpus: int
+    group: str = ""  # topology group: rack or switch label
+    state: NodeState = NodeState.UP
+
+
+@dataclass(frozen=True, slots=True)
+class Sector:
+    name: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class FlavorQuota:
+    guaranteed: int
+    limit: int  # borrowing ceiling, >= guaranteed
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    name: str
+    sector: str
+    quotas: dict[str, FlavorQuota] = field(default_factory=dict)
+    # None: no credit budget is enforced. Otherwise credits (weighted GPU-hours) left.
+    credits_left: float | None = None
+    # Weight within its sector for fair sharing; None: the sum of its guarantees.
+    share: float | None = None
+    # Usage in GPU-seconds, decayed with the policy's half-life, as of `usage_at`.
+    usage_gpu_s: float = 0.0
+    usage_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job waiting for GPUs."""
+
+    id: str
+    project: str
+    gpus: int
+    flavor: str
+    submit_time: float
+    max_runtime: float  # seconds; backfill estimates and billing depend on it
+    priority: int = 0
+    nodes: int | None = None  # spread over exactly this many nodes, gpus/nodes each
+    user: str = ""
+
+
+Piece = tuple[str, int]
+"""(node name, GPU count): one part of a placement."""
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A job holding GPUs (admitted or running)."""
+
+    job_id: str
+    project: str
+    flavor: str
+    pieces: tuple[Piece, ...]
+    start: float
+    max_runtime: float
+    priority: int = 0
+    # Set once a preemption was ordered: the GPUs are free at this time.
+    stopping_at: float | None = None
+    gpus: int = field(init=False, compare=False)  # the sum of the pieces
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gpus", sum(n for _, n in self.pieces))
+
+    @property
+    def expected_end(self) -> float:
+        if self.stopping_at is not None:
+            return self.stopping_at
+        return self.start + self.max_runtime
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    nodes: tuple[Node, ...]
+    sectors: tuple[Sector, ...]
+    projects: tuple[Project, ...]
+    pending: tuple[Job, ...]
+    running: tuple[Running, ...] = ()
+
+
+class ReasonCode(StrEnum):
+    CAPACITY = "capacity"  # waiting for free GPUs
+    RESERVED = "reserved"  # first blocked job: holds a backfill reservation
+    BACKFILL = "backfill"  # would fit, but would delay the reserved job
+    RECLAIMING = "reclaiming"  # in quota; borrowers are being preempted for it
+    OVER_LIMIT = "over_limit"
+    CREDITS = "credits"
+    PROJECT = "project"  # project unknown or not active
+    NEVER_FITS = "never_fits"
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    code: ReasonCode
+    message: str
+    est_start: float | None = None
+    field: str = ""  # for rejections: the job field at fault (gpus, nodes, flavor)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    job_id: str
+    flavor: str
+    pieces: tuple[Piece, ...]
+    borrowed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Preemption:
+    job_id: str
+    for_job: str
+    stop_at: float  # end of the grace period
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    job_id: str
+    flavor: str
+    start: float
+    pieces: tuple[Piece, ...]
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one scheduling cycle decided. Every pending job not admitted has a reason."""
+
+    now: float
+    full: bool = True  # False: a quick cycle that looked only at what changed
+    admissions: list[Admission] = field(default_factory=list)
+    preemptions: list[Preemption] = field(default_factory=list)
+    reservations: list[Reservation] = field(default_factory=list)
+    rejections: dict[str, Reason] = field(default_factory=dict)
+    # Reasons of jobs this cycle looked at one by one ...
+    job_reasons: dict[str, Reason] = field(default_factory=dict)
+    # ... and of whole queues it did not need to walk, keyed by (project, flavor).
+    queue_reasons: dict[tuple[str, str], Reason] = field(default_factory=dict)
+    admitted: set[str] = field(default_factory=set)
+
+    def reason_for(self, job: Job) -> Reason | None:
+        """Why a pending job is still waiting.
+
+        None if this plan admitted it, or if a quick cycle did not look at its queue: its
+        last reason stands. A full cycle gives every job it did not admit a reason.
+        """
+        if job.id in self.admitted:
+            return None
+        reason = self.job_reasons.get(job.id) or self.rejections.get(job.id)
+        return reason or self.queue_reasons.get((job.project, job.flavor))

@@ -1,0 +1,178 @@
+"""Discrete-event trace replay on a virtual clock.
+
+The simulator drives the allocation core exactly as the live service does: a
+`SchedulerState` told of arrivals and ends, and `run_cycle(state, now)` at every instant
+something happened. Admitted jobs run for their trace duration (cut at `max_runtime`);
+preempted jobs stop at the end of their grace period and are queued again, starting over.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from scheduler.core import Job, Plan, Policy, SchedulerState, Snapshot, run_cycle
+from scheduler.sim.cluster import Cluster
+from scheduler.sim.errors import InputError
+from scheduler.sim.metrics import Meter, Report
+from scheduler.sim.trace import TraceJob
+
+FALLBACK_MAX_RUNTIME_S = 7 * 24 * 3600.0
+
+
+class Event(IntEnum):
+    # Ends before arrivals at the same instant: freed GPUs are there for the newcomers.
+    FINISH = 0
+    STOP = 1  # a preempted job's grace period ended
+    ARRIVE = 2
+
+
+@dataclass(slots=True)
+class JobRecord:
+    trace: TraceJob
+    max_runtime: float
+    attempt: int = 0
+    first_start: float | None = None
+    last_start: float | None = None
+    gpus_held: int = 0
+    end: float | None = None
+    outcome: str = "pending"
+    preemptions: int = 0
+    borrowed: bool = False
+
+
+@dataclass(slots=True)
+class Simulation:
+    cluster: Cluster
+    trace: Sequence[TraceJob]
+    policy: Policy
+    default_max_runtime_s: float | None = None
+    progress: Callable[[int, int], None] | None = None  # (jobs ended, jobs in all)
+    records: dict[str, JobRecord] = field(default_factory=dict)
+
+    def run(self) -> Report:
+        started = time.perf_counter()
+        cluster, policy = self.cluster, self.policy
+        state = SchedulerState(
+            Snapshot(cluster.nodes, cluster.sectors, cluster.projects, pending=()), policy
+        )
+        default_runtime = (
+            self.default_max_runtime_s or cluster.default_max_runtime_s or FALLBACK_MAX_RUNTIME_S
+        )
+        events: list[tuple[float, int, int, str, int]] = []
+        seq = 0
+        for tj in self.trace:
+            self.records[tj.id] = JobRecord(tj, tj.max_runtime_s or default_runtime)
+            events.append((tj.submit_s, Event.ARRIVE, seq, tj.id, 0))
+            seq += 1
+        heapq.heapify(events)
+        meter = Meter(state, policy, cluster)
+        ended, total = 0, len(self.trace)
+        now = events[0][0] if events else 0.0
+        while events:
+            now = events[0][0]
+            while events and events[0][0] == now:
+                _, kind, _, job_id, attempt = heapq.heappop(events)
+                record = self.records[job_id]
+                if kind == Event.ARRIVE:
+                    self._enqueue(state, record, now)
+                elif attempt == record.attempt and job_id in state.running:
+                    run = state.finish(job_id)
+                    assert run is not None and record.last_start is not None
+                    state.record_usage(run.project, run.gpus * (now - record.last_start), now)
+                    if kind == Event.FINISH:
+                        record.end = now
+                        record.outcome = (
+                            "timeout"
+                            if record.trace.duration_s > record.max_runtime
+                            else "completed"
+                        )
+                        ended += 1
+                    else:
+                        record.attempt += 1
+                        record.preemptions += 1
+                        self._enqueue(state, record, now)
+            plan = run_cycle(state, now)
+            for job_id in plan.rejections:
+                record = self.records[job_id]
+                if record.outcome != "rejected":
+                    record.outcome = "rejected"
+                    record.end = now
+                    ended += 1
+            seq = self._apply(plan, events, seq)
+            next_time = events[0][0] if events else now
+            meter.advance(now, next_time)
+            if self.progress is not None and seq % 512 == 0:
+                self.progress(ended, total)
+        if self.progress is not None:
+            self.progress(ended, total)
+        return meter.report(self.records, policy.name, time.perf_counter() - started)
+
+    def _enqueue(self, state: SchedulerState, record: JobRecord, now: float) -> None:
+        tj = record.trace
+        state.add_job(
+            Job(
+                id=tj.id,
+                project=tj.project,
+                gpus=tj.gpus,
+                flavor=tj.flavor,
+                submit_time=tj.submit_s,
+                max_runtime=record.max_runtime,
+                user=tj.user,
+            )
+        )
+
+    def _apply(self, plan: Plan, events: list[tuple[float, int, int, str, int]], seq: int) -> int:
+        now = plan.now
+        for admission in plan.admissions:
+            record = self.records[admission.job_id]
+            if record.first_start is None:
+                record.first_start = now
+            record.last_start = now
+            record.borrowed = record.borrowed or admission.borrowed
+            runtime = min(record.trace.duration_s, record.max_runtime)
+            heapq.heappush(
+                events, (now + runtime, Event.FINISH, seq, admission.job_id, record.attempt)
+            )
+            seq += 1
+        for preemption in plan.preemptions:
+            record = self.records[preemption.job_id]
+            heapq.heappush(
+                events, (preemption.stop_at, Event.STOP, seq, preemption.job_id, record.attempt)
+            )
+            seq += 1
+        return seq
+
+
+def simulate(
+    cluster: Cluster,
+    trace: Sequence[TraceJob],
+    policy: Policy,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
+    return Simulation(cluster, trace, policy, progress=progress).run()
+
+
+def check_trace(cluster: Cluster, trace: Sequence[TraceJob], path: str, policy: Policy) -> None:
+    """Refuse a trace the pool cannot replay, naming the first bad line and field."""
+    state = SchedulerState(
+        Snapshot(cluster.nodes, cluster.sectors, cluster.projects, pending=()), policy
+    )
+    projects = {p.name for p in cluster.projects}
+    for tj in trace:
+        if tj.project not in projects:
+            raise InputError(
+                path,
+                f"unknown project {tj.project!r}; the cluster file lists "
+                f"{', '.join(sorted(projects))}",
+                tj.line,
+                "project",
+            )
+        reason = state.never_fits(
+            Job(tj.id, tj.project, tj.gpus, tj.flavor, tj.submit_s, tj.max_runtime_s or 1.0)
+        )
+        if reason is not None:
+            raise InputError(path, reason.message, tj.line, reason.field)

@@ -1,0 +1,151 @@
+"""What a replay measured: waits, completion times, utilization, idle GPUs, guarantees, fairness.
+
+- utilization: allocated GPU-seconds over capacity x (first submission .. last end).
+- idle_while_waiting_gpu_h: GPU-hours that stood free while a waiting job would have fitted
+  on one node's free GPUs (whatever kept it waiting: quota, order or a reservation).
+- guarantee_violation_s: summed over jobs, the seconds a job waited within its project's
+  guarantee while other projects held borrowed GPUs of its flavor, past the grace period
+  from when that began.
+- jain_fairness: Jain's index over projects of the mean of duration / (wait + duration) of
+  their jobs (1 when no job waits, and equal when every project waits alike).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from scheduler.core import Policy, SchedulerState
+from scheduler.sim.cluster import Cluster
+
+if TYPE_CHECKING:
+    from scheduler.sim.engine import JobRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    policy: str
+    jobs: int
+    completed: int
+    rejected: int
+    timed_out: int
+    preemptions: int
+    mean_wait_s: float
+    p50_wait_s: float
+    p99_wait_s: float
+    mean_jct_s: float
+    utilization: float
+    idle_while_waiting_gpu_h: float
+    guarantee_violation_s: float
+    jain_fairness: float
+    makespan_s: float
+    wall_s: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile of already sorted values."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, min(len(sorted_values), round(q / 100.0 * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
+
+
+def jain(values: list[float]) -> float:
+    if not values:
+        return 1.0
+    squares = sum(v * v for v in values)
+    return (sum(values) ** 2) / (len(values) * squares) if squares else 1.0
+
+
+class Meter:
+    """Integrates pool-wide figures over each interval between events."""
+
+    def __init__(self, state: SchedulerState, policy: Policy, cluster: Cluster) -> None:
+        self.state = state
+        self.grace = policy.grace_period_s
+        self.capacity = cluster.gpus
+        self.allocated_gpu_s = 0.0
+        self.idle_waiting_gpu_s = 0.0
+        self.violation_s = 0.0
+        self.in_quota_since: dict[str, float] = {}
+
+    def advance(self, now: float, until: float) -> None:
+        dt = until - now
+        state = self.state
+        if dt <= 0:
+            return
+        waiting_by_flavor: dict[str, int] = {}
+        for (_, flavor), queue in state.queues.items():
+            smallest = queue.smallest()
+            if smallest:
+                waiting_by_flavor[flavor] = min(waiting_by_flavor.get(flavor, smallest), smallest)
+        for flavor, pool in state.pools.items():
+            self.allocated_gpu_s += (pool.total_capacity - pool.total_free) * dt
+            smallest = min(
+                (waiting_by_flavor[f] for f in (flavor, "*") if f in waiting_by_flavor),
+                default=0,
+            )
+            if pool.total_free and smallest and smallest <= pool.max_free():
+                self.idle_waiting_gpu_s += pool.total_free * dt
+        self._guarantees(now, until)
+
+    def _guarantees(self, now: float, until: float) -> None:
+        """Accrue, per waiting in-quota job, time past the grace period while others borrow."""
+        state = self.state
+        borrowed: dict[str, dict[str, int]] = defaultdict(dict)
+        for (project, flavor), holding in state.holdings.items():
+            excess = holding.gpus - state.quota(project, flavor).guaranteed
+            if excess > 0:
+                borrowed[flavor][project] = excess
+        since: dict[str, float] = {}
+        for (project, flavor), queue in state.queues.items():
+            others = sum(n for p, n in borrowed.get(flavor, {}).items() if p != project)
+            if not others:
+                continue
+            budget = state.quota(project, flavor).guaranteed - state.held(project, flavor)
+            smallest = queue.smallest()
+            position = 0
+            while budget >= smallest and (job := queue.at(position)) is not None:
+                position += 1
+                if job.gpus > budget:
+                    continue
+                budget -= job.gpus
+                began = since[job.id] = self.in_quota_since.get(job.id, now)
+                counted_from = max(now, began + self.grace)
+                if until > counted_from:
+                    self.violation_s += until - counted_from
+        self.in_quota_since = since
+
+    def report(self, records: Mapping[str, JobRecord], policy: str, wall_s: float) -> Report:
+        done = [r for r in records.values() if r.outcome in ("completed", "timeout")]
+        waits = sorted((r.first_start or 0.0) - r.trace.submit_s for r in done)
+        jcts = [(r.end or 0.0) - r.trace.submit_s for r in done]
+        first = min((r.trace.submit_s for r in records.values()), default=0.0)
+        last = max((r.end or 0.0 for r in done), default=first)
+        makespan = max(last - first, 1e-9)
+        speed: dict[str, list[float]] = defaultdict(list)
+        for r, wait in ((r, (r.first_start or 0.0) - r.trace.submit_s) for r in done):
+            speed[r.trace.project].append(r.trace.duration_s / (wait + r.trace.duration_s))
+        return Report(
+            policy=policy,
+            jobs=len(records),
+            completed=len(done),
+            rejected=sum(1 for r in records.values() if r.outcome == "rejected"),
+            timed_out=sum(1 for r in done if r.outcome == "timeout"),
+            preemptions=sum(r.preemptions for r in records.values()),
+            mean_wait_s=sum(waits) / len(waits) if waits else 0.0,
+            p50_wait_s=percentile(waits, 50),
+            p99_wait_s=percentile(waits, 99),
+            mean_jct_s=sum(jcts) / len(jcts) if jcts else 0.0,
+            utilization=self.allocated_gpu_s / (self.capacity * makespan),
+            idle_while_waiting_gpu_h=self.idle_waiting_gpu_s / 3600.0,
+            guarantee_violation_s=self.violation_s,
+            jain_fairness=jain([sum(v) / len(v) for v in speed.values()]),
+            makespan_s=makespan,
+            wall_s=wall_s,
+        )

@@ -1,0 +1,102 @@
+"""`gpupool simulate`: replay a trace on a cluster file under one policy."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from scheduler.core import Policy
+from scheduler.sim.cluster import load_cluster
+from scheduler.sim.engine import Simulation, check_trace
+from scheduler.sim.errors import InputError
+from scheduler.sim.metrics import Report
+from scheduler.sim.trace import load_trace
+
+
+class PolicyName(StrEnum):
+    gpupool = "gpupool"
+    static = "static"
+    fifo = "fifo"
+
+
+def fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=2)
+
+
+def simulate_command(
+    trace: Annotated[Path, typer.Option(help="Trace CSV: the generic format or Philly's.")],
+    cluster: Annotated[Path, typer.Option(help="Cluster TOML: nodes, sectors, projects, quotas.")],
+    policy: Annotated[PolicyName, typer.Option(help="Scheduling policy.")] = PolicyName.gpupool,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")
+    ] = False,
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Replay only the first N jobs (by submit time).")
+    ] = None,
+) -> None:
+    """Replay a trace on a virtual clock and report waits, utilization and fairness."""
+    try:
+        pool = load_cluster(cluster)
+        flavors = pool.flavors
+        workload = load_trace(trace, default_flavor=flavors[0] if len(flavors) == 1 else "*")
+        if jobs is not None:
+            workload = workload[:jobs]
+        chosen = Policy.named(policy.value)
+        check_trace(pool, workload, str(trace), chosen)
+    except InputError as err:
+        raise fail(str(err)) from None
+
+    simulation = Simulation(pool, workload, chosen)
+    if as_json or not sys.stderr.isatty():
+        report = simulation.run()
+    else:
+        with Progress(
+            TextColumn(f"replaying {trace.name} ({policy.value})"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("jobs done"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+        ) as progress:
+            task = progress.add_task("replay", total=len(workload))
+            simulation.progress = lambda done, total: progress.update(task, completed=done)
+            report = simulation.run()
+    if as_json:
+        print(json.dumps(report.as_dict()))
+    else:
+        Console().print(report_table(report))
+
+
+def report_table(report: Report) -> Table:
+    table = Table(title=f"Replay under policy '{report.policy}'", show_header=True)
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    hours = 3600.0
+    rows = [
+        ("jobs", f"{report.jobs:,}"),
+        ("completed", f"{report.completed:,}"),
+        ("rejected (can never fit)", f"{report.rejected:,}"),
+        ("preemptions", f"{report.preemptions:,}"),
+        ("mean wait", f"{report.mean_wait_s:,.0f} s ({report.mean_wait_s / hours:.1f} h)"),
+        ("p50 wait", f"{report.p50_wait_s:,.0f} s"),
+        ("p99 wait", f"{report.p99_wait_s:,.0f} s"),
+        ("mean job completion time", f"{report.mean_jct_s:,.0f} s"),
+        ("utilization", f"{report.utilization:.1%}"),
+        ("GPU-hours idle while a fitting job waited", f"{report.idle_while_waiting_gpu_h:,.0f}"),
+        ("guarantee violation", f"{report.guarantee_violation_s:,.0f} s"),
+        ("Jain fairness (projects)", f"{report.jain_fairness:.3f}"),
+        ("simulated span", f"{report.makespan_s / 86400:.1f} days"),
+        ("wall time", f"{report.wall_s:.1f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
