@@ -22,6 +22,7 @@ class Hold:
     job_id: str
     start: float
     pieces: tuple[Piece, ...]
+    klass: int = 0  # the reserved job's class: in-quota jobs ignore a borrower's hold
     held: dict[int, int] = field(default_factory=dict)  # node index -> GPUs held back
 
     def apply(self, pool: FlavorPool, free_at_start: dict[int, int]) -> None:

@@ -20,7 +20,7 @@ import heapq
 from dataclasses import dataclass
 
 from scheduler.core.backfill import Hold, earliest_start
-from scheduler.core.placement import gang_sizes
+from scheduler.core.placement import FlavorPool, gang_sizes
 from scheduler.core.policy import CreditsExhausted, Ordering
 from scheduler.core.queues import JobQueue, QueueKey
 from scheduler.core.reclaim import BorrowedIndex
@@ -29,6 +29,7 @@ from scheduler.core.types import (
     ANY_FLAVOR,
     Admission,
     Job,
+    Piece,
     Plan,
     Preemption,
     Reason,
@@ -37,7 +38,7 @@ from scheduler.core.types import (
     Running,
 )
 
-IN_QUOTA, BORROWING, BORROW_ONLY = 0, 1, 2
+CLAIMANT, IN_QUOTA, BORROWING, BORROW_ONLY = -1, 0, 1, 2
 
 
 def format_duration(seconds: float) -> str:
@@ -72,13 +73,20 @@ class Cycle:
         self.plan = Plan(now=now, rejections=state.new_rejections)
         state.new_rejections = {}
         self.recent = {p: state.recent_gpus(p, now) for p in state.projects}
-        self.recent_sector: dict[str, float] = {}
-        for name, project in state.projects.items():
-            self.recent_sector[project.sector] = (
-                self.recent_sector.get(project.sector, 0.0) + self.recent[name]
-            )
+        self.sector_of = {name: p.sector for name, p in state.projects.items()}
+        # Sector figures are taken once, at the start of the cycle; project figures move
+        # with every admission, so one sector's admissions do not re-rank every queue.
+        recent_sector: dict[str, float] = {}
+        for name, sector in self.sector_of.items():
+            recent_sector[sector] = recent_sector.get(sector, 0.0) + self.recent[name]
+        self.sector_load = {
+            sector: (recent + state.held_by_sector[sector]) / state.sector_share.get(sector, 1e-9)
+            for sector, recent in recent_sector.items()
+        }
         self.holds: dict[str, Hold] = {}
         self.may_reclaim: set[QueueKey] = set()
+        self.decided: set[str] = set()  # jobs steps 0 and 0b settled before the walk
+        self.claim_holds: list[tuple[FlavorPool, tuple[Piece, ...]]] = []
         # GPUs that in-quota jobs are reclaiming: they count against the guarantee already.
         self.claimed: dict[tuple[str, str], int] = {}
         for claim in state.reclaims.values():
@@ -110,15 +118,16 @@ class Cycle:
         if self.policy.ordering is Ordering.ARRIVAL:
             return (job.submit_time, job.id)
         state = self.state
-        flavors = self.flavors_of(job)
-        klass = min((self.klass(job, f) for f in flavors), default=BORROWING)
-        project = state.projects.get(job.project)
-        sector = project.sector if project else ""
-        sector_load = (self.recent_sector.get(sector, 0.0) + state.held_by_sector[sector]) / (
-            state.sector_share.get(sector, 1e-9)
-        )
-        project_load = (self.recent.get(job.project, 0.0) + state.held_by_project[job.project]) / (
-            state.project_share.get(job.project, 1e-9)
+        if job.id in state.reclaims:
+            klass = CLAIMANT  # the GPUs its victims free are for it
+        elif job.flavor == ANY_FLAVOR:
+            klass = min((self.klass(job, f) for f in state.pools), default=BORROWING)
+        else:
+            klass = self.klass(job, job.flavor)
+        project = job.project
+        sector_load = self.sector_load.get(self.sector_of.get(project, ""), 0.0)
+        project_load = (self.recent.get(project, 0.0) + state.held_by_project[project]) / (
+            state.project_share.get(project, 1e-9)
         )
         return (klass, sector_load, project_load, -job.priority, job.submit_time, job.id)
 
@@ -131,6 +140,9 @@ class Cycle:
         full, freed, changed = self.state.take_changes(self.now)
         self.plan.full = full
         self.may_reclaim = set(self.state.queues) if full else changed
+        self.start_claimants()
+        self.hold_claimed_free()
+        self.keep_reservations()
         queues = {
             key: queue
             for key, queue in self.state.queues.items()
@@ -161,12 +173,51 @@ class Cycle:
                     heapq.heappush(heads, (self.head_key(nxt), qkey))
         for flavor, hold in self.holds.items():
             hold.release(self.state.pools[flavor])
+        for pool, pieces in self.claim_holds:
+            pool.give(pieces)
         return self.plan
+
+    def start_claimants(self) -> None:
+        """0. Jobs whose preempted borrowers have all stopped take the freed GPUs first.
+
+        They need not be at the head of their queue: the GPUs were reclaimed for them.
+        """
+        state = self.state
+        for job_id in sorted(state.reclaims):
+            claim = state.reclaims[job_id]
+            if any(v in state.running for v in claim.victims):
+                continue  # still stopping: step 4 tells the job so
+            state.drop_reclaim(job_id)
+            key = (claim.project, claim.flavor)
+            self.claimed[key] -= claim.gpus
+            job = state.pending_job(job_id)
+            if job is not None:
+                self.consider(job, state.queues[state.queue_of[job_id]])
+
+    def hold_claimed_free(self) -> None:
+        """Keep the free GPUs that running reclaims counted on for their jobs."""
+        state = self.state
+        for job_id in sorted(state.reclaims):
+            claim = state.reclaims[job_id]
+            pool = state.pools.get(claim.flavor)
+            if pool is None or not claim.counted_free:
+                continue
+            if not any(v in state.running for v in claim.victims):
+                continue  # its job was just considered: it started or reclaims anew
+            pieces = tuple(
+                (name, min(n, pool.free[pool.index[name]]))
+                for name, n in claim.counted_free
+                if name in pool.index and pool.free[pool.index[name]] > 0
+            )
+            pool.take(pieces)
+            self.claim_holds.append((pool, pieces))
 
     # -- one job -------------------------------------------------------------------------
 
     def consider(self, job: Job, queue: JobQueue) -> bool:
         """Decide for one job; False when the rest of its queue need not be looked at."""
+        if job.id in self.decided:
+            return True
         verdict = self.limits(job)
         if verdict.reason is not None:
             return self.wait(job, queue, verdict.reason, verdict.whole_queue)
@@ -179,7 +230,7 @@ class Cycle:
         if verdict.klass == IN_QUOTA and self.policy.reclaim and queue.key in self.may_reclaim:
             reason = self.reclaim(job, flavor, sizes)
         if reason is None:
-            reason = self.blocked(job, flavor, sizes)
+            reason = self.blocked(job, flavor, sizes, verdict.klass)
         self.plan.job_reasons[job.id] = reason
         return not self.queue_is_hopeless(queue, verdict)
 
@@ -239,11 +290,17 @@ class Cycle:
             pool = self.state.pools[flavor]
             sizes = gang_sizes(job.gpus, job.nodes, pool.max_gpus)
             pieces = pool.place(sizes)
-            if pieces is None:
-                hold = self.holds.get(flavor)
-                if hold is not None and len(sizes) == 1 and self.ends_before(job, hold):
-                    piece = hold.place_short(pool, job.gpus)
-                    pieces = None if piece is None else (piece,)
+            hold = self.holds.get(flavor)
+            # A job that ends before the reservation starts may use its GPUs, and so may an
+            # in-quota job when the reservation is a borrower's.
+            if (
+                pieces is None
+                and hold is not None
+                and len(sizes) == 1
+                and (self.ends_before(job, hold) or verdict.klass < hold.klass == BORROWING)
+            ):
+                piece = hold.place_short(pool, job.gpus)
+                pieces = None if piece is None else (piece,)
             if pieces is not None:
                 self.admit(job, flavor, pieces, verdict.klass)
                 return True
@@ -280,7 +337,11 @@ class Cycle:
         state = self.state
         claim = state.reclaims.get(job.id)
         victim_ids = sorted(claim.victims) if claim else []
-        stopping = [state.running[v] for v in victim_ids if v in state.running]
+        stopping = [
+            state.running[v]
+            for v in victim_ids
+            if v in state.running and state.running[v].stopping_at is not None
+        ]
         if stopping:
             free_at = max(r.expected_end for r in stopping)
             return Reason(
@@ -293,9 +354,12 @@ class Cycle:
         pool = state.pools[flavor]
         if borrowed.gpus_of_others(job.project) + pool.total_free < job.gpus:
             return None
-        victims = borrowed.choose_victims(job.project, sizes)
-        if not victims:
+        chosen = borrowed.choose_victims(job.project, sizes)
+        if chosen is None:
             return None
+        victims, counted_free = chosen
+        pool.take(counted_free)  # nobody else may take them in the meantime
+        self.claim_holds.append((pool, counted_free))
         stop_at = self.now + self.policy.grace_period_s
         for victim in victims:
             state.mark_stopping(victim.job_id, stop_at)
@@ -313,7 +377,10 @@ class Cycle:
             key = (job.project, flavor)
             self.claimed[key] = self.claimed.get(key, 0) + job.gpus
         state.add_reclaim(
-            job.id, Reclaim(job.project, flavor, job.gpus, frozenset(v.job_id for v in victims))
+            job.id,
+            Reclaim(
+                job.project, flavor, job.gpus, frozenset(v.job_id for v in victims), counted_free
+            ),
         )
         return Reason(
             ReasonCode.RECLAIMING,
@@ -331,37 +398,80 @@ class Cycle:
 
     # -- 5. Backfill ---------------------------------------------------------------------
 
-    def blocked(self, job: Job, flavor: str, sizes: list[int]) -> Reason:
+    def blocked(self, job: Job, flavor: str, sizes: list[int], klass: int) -> Reason:
         state = self.state
         pool = state.pools[flavor]
         hold = self.holds.get(flavor)
         if hold is not None:
             if hold.total and pool.total_free + hold.total >= job.gpus:
-                return Reason(
-                    ReasonCode.BACKFILL,
-                    f"would delay job {hold.job_id}, reserved to start on these GPUs in "
-                    f"{format_duration(hold.start - self.now)}; fits if it ends before then",
-                )
-        elif self.policy.backfill and job.flavor != ANY_FLAVOR:
-            found = earliest_start(pool, state.ends[flavor], state.running, sizes, self.now)
-            if found is not None:
-                start, pieces, free_at_start = found
-                hold = Hold(job.id, start, pieces)
-                hold.apply(pool, free_at_start)
-                self.holds[flavor] = hold
-                self.plan.reservations.append(Reservation(job.id, flavor, start, pieces))
-                return Reason(
-                    ReasonCode.RESERVED,
-                    f"next for {job.gpus} {flavor} GPUs; est. start in "
-                    f"{format_duration(start - self.now)}",
-                    est_start=start,
-                )
+                return self.delays_reservation(hold)
+        elif self.policy.backfill:
+            reserved = self.reserve(job, flavor, sizes, klass)
+            if reserved is not None:
+                self.state.reservation_holder[flavor] = job.id
+                return reserved
+        quota = "in quota" if klass <= IN_QUOTA else "borrowing"
+        return Reason(ReasonCode.CAPACITY, f"waiting for {job.gpus} {flavor} GPUs ({quota})")
+
+    def reserve(self, job: Job, flavor: str, sizes: list[int], klass: int) -> Reason | None:
+        """Reserve the job's earliest start and hold those GPUs back from longer jobs."""
+        pool = self.state.pools[flavor]
+        found = earliest_start(pool, self.state.ends[flavor], self.state.running, sizes, self.now)
+        if found is None:
+            return None
+        start, pieces, free_at_start = found
+        hold = Hold(job.id, start, pieces, klass=max(klass, IN_QUOTA))
+        hold.apply(pool, free_at_start)
+        self.holds[flavor] = hold
+        self.plan.reservations.append(Reservation(job.id, flavor, start, pieces))
         return Reason(
-            ReasonCode.CAPACITY,
-            f"waiting for {job.gpus} {flavor} GPUs; {pool.total_free} free now",
+            ReasonCode.RESERVED,
+            f"next for {job.gpus} {flavor} GPUs; est. start in {format_duration(start - self.now)}",
+            est_start=start,
+        )
+
+    def keep_reservations(self) -> None:
+        """0b. A job that holds a reservation keeps it until it starts (EASY's top job).
+
+        Fair-share order moves with every admission; were the reservation handed to
+        whichever job is first blocked now, large jobs would wait on it forever.
+        """
+        state = self.state
+        for flavor in sorted(state.reservation_holder):
+            job_id = state.reservation_holder[flavor]
+            job = state.pending_job(job_id)
+            verdict = None if job is None else self.limits(job)
+            if job is None or verdict is None or verdict.reason or flavor not in verdict.flavors:
+                del state.reservation_holder[flavor]
+                continue
+            self.decided.add(job_id)
+            if self.place(job, verdict):
+                continue
+            sizes = gang_sizes(job.gpus, job.nodes, state.pools[flavor].max_gpus)
+            reason = self.reserve(job, flavor, sizes, verdict.klass)
+            if reason is None:
+                del state.reservation_holder[flavor]
+                self.decided.discard(job_id)
+            else:
+                self.plan.job_reasons[job_id] = reason
+
+    def delays_reservation(self, hold: Hold) -> Reason:
+        return Reason(
+            ReasonCode.BACKFILL,
+            f"would delay job {hold.job_id}, reserved to start on these GPUs in "
+            f"{format_duration(hold.start - self.now)}; a job that ends before then may use them",
         )
 
     # -- 6. Reasons for whole queues -----------------------------------------------------
+
+    def could_reclaim(self, queue: JobQueue, flavor: str, gpus: int) -> bool:
+        """Might a job of `gpus` in this queue be in quota and find borrowers to preempt?"""
+        project = queue.key[0]
+        if not (self.policy.reclaim and queue.key in self.may_reclaim):
+            return False
+        held = self.state.held(project, flavor) + self.claimed.get((project, flavor), 0)
+        in_quota = held + gpus <= self.state.quota(project, flavor).guaranteed
+        return in_quota and self.state.borrowers_besides(project, flavor) > 0
 
     def queue_is_hopeless(self, queue: JobQueue, verdict: Verdict) -> bool:
         """True when no later job of this queue can start or reclaim in this cycle.
@@ -380,19 +490,16 @@ class Cycle:
                 pool.max_free() + held >= min(piece, pool.max_gpus)
             ):
                 return False
-            if (
-                self.policy.reclaim
-                and verdict.klass == IN_QUOTA
-                and queue.key in self.may_reclaim
-                and self.state.borrowers_besides(queue.key[0], flavor) > 0
-            ):
+            if self.could_reclaim(queue, flavor, smallest):
                 return False
         flavor = verdict.flavors[0] if verdict.flavors else queue.key[1]
-        pool_free = self.state.pools[flavor].total_free if flavor in self.state.pools else 0
-        self.plan.queue_reasons[queue.key] = Reason(
-            ReasonCode.CAPACITY,
-            f"waiting for {flavor} GPUs; {pool_free} free now, none that this job can use",
-        )
+        hold = self.holds.get(flavor)
+        pool = self.state.pools.get(flavor)
+        if hold is not None and pool is not None and pool.total_free + hold.total >= smallest:
+            reason = self.delays_reservation(hold)
+        else:
+            reason = Reason(ReasonCode.CAPACITY, f"waiting for {flavor} GPUs; none free that fit")
+        self.plan.queue_reasons[queue.key] = reason
         return True
 
 

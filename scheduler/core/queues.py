@@ -47,14 +47,18 @@ class JobQueue:
         self._runtimes[job.max_runtime] += 1
 
     def extend(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            if job.id in self._jobs:
-                raise ValueError(f"job {job.id} is already queued")
-            self._jobs[job.id] = job
-            self._sizes[job.gpus] += 1
-            self._pieces[_piece(job)] += 1
-            self._runtimes[job.max_runtime] += 1
-        self._entries.extend(sort_key(job, self.ordering) for job in jobs)
+        """Add many jobs, sorting once. Their ids must not be queued already."""
+        before = len(self._jobs)
+        self._jobs.update((job.id, job) for job in jobs)
+        if len(self._jobs) != before + len(jobs):
+            raise ValueError("a job is already queued")
+        self._sizes.update(job.gpus for job in jobs)
+        self._pieces.update(_piece(job) for job in jobs)
+        self._runtimes.update(job.max_runtime for job in jobs)
+        if self.ordering is Ordering.FAIR_SHARE:
+            self._entries.extend((-job.priority, job.submit_time, job.id) for job in jobs)
+        else:
+            self._entries.extend((0, job.submit_time, job.id) for job in jobs)
         self._entries.sort()
 
     def remove(self, job_id: str) -> Job | None:
@@ -73,6 +77,9 @@ class JobQueue:
             if not counter[value]:
                 del counter[value]
         return job
+
+    def get(self, job_id: str) -> Job | None:
+        return self._jobs.get(job_id)
 
     def at(self, position: int) -> Job | None:
         if position >= len(self._entries):

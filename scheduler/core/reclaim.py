@@ -1,12 +1,14 @@
 """Reclaim: free guaranteed GPUs for an in-quota job by preempting borrowers.
 
-Only allocations that are *borrowed* (above their own project's guarantee) of *other*
-projects are candidates, and on a node the newest borrowers go first. The fewest
-preemptions win:
+Candidates are the jobs of *other* projects that hold more of the flavor than their
+guarantee, for as long as they do: a project is preempted down to its guarantee, never
+further (its last victim may straddle it, as in Kueue), whichever of its jobs makes room
+where room is needed. On a node the newest candidates go first. The fewest preemptions
+win:
 
-- one preemption: nodes are bucketed by `free + the newest borrower's GPUs there`; the
-  lowest bucket that fits gives the node where preempting one job frees the least beyond
-  what is missing;
+- one preemption: nodes are bucketed by `free + the newest candidate's GPUs there`; in the
+  lowest bucket that fits (freeing the least beyond what is missing), the newest of the
+  first few candidates found goes (it loses the least work);
 - otherwise: nodes where free plus all their borrowers' GPUs could fit the job are tried
   and the cheapest (fewest preemptions, then fewest GPUs) is taken.
 """
@@ -17,14 +19,15 @@ from collections import defaultdict
 
 from scheduler.core.placement import FlavorPool
 from scheduler.core.state import SchedulerState
-from scheduler.core.types import Running
+from scheduler.core.types import Piece, Running
 
+ONE_VICTIM_CHOICES = 16  # nodes compared when one preemption suffices
 Victim = tuple[float, str, int, str]  # (start, job id, GPUs on this node, project)
 Option = tuple[int, int, int, list[str]]  # (preemptions, GPUs preempted, node, job ids)
 
 
 class BorrowedIndex:
-    """One flavor's borrowed allocations that are not stopping yet, built once a cycle.
+    """One flavor's reclaim candidates that are not stopping yet, built once a cycle.
 
     Within a cycle candidates only leave and free GPUs only shrink, so every node's reach
     only falls: a node found in too high a bucket is moved down when it is looked at.
@@ -33,11 +36,18 @@ class BorrowedIndex:
     def __init__(self, state: SchedulerState, pool: FlavorPool) -> None:
         self.pool = pool
         self.runs: dict[str, Running] = {}
-        self.gpus_by_project: dict[str, int] = defaultdict(int)
+        # GPUs each project holds above its guarantee, less what is stopping already.
+        self.budget: dict[str, int] = {}
+        self.gpus_by_project: dict[str, int] = defaultdict(int)  # candidates' GPUs
         self.total = 0
         self.on_node: dict[int, list[Victim]] = defaultdict(list)  # newest first
-        for owner in sorted(state.over_guarantee(pool.flavor)):
-            for run in state.borrowed_allocations(owner, pool.flavor):
+        for owner, excess in sorted(state.over_guarantee(pool.flavor).items()):
+            runs = state.allocations(owner, pool.flavor)
+            budget = excess - sum(r.gpus for r in runs if r.stopping_at is not None)
+            if budget <= 0:
+                continue
+            self.budget[owner] = budget
+            for run in runs:
                 if run.stopping_at is None:
                     self.runs[run.job_id] = run
                     self.gpus_by_project[owner] += run.gpus
@@ -57,9 +67,9 @@ class BorrowedIndex:
         self.failed: dict[str, list[tuple[int, int]]] = defaultdict(list)
 
     def _reach(self, i: int) -> int:
-        """Free GPUs on node i once its newest borrower left."""
-        victims = self.on_node.get(i)
-        newest = victims[0][2] if victims else 0
+        """Free GPUs on node i once its newest candidate left."""
+        budget = self.budget
+        newest = next((v[2] for v in self.on_node.get(i, ()) if budget[v[3]] > 0), 0)
         return min(self.pool.free[i] + newest, self.pool.max_gpus)
 
     def gpus_of_others(self, project: str) -> int:
@@ -68,6 +78,7 @@ class BorrowedIndex:
     def remove(self, victims: list[Running]) -> None:
         for v in victims:
             del self.runs[v.job_id]
+            self.budget[v.project] -= v.gpus
             self.gpus_by_project[v.project] -= v.gpus
             self.total -= v.gpus
             for name, n in v.pieces:
@@ -81,20 +92,34 @@ class BorrowedIndex:
                 if self.on_node[i]:
                     self.by_reach[self._reach(i)][i] = None
 
-    def choose_victims(self, project: str, sizes: list[int]) -> list[Running] | None:
-        """The fewest others' borrowed jobs whose release lets pieces of `sizes` fit."""
+    def choose_victims(
+        self, project: str, sizes: list[int]
+    ) -> tuple[list[Running], tuple[Piece, ...]] | None:
+        """The fewest others' borrowed jobs whose release lets pieces of `sizes` fit.
+
+        Returns them with the GPUs already free on the chosen nodes that the job counts
+        on too (the cycle holds those for it until the victims have stopped).
+        """
         count, piece = len(sizes), max(sizes)
         failed = self.failed[project]
         if any(c <= count and p <= piece for c, p in failed):
             return None  # a request no larger already found nothing this cycle
         if count == 1:
-            found = self._one_node(project, piece)
+            one = self._one_node(project, piece)
+            found = None if one is None else [(one, piece)]
         else:
             found = self._gang(project, sizes)
-        if found is None:
+        if not found or not any(option[3] for option, _ in found):
             failed.append((count, piece))
             return None
-        return [self.runs[j] for j in found]
+        ids: list[str] = []
+        counted: list[Piece] = []
+        for (_, _, i, victims), size in found:
+            ids.extend(j for j in victims if j not in ids)
+            already_free = min(self.pool.free[i], size)
+            if already_free:
+                counted.append((self.pool.names[i], already_free))
+        return [self.runs[j] for j in ids], tuple(counted)
 
     def _clear(self, i: int, size: int, project: str) -> Option | None:
         """What it takes to get `size` GPUs free on node i, preempting newest first."""
@@ -103,9 +128,11 @@ class BorrowedIndex:
             return (0, 0, i, [])
         chosen: list[str] = []
         freed = preempted = 0
+        spent: dict[str, int] = {}
         for _, job_id, n, owner in self.on_node.get(i, ()):
-            if owner == project:
+            if owner == project or self.budget[owner] - spent.get(owner, 0) <= 0:
                 continue
+            spent[owner] = spent.get(owner, 0) + self.runs[job_id].gpus
             chosen.append(job_id)
             freed += n
             preempted += self.runs[job_id].gpus
@@ -113,11 +140,11 @@ class BorrowedIndex:
                 return (len(chosen), preempted, i, chosen)
         return None
 
-    def _one_node(self, project: str, size: int) -> list[str] | None:
+    def _one_node(self, project: str, size: int) -> Option | None:
         for reach in range(size, len(self.by_reach)):
             bucket = self.by_reach[reach]
             stale = []
-            found = None
+            found: list[tuple[float, int, Option]] = []
             for i in bucket:
                 actual = self._reach(i)
                 if actual != reach:
@@ -126,22 +153,24 @@ class BorrowedIndex:
                         continue
                 option = self._clear(i, size, project)
                 if option is not None and option[0] == 1:
-                    found = option[3]
-                    break
+                    victim = self.runs[option[3][0]]
+                    # The newest victim loses the least work; look at a few, not all.
+                    found.append((-victim.start, option[1], option))
+                    if len(found) >= ONE_VICTIM_CHOICES:
+                        break
             for i, actual in stale:
                 del bucket[i]
                 self.by_reach[actual][i] = None
-            if found is not None:
-                return found
+            if found:
+                return min(found, key=lambda f: (f[0], f[1], f[2][2]))[2]
         # No single preemption does it: the cheapest node that several can clear.
         options = (self._clear(i, size, project) for i, room in self.room.items() if room >= size)
-        best = min((o for o in options if o is not None and o[0] > 0), default=None)
-        return None if best is None else best[3]
+        return min((o for o in options if o is not None and o[0] > 0), default=None)
 
-    def _gang(self, project: str, sizes: list[int]) -> list[str] | None:
+    def _gang(self, project: str, sizes: list[int]) -> list[tuple[Option, int]] | None:
         """For each piece, largest first, the cheapest node not used yet."""
         used: set[int] = set()
-        ids: list[str] = []
+        chosen: list[tuple[Option, int]] = []
         for size in sorted(sizes, reverse=True):
             nodes = [i for i, room in self.room.items() if room >= size and i not in used]
             nodes += [
@@ -154,5 +183,5 @@ class BorrowedIndex:
             if best is None:
                 return None
             used.add(best[2])
-            ids.extend(j for j in best[3] if j not in ids)
-        return ids or None
+            chosen.append((best, size))
+        return chosen

@@ -23,6 +23,7 @@ from scheduler.core.types import (
     Job,
     Node,
     NodeState,
+    Piece,
     Project,
     Reason,
     ReasonCode,
@@ -69,6 +70,8 @@ class Reclaim:
     flavor: str
     gpus: int
     victims: frozenset[str]
+    # GPUs that were free on the chosen nodes already: held for the job until it starts.
+    counted_free: tuple[Piece, ...] = ()
 
 
 class SchedulerState:
@@ -94,6 +97,7 @@ class SchedulerState:
         self.reclaims: dict[str, Reclaim] = {}
         self.new_rejections: dict[str, Reason] = {}
         self.victim_of: dict[str, str] = {}  # stopping borrower -> the job it makes room for
+        self.reservation_holder: dict[str, str] = {}  # flavor -> job with the reservation
         self.sector_share: dict[str, float] = {}
         self.project_share: dict[str, float] = {}
         self._fit_cache: dict[tuple[str, str, int, int | None], Reason | None] = {}
@@ -105,8 +109,7 @@ class SchedulerState:
 
         self.set_nodes(snapshot.nodes)
         self.set_projects(snapshot.projects)
-        for run in snapshot.running:
-            self.add_running(run)
+        self.add_runnings(snapshot.running)
         self.add_jobs(snapshot.pending)
 
     # -- what changed ----------------------------------------------------------------------
@@ -226,15 +229,18 @@ class SchedulerState:
     def add_jobs(self, jobs: Iterable[Job]) -> None:
         """Queue many jobs at once (sorting each queue once)."""
         grouped: dict[QueueKey, list[Job]] = defaultdict(list)
+        fits, queue_of = self._fit_cache, self.queue_of
         for job in jobs:
-            reason = self.never_fits(job)
+            fit_key = (job.project, job.flavor, job.gpus, job.nodes)
+            reason = fits[fit_key] if fit_key in fits else self.never_fits(job)
             if reason is not None:
                 self.new_rejections[job.id] = reason
-            elif job.id in self.queue_of:
+                continue
+            if job.id in queue_of:
                 raise ValueError(f"job {job.id} is already queued")
-            else:
-                grouped[(job.project, job.flavor)].append(job)
-                self.queue_of[job.id] = (job.project, job.flavor)
+            key = fit_key[:2]
+            grouped[key].append(job)
+            queue_of[job.id] = key
         for key, members in grouped.items():
             queue = self.queues.get(key)
             if queue is None:
@@ -247,10 +253,9 @@ class SchedulerState:
         key = self.queue_of.pop(job_id, None)
         if key is None:
             return None
-        claim = self.reclaims.pop(job_id, None)
-        if claim is not None:
-            for victim in claim.victims:
-                self.victim_of.pop(victim, None)
+        self.drop_reclaim(job_id)
+        for flavor in [f for f, holder in self.reservation_holder.items() if holder == job_id]:
+            del self.reservation_holder[flavor]
         queue = self.queues[key]
         job = queue.remove(job_id)
         if not len(queue):
@@ -300,6 +305,10 @@ class SchedulerState:
     def _spread(job: Job) -> str:
         return f" over {job.nodes} nodes" if job.nodes else ""
 
+    def pending_job(self, job_id: str) -> Job | None:
+        key = self.queue_of.get(job_id)
+        return None if key is None else self.queues[key].get(job_id)
+
     def pending_count(self) -> int:
         return len(self.queue_of)
 
@@ -313,10 +322,36 @@ class SchedulerState:
         gpus = run.gpus
         self.holdings[(run.project, run.flavor)].add(run.start, run.job_id, gpus)
         self.held_by_project[run.project] += gpus
-        sector = self.projects[run.project].sector if run.project in self.projects else ""
-        self.held_by_sector[sector] += gpus
+        self.held_by_sector[self.sector_of(run.project)] += gpus
         self._update_excess(run.project, run.flavor)
         insort(self.ends[run.flavor], (run.expected_end, run.job_id))
+
+    def add_runnings(self, runs: Iterable[Running]) -> None:
+        """add_running for many jobs, sorting the indices once."""
+        runs = list(runs)
+        for run in runs:
+            if run.job_id in self.running:
+                raise ValueError(f"job {run.job_id} is already running")
+            self.running[run.job_id] = run
+            self._pool_take(run)
+            holding = self.holdings[(run.project, run.flavor)]
+            if holding.allocations is None:
+                holding.allocations = []
+            holding.allocations.append((run.start, run.job_id))
+            holding.gpus += run.gpus
+            self.held_by_project[run.project] += run.gpus
+            self.held_by_sector[self.sector_of(run.project)] += run.gpus
+            self.ends[run.flavor].append((run.expected_end, run.job_id))
+        for (project, flavor), holding in self.holdings.items():
+            if holding.allocations:
+                holding.allocations.sort()
+            self._update_excess(project, flavor)
+        for ends in self.ends.values():
+            ends.sort()
+
+    def sector_of(self, project: str) -> str:
+        known = self.projects.get(project)
+        return known.sector if known is not None else ""
 
     def finish(self, job_id: str) -> Running | None:
         """A running job ended (any outcome): its GPUs are free."""
@@ -329,8 +364,7 @@ class SchedulerState:
         gpus = run.gpus
         self.holdings[(run.project, run.flavor)].remove(run.start, run.job_id, gpus)
         self.held_by_project[run.project] -= gpus
-        sector = self.projects[run.project].sector if run.project in self.projects else ""
-        self.held_by_sector[sector] -= gpus
+        self.held_by_sector[self.sector_of(run.project)] -= gpus
         self._update_excess(run.project, run.flavor)
         ends = self.ends[run.flavor]
         del ends[bisect_left(ends, (run.expected_end, run.job_id))]
@@ -338,7 +372,9 @@ class SchedulerState:
         self.freed_flavors.add(run.flavor)
         self.changed_queues.update(((run.project, run.flavor), (run.project, ANY_FLAVOR)))
         claimant = self.victim_of.pop(job_id, None)
-        if claimant is not None and claimant in self.queue_of:
+        if claimant is not None and claimant in self.reclaims:
+            claim = self.reclaims[claimant]
+            self.reclaims[claimant] = replace(claim, victims=claim.victims - {job_id})
             self.changed_queues.add(self.queue_of[claimant])
         return run
 
@@ -354,6 +390,12 @@ class SchedulerState:
         self.reclaims[job_id] = claim
         for victim in claim.victims:
             self.victim_of[victim] = job_id
+
+    def drop_reclaim(self, job_id: str) -> None:
+        claim = self.reclaims.pop(job_id, None)
+        if claim is not None:
+            for victim in claim.victims:
+                self.victim_of.pop(victim, None)
 
     def held(self, project: str, flavor: str) -> int:
         holding = self.holdings.get((project, flavor))
@@ -374,6 +416,13 @@ class SchedulerState:
         """GPUs of `flavor` other projects hold above their guarantees."""
         over = self.excess.get(flavor)
         return 0 if not over else sum(over.values()) - over.get(project, 0)
+
+    def allocations(self, project: str, flavor: str) -> list[Running]:
+        """The project's running jobs of this flavor, newest first."""
+        holding = self.holdings.get((project, flavor))
+        if holding is None or not holding.allocations:
+            return []
+        return [self.running[job_id] for _, job_id in reversed(holding.allocations)]
 
     def borrowed_allocations(self, project: str, flavor: str) -> list[Running]:
         """The project's allocations above its guarantee, newest first."""

@@ -2,8 +2,10 @@
 
 The simulator drives the allocation core exactly as the live service does: a
 `SchedulerState` told of arrivals and ends, and `run_cycle(state, now)` at every instant
-something happened. Admitted jobs run for their trace duration (cut at `max_runtime`);
-preempted jobs stop at the end of their grace period and are queued again, starting over.
+something happened. Admitted jobs run for their trace duration (cut at `max_runtime`).
+Preempted jobs stop at the end of their grace period and are queued again; they resume
+from their last checkpoint (every `checkpoint_interval_s` of run time; 0: start over),
+and the work since then is lost.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class JobRecord:
     outcome: str = "pending"
     preemptions: int = 0
     borrowed: bool = False
+    done_s: float = 0.0  # run time kept by checkpoints across preemptions
+    lost_gpu_s: float = 0.0  # run time preemptions threw away, times GPUs
 
 
 @dataclass(slots=True)
@@ -50,6 +54,7 @@ class Simulation:
     trace: Sequence[TraceJob]
     policy: Policy
     default_max_runtime_s: float | None = None
+    checkpoint_interval_s: float = 1800.0
     progress: Callable[[int, int], None] | None = None  # (jobs ended, jobs in all)
     records: dict[str, JobRecord] = field(default_factory=dict)
 
@@ -92,6 +97,11 @@ class Simulation:
                         )
                         ended += 1
                     else:
+                        ran = now - record.last_start
+                        every = self.checkpoint_interval_s
+                        kept = (ran // every) * every if every > 0 else 0.0
+                        record.done_s += kept
+                        record.lost_gpu_s += (ran - kept) * run.gpus
                         record.attempt += 1
                         record.preemptions += 1
                         self._enqueue(state, record, now)
@@ -133,7 +143,7 @@ class Simulation:
                 record.first_start = now
             record.last_start = now
             record.borrowed = record.borrowed or admission.borrowed
-            runtime = min(record.trace.duration_s, record.max_runtime)
+            runtime = min(record.trace.duration_s - record.done_s, record.max_runtime)
             heapq.heappush(
                 events, (now + runtime, Event.FINISH, seq, admission.job_id, record.attempt)
             )
@@ -152,8 +162,11 @@ def simulate(
     trace: Sequence[TraceJob],
     policy: Policy,
     progress: Callable[[int, int], None] | None = None,
+    checkpoint_interval_s: float = 1800.0,
 ) -> Report:
-    return Simulation(cluster, trace, policy, progress=progress).run()
+    return Simulation(
+        cluster, trace, policy, progress=progress, checkpoint_interval_s=checkpoint_interval_s
+    ).run()
 
 
 def check_trace(cluster: Cluster, trace: Sequence[TraceJob], path: str, policy: Policy) -> None:

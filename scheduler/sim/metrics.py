@@ -6,6 +6,8 @@
 - guarantee_violation_s: summed over jobs, the seconds a job waited within its project's
   guarantee while other projects held borrowed GPUs of its flavor, past the grace period
   from when that began.
+- lost_gpu_h: GPU-hours of work that preemptions threw away (run time since the last
+  checkpoint of each preempted attempt).
 - jain_fairness: Jain's index over projects of the mean of duration / (wait + duration) of
   their jobs (1 when no job waits, and equal when every project waits alike).
 """
@@ -32,6 +34,7 @@ class Report:
     rejected: int
     timed_out: int
     preemptions: int
+    lost_gpu_h: float
     mean_wait_s: float
     p50_wait_s: float
     p99_wait_s: float
@@ -138,6 +141,7 @@ class Meter:
             rejected=sum(1 for r in records.values() if r.outcome == "rejected"),
             timed_out=sum(1 for r in done if r.outcome == "timeout"),
             preemptions=sum(r.preemptions for r in records.values()),
+            lost_gpu_h=sum(r.lost_gpu_s for r in records.values()) / 3600.0,
             mean_wait_s=sum(waits) / len(waits) if waits else 0.0,
             p50_wait_s=percentile(waits, 50),
             p99_wait_s=percentile(waits, 99),

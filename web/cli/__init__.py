@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from web.cli import bench, simulate
+from web.cli import bench, simulate, up
 
 app = typer.Typer(
     name="gpupool",
@@ -15,6 +15,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.command("up")(up.up_command)
 app.command("simulate")(simulate.simulate_command)
 app.add_typer(bench.app, name="bench")
 

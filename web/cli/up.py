@@ -1,0 +1,63 @@
+"""`gpupool up`: run gpupool on its embedded defaults.
+
+Until the control plane lands, this is the allocation core at work: a demo workload that
+gpupool generates itself, replayed on the example pool under the three policies, side by
+side. No trace data is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from scheduler.core import Policy
+from scheduler.sim.cluster import load_cluster
+from scheduler.sim.engine import Simulation
+from scheduler.sim.errors import InputError
+from scheduler.sim.synthetic import demo_workload
+from web.cli.simulate import fail
+
+EXAMPLE_POOL = Path(__file__).resolve().parents[2] / "configs" / "pool.example.toml"
+
+
+def up_command(
+    cluster: Annotated[Path, typer.Option(help="Cluster TOML to run on.")] = EXAMPLE_POOL,
+    jobs: Annotated[int, typer.Option(min=1, help="Jobs in the generated workload.")] = 5_000,
+    seed: Annotated[int, typer.Option(help="Seed of the generated workload.")] = 7,
+) -> None:
+    """Run the demo: a generated workload on the example pool, under each policy."""
+    console = Console()
+    try:
+        pool = load_cluster(cluster)
+    except InputError as err:
+        raise fail(str(err)) from None
+    workload = demo_workload(pool, jobs, seed)
+    console.print(
+        f"[bold]gpupool[/] demo: {len(workload):,} generated jobs on {len(pool.nodes)} nodes "
+        f"({pool.gpus} GPUs: {', '.join(pool.flavors)}), {len(pool.projects)} projects."
+    )
+    table = Table(title="Same workload, three policies")
+    for column in ("policy", "mean wait", "p99 wait", "utilization", "preemptions",
+                   "guarantee violation", "fairness", "wall"):
+        table.add_column(column, justify="right")
+    for name in ("gpupool", "static", "fifo"):
+        with console.status(f"replaying under {name} ..."):
+            report = Simulation(pool, workload, Policy.named(name)).run()
+        table.add_row(
+            name,
+            f"{report.mean_wait_s:,.0f} s",
+            f"{report.p99_wait_s:,.0f} s",
+            f"{report.utilization:.1%}",
+            f"{report.preemptions:,}",
+            f"{report.guarantee_violation_s:,.0f} s",
+            f"{report.jain_fairness:.3f}",
+            f"{report.wall_s:.1f} s",
+        )
+    console.print(table)
+    console.print(
+        "Replay a real trace: gpupool simulate --trace PATH --cluster configs/philly.toml"
+    )
