@@ -204,10 +204,14 @@ class Cycle:
                 continue
             if not any(v in state.running for v in claim.victims):
                 continue  # its job was just considered: it started or reclaims anew
+            wanted: dict[str, int] = {}
+            for name, n in claim.counted_free:
+                if name in pool.index:
+                    wanted[name] = wanted.get(name, 0) + n
             pieces = tuple(
                 (name, min(n, pool.free[pool.index[name]]))
-                for name, n in claim.counted_free
-                if name in pool.index and pool.free[pool.index[name]] > 0
+                for name, n in wanted.items()
+                if pool.free[pool.index[name]] > 0
             )
             pool.take(pieces)
             self.claim_holds.append((pool, pieces))
@@ -227,7 +231,10 @@ class Cycle:
         pool = self.state.pools[flavor]
         sizes = gang_sizes(job.gpus, job.nodes, pool.max_gpus)
         reason = None
-        if verdict.klass == IN_QUOTA and self.policy.reclaim and queue.key in self.may_reclaim:
+        reclaiming = job.id in self.state.reclaims
+        if verdict.klass == IN_QUOTA and self.policy.reclaim and (
+            reclaiming or queue.key in self.may_reclaim
+        ):
             reason = self.reclaim(job, flavor, sizes)
         if reason is None:
             reason = self.blocked(job, flavor, sizes, verdict.klass)
@@ -441,7 +448,14 @@ class Cycle:
             job_id = state.reservation_holder[flavor]
             job = state.pending_job(job_id)
             verdict = None if job is None else self.limits(job)
-            if job is None or verdict is None or verdict.reason or flavor not in verdict.flavors:
+            if (
+                job is None
+                or verdict is None
+                or verdict.reason
+                or flavor not in verdict.flavors
+                or (verdict.klass == IN_QUOTA and self.policy.reclaim)
+            ):
+                # Gone, blocked by its limits, or in quota now (it reclaims instead).
                 del state.reservation_holder[flavor]
                 continue
             self.decided.add(job_id)

@@ -373,8 +373,14 @@ class SchedulerState:
         self.changed_queues.update(((run.project, run.flavor), (run.project, ANY_FLAVOR)))
         claimant = self.victim_of.pop(job_id, None)
         if claimant is not None and claimant in self.reclaims:
+            # What a victim frees is its claimant's, even when it ends before the others.
             claim = self.reclaims[claimant]
-            self.reclaims[claimant] = replace(claim, victims=claim.victims - {job_id})
+            freed = tuple(p for p in run.pieces if run.flavor == claim.flavor)
+            self.reclaims[claimant] = replace(
+                claim,
+                victims=claim.victims - {job_id},
+                counted_free=claim.counted_free + freed,
+            )
             self.changed_queues.add(self.queue_of[claimant])
         return run
 

@@ -4,8 +4,11 @@
 - idle_while_waiting_gpu_h: GPU-hours that stood free while a waiting job would have fitted
   on one node's free GPUs (whatever kept it waiting: quota, order or a reservation).
 - guarantee_violation_s: summed over jobs, the seconds a job waited within its project's
-  guarantee while other projects held borrowed GPUs of its flavor, past the grace period
-  from when that began.
+  guarantee, past the grace period, while it was blocked by borrowers: the free GPUs plus
+  all GPUs other projects held above their guarantees would have let it fit.
+- guarantee_fragmentation_s: the same waiting while other projects borrowed, but where
+  even all their borrowed GPUs would not have made room (the job needs whole nodes and
+  every candidate node also runs other projects' guaranteed work).
 - lost_gpu_h: GPU-hours of work that preemptions threw away (run time since the last
   checkpoint of each preempted attempt).
 - jain_fairness: Jain's index over projects of the mean of duration / (wait + duration) of
@@ -14,12 +17,14 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from scheduler.core import Policy, SchedulerState
+from scheduler.core import ANY_FLAVOR, Job, Policy, SchedulerState
+from scheduler.core.placement import gang_sizes
 from scheduler.sim.cluster import Cluster
 
 if TYPE_CHECKING:
@@ -42,6 +47,7 @@ class Report:
     utilization: float
     idle_while_waiting_gpu_h: float
     guarantee_violation_s: float
+    guarantee_fragmentation_s: float
     jain_fairness: float
     makespan_s: float
     wall_s: float
@@ -54,7 +60,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of already sorted values."""
     if not sorted_values:
         return 0.0
-    rank = max(1, min(len(sorted_values), round(q / 100.0 * len(sorted_values) + 0.5)))
+    rank = max(1, min(len(sorted_values), math.ceil(q / 100.0 * len(sorted_values))))
     return sorted_values[rank - 1]
 
 
@@ -75,6 +81,7 @@ class Meter:
         self.allocated_gpu_s = 0.0
         self.idle_waiting_gpu_s = 0.0
         self.violation_s = 0.0
+        self.fragmentation_s = 0.0
         self.in_quota_since: dict[str, float] = {}
 
     def advance(self, now: float, until: float) -> None:
@@ -98,7 +105,13 @@ class Meter:
         self._guarantees(now, until)
 
     def _guarantees(self, now: float, until: float) -> None:
-        """Accrue, per waiting in-quota job, time past the grace period while others borrow."""
+        """Accrue in-quota waiting time past the grace period, split by what blocks it.
+
+        A job is *blocked by borrowers* when the free GPUs plus every GPU that other
+        projects hold above their guarantees would let it fit now (counted as a guarantee
+        violation); otherwise the borrowers' GPUs are not where it could use them and it
+        waits on other projects' guaranteed work (counted as fragmentation).
+        """
         state = self.state
         borrowed: dict[str, dict[str, int]] = defaultdict(dict)
         for (project, flavor), holding in state.holdings.items():
@@ -106,6 +119,7 @@ class Meter:
             if excess > 0:
                 borrowed[flavor][project] = excess
         since: dict[str, float] = {}
+        overdue: list[tuple[Job, float]] = []
         for (project, flavor), queue in state.queues.items():
             others = sum(n for p, n in borrowed.get(flavor, {}).items() if p != project)
             if not others:
@@ -121,8 +135,15 @@ class Meter:
                 began = since[job.id] = self.in_quota_since.get(job.id, now)
                 counted_from = max(now, began + self.grace)
                 if until > counted_from:
-                    self.violation_s += until - counted_from
+                    overdue.append((job, until - counted_from))
         self.in_quota_since = since
+        if overdue:
+            rooms = _RoomWithoutBorrowers(state, borrowed)
+            for job, seconds in overdue:
+                if rooms.would_fit(job):
+                    self.violation_s += seconds
+                else:
+                    self.fragmentation_s += seconds
 
     def report(self, records: Mapping[str, JobRecord], policy: str, wall_s: float) -> Report:
         done = [r for r in records.values() if r.outcome in ("completed", "timeout")]
@@ -149,7 +170,40 @@ class Meter:
             utilization=self.allocated_gpu_s / (self.capacity * makespan),
             idle_while_waiting_gpu_h=self.idle_waiting_gpu_s / 3600.0,
             guarantee_violation_s=self.violation_s,
+            guarantee_fragmentation_s=self.fragmentation_s,
             jain_fairness=jain([sum(v) / len(v) for v in speed.values()]),
             makespan_s=makespan,
             wall_s=wall_s,
         )
+
+
+class _RoomWithoutBorrowers:
+    """Free GPUs per node were every borrowing project cut back to its guarantee."""
+
+    def __init__(self, state: SchedulerState, borrowed: dict[str, dict[str, int]]) -> None:
+        self.state = state
+        self.room: dict[str, dict[str, int]] = {}  # flavor -> node -> free + borrowers' GPUs
+        self.own: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for flavor, pool in state.pools.items():
+            room = {name: pool.free[i] for i, name in enumerate(pool.names)}
+            for project in borrowed.get(flavor, {}):
+                for run in state.allocations(project, flavor):
+                    for name, n in run.pieces:
+                        if name in room:
+                            room[name] += n
+                            self.own[(project, flavor)][name] += n
+            self.room[flavor] = room
+
+    def would_fit(self, job: Job) -> bool:
+        flavors = sorted(self.state.pools) if job.flavor == ANY_FLAVOR else [job.flavor]
+        for flavor in flavors:
+            pool = self.state.pools[flavor]
+            own = self.own.get((job.project, flavor), {})
+            rooms = sorted(
+                (room - own.get(name, 0) for name, room in self.room[flavor].items()),
+                reverse=True,
+            )
+            sizes = sorted(gang_sizes(job.gpus, job.nodes, pool.max_gpus), reverse=True)
+            if len(rooms) >= len(sizes) and all(r >= n for r, n in zip(rooms, sizes, strict=False)):
+                return True
+        return False
