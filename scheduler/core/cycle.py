@@ -317,8 +317,10 @@ class Cycle:
         return self.now + job.max_runtime <= hold.start
 
     def admit(self, job: Job, flavor: str, pieces: tuple[tuple[str, int], ...], klass: int) -> None:
-        borrowed = self.policy.enforce_quotas and self.klass(job, flavor) != IN_QUOTA
-        borrowed = borrowed or klass == BORROW_ONLY
+        over = self.state.held(job.project, flavor) + job.gpus > (
+            self.state.quota(job.project, flavor).guaranteed
+        )
+        borrowed = (self.policy.enforce_quotas and over) or klass == BORROW_ONLY
         claim = self.state.reclaims.get(job.id)
         if claim is not None:
             key = (claim.project, claim.flavor)
@@ -508,8 +510,12 @@ class Cycle:
                 return False
         flavor = verdict.flavors[0] if verdict.flavors else queue.key[1]
         hold = self.holds.get(flavor)
-        pool = self.state.pools.get(flavor)
-        if hold is not None and pool is not None and pool.total_free + hold.total >= smallest:
+        flavor_pool = self.state.pools.get(flavor)
+        if (
+            hold is not None
+            and flavor_pool is not None
+            and flavor_pool.total_free + hold.total >= smallest
+        ):
             reason = self.delays_reservation(hold)
         else:
             reason = Reason(ReasonCode.CAPACITY, f"waiting for {flavor} GPUs; none free that fit")

@@ -20,7 +20,7 @@ def decay(amount: float, since: float, now: float, half_life: float) -> float:
     """`amount` recorded at `since`, decayed to `now`."""
     if now <= since or half_life <= 0:
         return amount
-    return amount * 0.5 ** ((now - since) / half_life)
+    return amount * math.pow(0.5, (now - since) / half_life)
 
 
 class DecayedUsage:

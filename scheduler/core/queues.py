@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from bisect import bisect_left, insort
 from collections import Counter
+from typing import TypeVar
 
 from scheduler.core.policy import Ordering
 from scheduler.core.types import Job
 
+K = TypeVar("K", int, float)
 QueueKey = tuple[str, str]  # (project, flavor)
 SortKey = tuple[int, float, str]  # (-priority, submit time, job id)
 
@@ -68,14 +70,9 @@ class JobQueue:
         entry = sort_key(job, self.ordering)
         i = bisect_left(self._entries, entry)
         del self._entries[i]
-        for counter, value in (
-            (self._sizes, job.gpus),
-            (self._pieces, _piece(job)),
-            (self._runtimes, job.max_runtime),
-        ):
-            counter[value] -= 1
-            if not counter[value]:
-                del counter[value]
+        _uncount(self._sizes, job.gpus)
+        _uncount(self._pieces, _piece(job))
+        _uncount(self._runtimes, job.max_runtime)
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -103,3 +100,9 @@ class JobQueue:
 
 def _piece(job: Job) -> int:
     return job.gpus // job.nodes if job.nodes else job.gpus
+
+
+def _uncount(counter: Counter[K], value: K) -> None:
+    counter[value] -= 1
+    if not counter[value]:
+        del counter[value]

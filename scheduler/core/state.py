@@ -180,8 +180,8 @@ class SchedulerState:
             self.usage[project.name] = DecayedUsage(
                 self.policy.half_life_s, project.usage_gpu_s, project.usage_at
             )
-        for project, flavor in list(self.holdings):
-            self._update_excess(project, flavor)
+        for owner, flavor in list(self.holdings):
+            self._update_excess(owner, flavor)
         self.full_cycle_due = True
         self._fit_cache.clear()
         self.sector_share, self.project_share = normalized_shares(

@@ -45,7 +45,7 @@ def busy_snapshot(nodes: int, pending: int, projects: int, seed: int = 1) -> Sna
     cluster = synthetic_pool(nodes, projects, seed)
     names = [p.name for p in cluster.projects]
     now = 1_000_000.0
-    running = []
+    running: list[Running] = []
     for node in cluster.nodes:
         free = node.gpus - (1 if rng.random() < 0.05 else 0)  # a few single free GPUs
         while free > 0:

@@ -74,10 +74,10 @@ def test_static_confines_a_project_to_its_guarantee_while_fifo_pools() -> None:
 
 
 def test_every_policy_completes_a_generated_workload(small_pool: Path, tmp_path: Path) -> None:
-    rows = [
-        f"{i * 7},{'ab'[i % 2]},{[1, 2, 4, 8, 16][i % 5] if i % 2 else [1, 2, 4, 8][i % 4]},H100,{30 + i % 13 * 40},,"
-        for i in range(300)
-    ]
+    def size(i: int) -> int:  # project b (odd rows) also sends 16-GPU jobs
+        return [1, 2, 4, 8, 16][i % 5] if i % 2 else [1, 2, 4, 8][i % 4]
+
+    rows = [f"{i * 7},{'ab'[i % 2]},{size(i)},H100,{30 + i % 13 * 40},," for i in range(300)]
     trace = load_trace(write_trace(tmp_path / "t.csv", rows))
     cluster = load_cluster(small_pool)
     too_big_for_static = sum(1 for j in trace if j.gpus > 8)  # b's guarantee is 8
