@@ -131,6 +131,11 @@ class Cycle:
         )
         return (klass, sector_load, project_load, -job.priority, job.submit_time, job.id)
 
+    def flavors_of_queue(self, key: QueueKey) -> list[str]:
+        if key[1] != ANY_FLAVOR:
+            return [key[1]] if key[1] in self.state.pools else []
+        return sorted(self.state.pools)
+
     def flavors_of(self, job: Job) -> list[str]:
         if job.flavor != ANY_FLAVOR:
             return [job.flavor] if job.flavor in self.state.pools else []
@@ -161,6 +166,10 @@ class Cycle:
             job = queue.at(position[qkey])
             if job is None:
                 continue
+            if not (full or qkey in changed) and not any(
+                self.could_place(queue, flavor) for flavor in self.flavors_of_queue(qkey)
+            ):
+                continue  # a quick cycle: nothing new for it, and its reasons stand
             fresh = self.head_key(job)
             if fresh != key_seen:  # usage moved since it was pushed: re-rank
                 heapq.heappush(heads, (fresh, qkey))
@@ -183,10 +192,8 @@ class Cycle:
         They need not be at the head of their queue: the GPUs were reclaimed for them.
         """
         state = self.state
-        for job_id in sorted(state.reclaims):
+        for job_id in sorted(state.claims_ready):
             claim = state.reclaims[job_id]
-            if any(v in state.running for v in claim.victims):
-                continue  # still stopping: step 4 tells the job so
             state.drop_reclaim(job_id)
             key = (claim.project, claim.flavor)
             self.claimed[key] -= claim.gpus
@@ -197,13 +204,11 @@ class Cycle:
     def hold_claimed_free(self) -> None:
         """Keep the free GPUs that running reclaims counted on for their jobs."""
         state = self.state
-        for job_id in sorted(state.reclaims):
+        for job_id in sorted(state.claims_holding_free):
             claim = state.reclaims[job_id]
             pool = state.pools.get(claim.flavor)
-            if pool is None or not claim.counted_free:
+            if pool is None:
                 continue
-            if not any(v in state.running for v in claim.victims):
-                continue  # its job was just considered: it started or reclaims anew
             wanted: dict[str, int] = {}
             for name, n in claim.counted_free:
                 if name in pool.index:
@@ -232,8 +237,10 @@ class Cycle:
         sizes = gang_sizes(job.gpus, job.nodes, pool.max_gpus)
         reason = None
         reclaiming = job.id in self.state.reclaims
-        if verdict.klass == IN_QUOTA and self.policy.reclaim and (
-            reclaiming or queue.key in self.may_reclaim
+        if (
+            verdict.klass == IN_QUOTA
+            and self.policy.reclaim
+            and (reclaiming or queue.key in self.may_reclaim)
         ):
             reason = self.reclaim(job, flavor, sizes)
         if reason is None:
@@ -489,24 +496,26 @@ class Cycle:
         in_quota = held + gpus <= self.state.quota(project, flavor).guaranteed
         return in_quota and self.state.borrowers_besides(project, flavor) > 0
 
-    def queue_is_hopeless(self, queue: JobQueue, verdict: Verdict) -> bool:
-        """True when no later job of this queue can start or reclaim in this cycle.
+    def could_place(self, queue: JobQueue, flavor: str) -> bool:
+        """Might some job of this queue fit the free GPUs of this flavor now?
 
-        Checks necessary conditions only, on the queue's smallest job, shortest run and
-        smallest per-node piece, so it never gives up on a job that could start.
+        Necessary conditions only, on the queue's smallest job, shortest run and smallest
+        per-node piece, so it never rules out a job that could start.
         """
-        smallest, piece = queue.smallest(), queue.smallest_piece()
+        pool = self.state.pools[flavor]
+        hold = self.holds.get(flavor)
+        held = 0
+        if hold is not None and self.now + queue.shortest_runtime() <= hold.start:
+            held = hold.total  # short jobs may use GPUs the reservation holds
+        return pool.total_free + held >= queue.smallest() and (
+            pool.max_free() + held >= min(queue.smallest_piece(), pool.max_gpus)
+        )
+
+    def queue_is_hopeless(self, queue: JobQueue, verdict: Verdict) -> bool:
+        """True when no later job of this queue can start or reclaim in this cycle."""
+        smallest = queue.smallest()
         for flavor in verdict.flavors:
-            pool = self.state.pools[flavor]
-            hold = self.holds.get(flavor)
-            held = 0
-            if hold is not None and self.now + queue.shortest_runtime() <= hold.start:
-                held = hold.total  # short jobs may use GPUs the reservation holds
-            if pool.total_free + held >= smallest and (
-                pool.max_free() + held >= min(piece, pool.max_gpus)
-            ):
-                return False
-            if self.could_reclaim(queue, flavor, smallest):
+            if self.could_place(queue, flavor) or self.could_reclaim(queue, flavor, smallest):
                 return False
         flavor = verdict.flavors[0] if verdict.flavors else queue.key[1]
         hold = self.holds.get(flavor)

@@ -9,8 +9,9 @@ win:
 - one preemption: nodes are bucketed by `free + the newest candidate's GPUs there`; in the
   lowest bucket that fits (freeing the least beyond what is missing), the newest of the
   first few candidates found goes (it loses the least work);
-- otherwise: nodes where free plus all their borrowers' GPUs could fit the job are tried
-  and the cheapest (fewest preemptions, then fewest GPUs) is taken.
+- otherwise: nodes where free plus all their candidates' GPUs could fit the job are tried,
+  tightest first, and the cheapest of the first few (fewest preemptions, then fewest GPUs)
+  is taken. A gang takes wholly free nodes first, then the cheapest to clear.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from scheduler.core.placement import FlavorPool
 from scheduler.core.state import SchedulerState
 from scheduler.core.types import Piece, Running
 
-ONE_VICTIM_CHOICES = 16  # nodes compared when one preemption suffices
-Victim = tuple[float, str, int, str]  # (start, job id, GPUs on this node, project)
+ONE_VICTIM_CHOICES = 4  # nodes compared when one preemption suffices
+SEVERAL_VICTIM_CHOICES = 4  # nodes compared when it takes several
+Victim = tuple[float, str, int, str, int]  # (start, job id, GPUs here, project, job's GPUs)
 Option = tuple[int, int, int, list[str]]  # (preemptions, GPUs preempted, node, job ids)
 
 
@@ -41,6 +43,8 @@ class BorrowedIndex:
         self.gpus_by_project: dict[str, int] = defaultdict(int)  # candidates' GPUs
         self.total = 0
         self.on_node: dict[int, list[Victim]] = defaultdict(list)  # newest first
+        self.nodes_of: dict[str, set[int]] = defaultdict(set)
+        self.runs_of: dict[str, set[str]] = defaultdict(set)
         for owner, excess in sorted(state.over_guarantee(pool.flavor).items()):
             runs = state.allocations(owner, pool.flavor)
             budget = excess - sum(r.gpus for r in runs if r.stopping_at is not None)
@@ -50,47 +54,77 @@ class BorrowedIndex:
             for run in runs:
                 if run.stopping_at is None:
                     self.runs[run.job_id] = run
+                    self.runs_of[owner].add(run.job_id)
                     self.gpus_by_project[owner] += run.gpus
                     self.total += run.gpus
                     for name, n in run.pieces:
                         i = pool.index.get(name)
                         if i is not None:
-                            self.on_node[i].append((run.start, run.job_id, n, owner))
+                            self.on_node[i].append((run.start, run.job_id, n, owner, run.gpus))
+                            self.nodes_of[owner].add(i)
         top = pool.max_gpus
         self.by_reach: list[dict[int, None]] = [{} for _ in range(top + 1)]
+        # Nodes by free GPUs plus all their candidates' GPUs (what clearing them could give).
+        self.by_room: list[dict[int, None]] = [{} for _ in range(top + 1)]
+        self.bucket_of: dict[int, tuple[int, int]] = {}  # node -> (reach, room)
         for i in sorted(self.on_node):
-            victims = self.on_node[i]
-            victims.sort(reverse=True)
-            self.by_reach[self._reach(i)][i] = None
-        self.room = {i: pool.free[i] + sum(v[2] for v in vs) for i, vs in self.on_node.items()}
+            self.on_node[i].sort(reverse=True)
+            self._file(i)
         # project -> [(pieces, largest piece)] of requests that found no victims this cycle
         self.failed: dict[str, list[tuple[int, int]]] = defaultdict(list)
 
+    def _file(self, i: int) -> None:
+        """(Re)place node i in the reach and room buckets, or drop it if it has nothing."""
+        old = self.bucket_of.pop(i, None)
+        if old is not None:
+            del self.by_reach[old[0]][i]
+            del self.by_room[old[1]][i]
+        victims = self.on_node.get(i)
+        if not victims:
+            self.on_node.pop(i, None)
+            return
+        top, free = self.pool.max_gpus, self.pool.free[i]
+        reach = min(free + victims[0][2], top)
+        room = min(free + sum(v[2] for v in victims), top)
+        self.by_reach[reach][i] = None
+        self.by_room[room][i] = None
+        self.bucket_of[i] = (reach, room)
+
     def _reach(self, i: int) -> int:
         """Free GPUs on node i once its newest candidate left."""
-        budget = self.budget
-        newest = next((v[2] for v in self.on_node.get(i, ()) if budget[v[3]] > 0), 0)
+        victims = self.on_node.get(i)
+        newest = victims[0][2] if victims else 0
         return min(self.pool.free[i] + newest, self.pool.max_gpus)
 
     def gpus_of_others(self, project: str) -> int:
         return self.total - self.gpus_by_project.get(project, 0)
 
     def remove(self, victims: list[Running]) -> None:
+        """Victims chosen: they and, once a project is back at its guarantee, all of its
+        jobs stop being candidates."""
+        gone = {v.job_id for v in victims}
+        touched: set[int] = set()
         for v in victims:
             del self.runs[v.job_id]
+            self.runs_of[v.project].discard(v.job_id)
             self.budget[v.project] -= v.gpus
             self.gpus_by_project[v.project] -= v.gpus
             self.total -= v.gpus
-            for name, n in v.pieces:
+            for name, _ in v.pieces:
                 i = self.pool.index.get(name)
-                if i is None or i not in self.on_node:
-                    continue
-                for bucket in self.by_reach:
-                    bucket.pop(i, None)
-                self.on_node[i] = [x for x in self.on_node[i] if x[1] != v.job_id]
-                self.room[i] -= n
-                if self.on_node[i]:
-                    self.by_reach[self._reach(i)][i] = None
+                if i is not None:
+                    touched.add(i)
+        for owner in {v.project for v in victims}:
+            if self.budget[owner] <= 0:
+                for run_id in self.runs_of.pop(owner, set()) - gone:
+                    del self.runs[run_id]
+                    gone.add(run_id)
+                self.total -= self.gpus_by_project.pop(owner, 0)
+                touched |= self.nodes_of.pop(owner, set())
+        for i in touched:
+            if i in self.on_node:
+                self.on_node[i] = [x for x in self.on_node[i] if x[1] not in gone]
+                self._file(i)
 
     def choose_victims(
         self, project: str, sizes: list[int]
@@ -129,13 +163,14 @@ class BorrowedIndex:
         chosen: list[str] = []
         freed = preempted = 0
         spent: dict[str, int] = {}
-        for _, job_id, n, owner in self.on_node.get(i, ()):
-            if owner == project or self.budget[owner] - spent.get(owner, 0) <= 0:
+        budget = self.budget
+        for _, job_id, n, owner, gpus in self.on_node.get(i, ()):
+            if owner == project or budget[owner] - spent.get(owner, 0) <= 0:
                 continue
-            spent[owner] = spent.get(owner, 0) + self.runs[job_id].gpus
+            spent[owner] = spent.get(owner, 0) + gpus
             chosen.append(job_id)
             freed += n
-            preempted += self.runs[job_id].gpus
+            preempted += gpus
             if freed >= missing:
                 return (len(chosen), preempted, i, chosen)
         return None
@@ -147,8 +182,8 @@ class BorrowedIndex:
             found: list[tuple[float, int, Option]] = []
             for i in bucket:
                 actual = self._reach(i)
-                if actual != reach:
-                    stale.append((i, actual))
+                if actual != reach:  # GPUs were admitted there since: file it anew
+                    stale.append(i)
                     if actual < size:
                         continue
                 option = self._clear(i, size, project)
@@ -158,28 +193,37 @@ class BorrowedIndex:
                     found.append((-victim.start, option[1], option))
                     if len(found) >= ONE_VICTIM_CHOICES:
                         break
-            for i, actual in stale:
-                del bucket[i]
-                self.by_reach[actual][i] = None
+            for i in stale:
+                self._file(i)
             if found:
                 return min(found, key=lambda f: (f[0], f[1], f[2][2]))[2]
-        # No single preemption does it: the cheapest node that several can clear.
-        options = (self._clear(i, size, project) for i, room in self.room.items() if room >= size)
-        return min((o for o in options if o is not None and o[0] > 0), default=None)
+        # No single preemption does it: the cheapest of the first nodes that several can clear.
+        return self._cheapest(project, size, set(), with_free=False)
+
+    def _cheapest(self, project: str, size: int, used: set[int], with_free: bool) -> Option | None:
+        """The cheapest of up to SEVERAL_VICTIM_CHOICES nodes, tightest room first."""
+        options: list[Option] = []
+        if with_free:  # nodes that need no preemption at all come first
+            for i in self.pool.nodes_free_at_least(size):
+                if i not in used:
+                    return (0, 0, i, [])
+        for room in range(size, len(self.by_room)):
+            for i in self.by_room[room]:
+                if i in used:
+                    continue
+                option = self._clear(i, size, project)
+                if option is not None and option[0] > 0:
+                    options.append(option)
+                    if len(options) >= SEVERAL_VICTIM_CHOICES:
+                        return min(options)
+        return min(options, default=None)
 
     def _gang(self, project: str, sizes: list[int]) -> list[tuple[Option, int]] | None:
         """For each piece, largest first, the cheapest node not used yet."""
         used: set[int] = set()
         chosen: list[tuple[Option, int]] = []
         for size in sorted(sizes, reverse=True):
-            nodes = [i for i, room in self.room.items() if room >= size and i not in used]
-            nodes += [
-                i
-                for i in self.pool.nodes_free_at_least(size)
-                if i not in used and i not in self.room
-            ]
-            options = (self._clear(i, size, project) for i in nodes)
-            best = min((o for o in options if o is not None), default=None)
+            best = self._cheapest(project, size, used, with_free=True)
             if best is None:
                 return None
             used.add(best[2])

@@ -97,6 +97,8 @@ class SchedulerState:
         self.reclaims: dict[str, Reclaim] = {}
         self.new_rejections: dict[str, Reason] = {}
         self.victim_of: dict[str, str] = {}  # stopping borrower -> the job it makes room for
+        self.claims_ready: set[str] = set()  # reclaims whose victims have all stopped
+        self.claims_holding_free: set[str] = set()  # reclaims with free GPUs to hold
         self.reservation_holder: dict[str, str] = {}  # flavor -> job with the reservation
         self.sector_share: dict[str, float] = {}
         self.project_share: dict[str, float] = {}
@@ -376,11 +378,14 @@ class SchedulerState:
             # What a victim frees is its claimant's, even when it ends before the others.
             claim = self.reclaims[claimant]
             freed = tuple(p for p in run.pieces if run.flavor == claim.flavor)
-            self.reclaims[claimant] = replace(
-                claim,
-                victims=claim.victims - {job_id},
-                counted_free=claim.counted_free + freed,
+            claim = replace(
+                claim, victims=claim.victims - {job_id}, counted_free=claim.counted_free + freed
             )
+            self.reclaims[claimant] = claim
+            if claim.counted_free:
+                self.claims_holding_free.add(claimant)
+            if not claim.victims:
+                self.claims_ready.add(claimant)
             self.changed_queues.add(self.queue_of[claimant])
         return run
 
@@ -396,8 +401,14 @@ class SchedulerState:
         self.reclaims[job_id] = claim
         for victim in claim.victims:
             self.victim_of[victim] = job_id
+        if claim.counted_free:
+            self.claims_holding_free.add(job_id)
+        if not claim.victims:
+            self.claims_ready.add(job_id)
 
     def drop_reclaim(self, job_id: str) -> None:
+        self.claims_ready.discard(job_id)
+        self.claims_holding_free.discard(job_id)
         claim = self.reclaims.pop(job_id, None)
         if claim is not None:
             for victim in claim.victims:

@@ -41,8 +41,16 @@ def up_command(
         f"({pool.gpus} GPUs: {', '.join(pool.flavors)}), {len(pool.projects)} projects."
     )
     table = Table(title="Same workload, three policies")
-    for column in ("policy", "mean wait", "p99 wait", "utilization", "preemptions",
-                   "guarantee violation", "fairness", "wall"):
+    for column in (
+        "policy",
+        "mean wait",
+        "p99 wait",
+        "utilization",
+        "preemptions",
+        "guarantee violation",
+        "fairness",
+        "wall",
+    ):
         table.add_column(column, justify="right")
     for name in ("gpupool", "static", "fifo"):
         with console.status(f"replaying under {name} ..."):
