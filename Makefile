@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q tests/bench --benchmarks -p no:cacheprovider -s
+	$(BIN)/python tests/bench/run.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,11 +4,11 @@
 - idle_while_waiting_gpu_h: GPU-hours that stood free while a waiting job would have fitted
   on one node's free GPUs (whatever kept it waiting: quota, order or a reservation).
 - guarantee_violation_s: summed over jobs, the seconds a job waited within its project's
-  guarantee, past the grace period, while it was blocked by borrowers: the free GPUs plus
-  all GPUs other projects held above their guarantees would have let it fit.
-- guarantee_fragmentation_s: the same waiting while other projects borrowed, but where
-  even all their borrowed GPUs would not have made room (the job needs whole nodes and
-  every candidate node also runs other projects' guaranteed work).
+  guarantee, past the grace period, while it was blocked by borrowers: it fitted the free
+  GPUs, or preempting other projects' jobs down to their guarantees would have made room.
+- guarantee_fragmentation_s: the same waiting while other projects borrowed, but where no
+  such preemption could make room (a job needing whole nodes while every node that
+  borrowers use also runs other projects' guaranteed work).
 - lost_gpu_h: GPU-hours of work that preemptions threw away (run time since the last
   checkpoint of each preempted attempt).
 - jain_fairness: Jain's index over projects of the mean of duration / (wait + duration) of
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from scheduler.core import ANY_FLAVOR, Job, Policy, SchedulerState
 from scheduler.core.placement import gang_sizes
+from scheduler.core.reclaim import BorrowedIndex
 from scheduler.sim.cluster import Cluster
 
 if TYPE_CHECKING:
@@ -107,10 +108,10 @@ class Meter:
     def _guarantees(self, now: float, until: float) -> None:
         """Accrue in-quota waiting time past the grace period, split by what blocks it.
 
-        A job is *blocked by borrowers* when the free GPUs plus every GPU that other
-        projects hold above their guarantees would let it fit now (counted as a guarantee
-        violation); otherwise the borrowers' GPUs are not where it could use them and it
-        waits on other projects' guaranteed work (counted as fragmentation).
+        A job is *blocked by borrowers* when it fits the free GPUs, or preempting other
+        projects' jobs down to their guarantees would make room for it now (counted as a
+        guarantee violation); otherwise the borrowed GPUs are not where it could use them
+        and it waits on other projects' guaranteed work (counted as fragmentation).
         """
         state = self.state
         borrowed: dict[str, dict[str, int]] = defaultdict(dict)
@@ -138,7 +139,7 @@ class Meter:
                     overdue.append((job, until - counted_from))
         self.in_quota_since = since
         if overdue:
-            rooms = _RoomWithoutBorrowers(state, borrowed)
+            rooms = _Reclaimable(state)
             for job, seconds in overdue:
                 if rooms.would_fit(job):
                     self.violation_s += seconds
@@ -177,33 +178,23 @@ class Meter:
         )
 
 
-class _RoomWithoutBorrowers:
-    """Free GPUs per node were every borrowing project cut back to its guarantee."""
+class _Reclaimable:
+    """Could preempting other projects' borrowed GPUs (down to their guarantees) make
+    room for a job right now? Asks the core's own reclaim index, built once per flavor."""
 
-    def __init__(self, state: SchedulerState, borrowed: dict[str, dict[str, int]]) -> None:
+    def __init__(self, state: SchedulerState) -> None:
         self.state = state
-        self.room: dict[str, dict[str, int]] = {}  # flavor -> node -> free + borrowers' GPUs
-        self.own: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for flavor, pool in state.pools.items():
-            room = {name: pool.free[i] for i, name in enumerate(pool.names)}
-            for project in borrowed.get(flavor, {}):
-                for run in state.allocations(project, flavor):
-                    for name, n in run.pieces:
-                        if name in room:
-                            room[name] += n
-                            self.own[(project, flavor)][name] += n
-            self.room[flavor] = room
+        self.indices: dict[str, BorrowedIndex] = {}
 
     def would_fit(self, job: Job) -> bool:
         flavors = sorted(self.state.pools) if job.flavor == ANY_FLAVOR else [job.flavor]
         for flavor in flavors:
             pool = self.state.pools[flavor]
-            own = self.own.get((job.project, flavor), {})
-            rooms = sorted(
-                (room - own.get(name, 0) for name, room in self.room[flavor].items()),
-                reverse=True,
-            )
-            sizes = sorted(gang_sizes(job.gpus, job.nodes, pool.max_gpus), reverse=True)
-            if len(rooms) >= len(sizes) and all(r >= n for r, n in zip(rooms, sizes, strict=False)):
+            sizes = gang_sizes(job.gpus, job.nodes, pool.max_gpus)
+            if pool.place(sizes) is not None:
+                return True  # it fits the free GPUs as they are
+            if flavor not in self.indices:
+                self.indices[flavor] = BorrowedIndex(self.state, pool)
+            if self.indices[flavor].choose_victims(job.project, sizes) is not None:
                 return True
         return False

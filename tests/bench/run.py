@@ -1,0 +1,61 @@
+"""`make bench`: the allocation core's cycle times and the Philly replay under each policy.
+
+Prints one JSON object per benchmark, then a Markdown table of the replays for the README.
+The Philly trace is read from ../shared/traces (never copied into the project); without it
+the replays are skipped with a message.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PHILLY = REPO.parent / "shared" / "traces" / "philly" / "philly.csv"
+COLUMNS = [
+    ("mean_wait_s", "mean wait (s)", "{:,.0f}"),
+    ("p50_wait_s", "p50 wait (s)", "{:,.0f}"),
+    ("p99_wait_s", "p99 wait (s)", "{:,.0f}"),
+    ("mean_jct_s", "mean JCT (s)", "{:,.0f}"),
+    ("utilization", "utilization", "{:.1%}"),
+    ("idle_while_waiting_gpu_h", "idle while waiting (GPU-h)", "{:,.0f}"),
+    ("guarantee_violation_s", "guarantee violation (s)", "{:,.0f}"),
+    ("guarantee_fragmentation_s", "in-quota wait, fragmentation (s)", "{:,.0f}"),
+    ("preemptions", "preemptions", "{:,}"),
+    ("lost_gpu_h", "work lost to preemption (GPU-h)", "{:,.0f}"),
+    ("jain_fairness", "Jain fairness", "{:.3f}"),
+    ("wall_s", "wall (s)", "{:.1f}"),
+]
+
+
+def gpupool(*args: str) -> dict[str, object]:
+    command = [sys.executable, "-m", "web.cli", *args, "--json"]
+    print("$ gpupool " + " ".join(args) + " --json", file=sys.stderr, flush=True)
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, check=False)
+    if done.returncode != 0:
+        sys.exit(f"gpupool {' '.join(args)} failed:\n{done.stderr}")
+    result: dict[str, object] = json.loads(done.stdout)
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    gpupool("bench", "cycle", "--nodes", "10000", "--pending", "100000", "--projects", "1000")
+    if not PHILLY.exists():
+        print(f"skipped the Philly replays: {PHILLY} is not there", file=sys.stderr)
+        return
+    reports = [
+        gpupool("simulate", "--trace", str(PHILLY), "--cluster", "configs/philly.toml",
+                "--policy", policy)
+        for policy in ("gpupool", "static", "fifo")
+    ]
+    print("\n| figure | " + " | ".join(str(r["policy"]) for r in reports) + " |")
+    print("|---|" + "---:|" * len(reports))
+    for key, title, fmt in COLUMNS:
+        print(f"| {title} | " + " | ".join(fmt.format(r[key]) for r in reports) + " |")
+
+
+if __name__ == "__main__":
+    main()
