@@ -184,6 +184,11 @@ class Cycle:
             hold.release(self.state.pools[flavor])
         for pool, pieces in self.claim_holds:
             pool.give(pieces)
+        state = self.state
+        state.cycles += 1
+        state.reasons.record(self.plan, state.cycles)
+        if not full:
+            self.plan.earlier = state.reasons
         return self.plan
 
     def start_claimants(self) -> None:
@@ -290,8 +295,10 @@ class Cycle:
                 f"over limit: project {job.project} holds {held} of its {word} of {ceiling} "
                 f"{flavor} GPUs; this job needs {job.gpus}",
             )
+            # The whole queue is over the limit when even its smallest job is, everywhere.
             smallest = self.state.queues[(job.project, job.flavor)].smallest()
-            return Verdict([], BORROWING, reason, whole_queue=held + smallest > ceiling)
+            whole = all(held + smallest > ceiling for _, held, ceiling in over)
+            return Verdict([], BORROWING, reason, whole_queue=whole)
         klasses = {f: self.klass(job, f) for f in allowed}
         allowed.sort(key=lambda f: (klasses[f], f))  # in-quota flavors first
         klass = BORROW_ONLY if borrow_only else klasses[allowed[0]]
@@ -378,7 +385,7 @@ class Cycle:
         self.claim_holds.append((pool, counted_free))
         stop_at = self.now + self.policy.grace_period_s
         for victim in victims:
-            state.mark_stopping(victim.job_id, stop_at)
+            state.mark_stopping(victim.job_id, stop_at, for_job=job.id)
             self.plan.preemptions.append(
                 Preemption(
                     victim.job_id,
@@ -487,14 +494,22 @@ class Cycle:
 
     # -- 6. Reasons for whole queues -----------------------------------------------------
 
+    def in_quota(self, queue: JobQueue, flavor: str, gpus: int) -> bool:
+        """Would a job of `gpus` in this queue be within its project's guarantee?"""
+        project = queue.key[0]
+        if not self.policy.enforce_quotas:
+            return True
+        held = self.state.held(project, flavor) + self.claimed.get((project, flavor), 0)
+        return held + gpus <= self.state.quota(project, flavor).guaranteed
+
     def could_reclaim(self, queue: JobQueue, flavor: str, gpus: int) -> bool:
         """Might a job of `gpus` in this queue be in quota and find borrowers to preempt?"""
-        project = queue.key[0]
         if not (self.policy.reclaim and queue.key in self.may_reclaim):
             return False
-        held = self.state.held(project, flavor) + self.claimed.get((project, flavor), 0)
-        in_quota = held + gpus <= self.state.quota(project, flavor).guaranteed
-        return in_quota and self.state.borrowers_besides(project, flavor) > 0
+        project = queue.key[0]
+        return self.in_quota(queue, flavor, gpus) and (
+            self.state.borrowers_besides(project, flavor) > 0
+        )
 
     def could_place(self, queue: JobQueue, flavor: str) -> bool:
         """Might some job of this queue fit the free GPUs of this flavor now?
@@ -505,8 +520,11 @@ class Cycle:
         pool = self.state.pools[flavor]
         hold = self.holds.get(flavor)
         held = 0
-        if hold is not None and self.now + queue.shortest_runtime() <= hold.start:
-            held = hold.total  # short jobs may use GPUs the reservation holds
+        if hold is not None and (
+            self.now + queue.shortest_runtime() <= hold.start
+            or (hold.klass == BORROWING and self.in_quota(queue, flavor, queue.smallest()))
+        ):
+            held = hold.total  # short or in-quota jobs may use GPUs the reservation holds
         return pool.total_free + held >= queue.smallest() and (
             pool.max_free() + held >= min(queue.smallest_piece(), pool.max_gpus)
         )
@@ -514,7 +532,7 @@ class Cycle:
     def queue_is_hopeless(self, queue: JobQueue, verdict: Verdict) -> bool:
         """True when no later job of this queue can start or reclaim in this cycle."""
         smallest = queue.smallest()
-        for flavor in verdict.flavors:
+        for flavor in self.flavors_of_queue(queue.key):  # later jobs may fit other flavors
             if self.could_place(queue, flavor) or self.could_reclaim(queue, flavor, smallest):
                 return False
         flavor = verdict.flavors[0] if verdict.flavors else queue.key[1]

@@ -18,7 +18,7 @@ def gang_sizes(gpus: int, nodes: int | None, node_gpus: int) -> list[int]:
     """Per-node piece sizes for a job on nodes of `node_gpus` GPUs."""
     if nodes:
         return [gpus // nodes] * nodes
-    if gpus <= node_gpus:
+    if gpus <= node_gpus or node_gpus <= 0:  # no node can take it: one piece, never placed
         return [gpus]
     whole, rest = divmod(gpus, node_gpus)
     return [node_gpus] * whole + ([rest] if rest else [])

@@ -70,8 +70,8 @@ class BorrowedIndex:
         for i in sorted(self.on_node):
             self.on_node[i].sort(reverse=True)
             self._file(i)
-        # project -> [(pieces, largest piece)] of requests that found no victims this cycle
-        self.failed: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        # project -> piece sizes (largest first) of requests that found no victims this cycle
+        self.failed: dict[str, list[tuple[int, ...]]] = defaultdict(list)
 
     def _file(self, i: int) -> None:
         """(Re)place node i in the reach and room buckets, or drop it if it has nothing."""
@@ -134,17 +134,18 @@ class BorrowedIndex:
         Returns them with the GPUs already free on the chosen nodes that the job counts
         on too (the cycle holds those for it until the victims have stopped).
         """
-        count, piece = len(sizes), max(sizes)
+        request = tuple(sorted(sizes, reverse=True))
+        piece = request[0]
         failed = self.failed[project]
-        if any(c <= count and p <= piece for c, p in failed):
+        if any(_no_smaller(request, earlier) for earlier in failed):
             return None  # a request no larger already found nothing this cycle
-        if count == 1:
+        if len(request) == 1:
             one = self._one_node(project, piece)
             found = None if one is None else [(one, piece)]
         else:
             found = self._gang(project, sizes)
         if not found or not any(option[3] for option, _ in found):
-            failed.append((count, piece))
+            failed.append(request)
             return None
         ids: list[str] = []
         counted: list[Piece] = []
@@ -229,3 +230,10 @@ class BorrowedIndex:
             used.add(best[2])
             chosen.append((best, size))
         return chosen
+
+
+def _no_smaller(request: tuple[int, ...], earlier: tuple[int, ...]) -> bool:
+    """Does `request` need at least what `earlier` needed, piece by piece (largest first)?"""
+    return len(request) >= len(earlier) and all(
+        mine >= theirs for mine, theirs in zip(request, earlier, strict=False)
+    )

@@ -26,6 +26,7 @@ from scheduler.core.types import (
     Piece,
     Project,
     Reason,
+    ReasonBook,
     ReasonCode,
     Running,
     Sector,
@@ -103,6 +104,8 @@ class SchedulerState:
         self.sector_share: dict[str, float] = {}
         self.project_share: dict[str, float] = {}
         self._fit_cache: dict[tuple[str, str, int, int | None], Reason | None] = {}
+        self.reasons = ReasonBook()
+        self.cycles = 0
         # What changed since the last cycle (see take_changes).
         self.full_cycle_due = True
         self.last_full_cycle: float | None = None
@@ -113,6 +116,26 @@ class SchedulerState:
         self.set_projects(snapshot.projects)
         self.add_runnings(snapshot.running)
         self.add_jobs(snapshot.pending)
+        self._restore_reclaims(snapshot.running)
+
+    def _restore_reclaims(self, running: Iterable[Running]) -> None:
+        """Jobs already stopping for a waiting job (a snapshot taken mid-reclaim)."""
+        victims: dict[str, list[Running]] = defaultdict(list)
+        for run in running:
+            if run.stopping_at is not None and run.preempted_for is not None:
+                victims[run.preempted_for].append(run)
+        for job_id, runs in sorted(victims.items()):
+            job = self.pending_job(job_id)
+            if job is not None:
+                self.add_reclaim(
+                    job_id,
+                    Reclaim(
+                        job.project,
+                        runs[0].flavor,
+                        job.gpus,
+                        frozenset(r.job_id for r in runs),
+                    ),
+                )
 
     # -- what changed ----------------------------------------------------------------------
 
@@ -256,6 +279,7 @@ class SchedulerState:
         if key is None:
             return None
         self.drop_reclaim(job_id)
+        self.reasons.forget(job_id)
         for flavor in [f for f, holder in self.reservation_holder.items() if holder == job_id]:
             del self.reservation_holder[flavor]
         queue = self.queues[key]
@@ -293,7 +317,11 @@ class SchedulerState:
                     f"{job.gpus} GPUs{self._spread(job)} do not fit the pool's {shape.nodes} "
                     f"{flavor} nodes ({shape.total} GPUs, at most {shape.largest} a node)"
                 )
-            elif self.policy.enforce_quotas and job.gpus > self.ceiling(job.project, flavor):
+            elif (
+                self.policy.enforce_quotas
+                and job.project in self.projects  # an unknown project waits to be approved
+                and job.gpus > self.ceiling(job.project, flavor)
+            ):
                 problems.append(
                     f"{job.gpus} GPUs exceed project {job.project}'s "
                     f"{'limit' if self.policy.borrowing else 'guarantee'} of "
@@ -389,11 +417,11 @@ class SchedulerState:
             self.changed_queues.add(self.queue_of[claimant])
         return run
 
-    def mark_stopping(self, job_id: str, stop_at: float) -> None:
+    def mark_stopping(self, job_id: str, stop_at: float, for_job: str | None = None) -> None:
         run = self.running[job_id]
         ends = self.ends[run.flavor]
         del ends[bisect_left(ends, (run.expected_end, run.job_id))]
-        run = replace(run, stopping_at=stop_at)
+        run = replace(run, stopping_at=stop_at, preempted_for=for_job)
         self.running[job_id] = run
         insort(ends, (run.expected_end, run.job_id))
 

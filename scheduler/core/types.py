@@ -84,8 +84,10 @@ class Running:
     start: float
     max_runtime: float
     priority: int = 0
-    # Set once a preemption was ordered: the GPUs are free at this time.
+    # Set once a preemption was ordered: the GPUs are free at this time ...
     stopping_at: float | None = None
+    # ... and the waiting job they are freed for.
+    preempted_for: str | None = None
     gpus: int = field(init=False, compare=False)  # the sum of the pieces
 
     def __post_init__(self) -> None:
@@ -153,6 +155,39 @@ class Reservation:
     pieces: tuple[Piece, ...]
 
 
+class ReasonBook:
+    """The latest reason of every waiting job, across cycles.
+
+    A quick cycle decides only for the queues it looked at; the others' reasons stand, and
+    this is where they stand. Job-level and queue-level reasons are stamped with the cycle
+    that gave them, and the newer one wins (a job's own reason on a tie).
+    """
+
+    __slots__ = ("_jobs", "_queues")
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, tuple[int, Reason]] = {}
+        self._queues: dict[tuple[str, str], tuple[int, Reason]] = {}
+
+    def record(self, plan: Plan, cycle: int) -> None:
+        for job_id, reason in plan.job_reasons.items():
+            self._jobs[job_id] = (cycle, reason)
+        for key, reason in plan.queue_reasons.items():
+            self._queues[key] = (cycle, reason)
+        for job_id in plan.admitted:
+            self._jobs.pop(job_id, None)
+
+    def forget(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    def reason_for(self, job: Job) -> Reason | None:
+        own = self._jobs.get(job.id)
+        queue = self._queues.get((job.project, job.flavor))
+        if own is None or (queue is not None and queue[0] > own[0]):
+            return None if queue is None else queue[1]
+        return own[1]
+
+
 @dataclass(slots=True)
 class Plan:
     """What one scheduling cycle decided. Every pending job not admitted has a reason."""
@@ -168,14 +203,19 @@ class Plan:
     # ... and of whole queues it did not need to walk, keyed by (project, flavor).
     queue_reasons: dict[tuple[str, str], Reason] = field(default_factory=dict)
     admitted: set[str] = field(default_factory=set)
+    # Where the reasons of queues this (quick) cycle did not look at stand.
+    earlier: ReasonBook | None = None
 
     def reason_for(self, job: Job) -> Reason | None:
-        """Why a pending job is still waiting.
+        """Why a pending job is still waiting; None if this plan admitted it.
 
-        None if this plan admitted it, or if a quick cycle did not look at its queue: its
-        last reason stands. A full cycle gives every job it did not admit a reason.
+        A quick cycle answers for the queues it did not look at with the reason they were
+        last given.
         """
         if job.id in self.admitted:
             return None
         reason = self.job_reasons.get(job.id) or self.rejections.get(job.id)
-        return reason or self.queue_reasons.get((job.project, job.flavor))
+        reason = reason or self.queue_reasons.get((job.project, job.flavor))
+        if reason is None and self.earlier is not None:
+            return self.earlier.reason_for(job)
+        return reason

@@ -1,0 +1,240 @@
+"""SchedulerState + run_cycle: told what happens between cycles, it plans like a fresh plan."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from scheduler.core import (
+    NodeState,
+    Plan,
+    Policy,
+    ReasonCode,
+    Running,
+    SchedulerState,
+    Snapshot,
+    plan,
+    run_cycle,
+)
+
+from .builders import admitted_ids, built, job, node, pieces_of, project, running, snapshot
+from .strategies import NOW, property_settings, snapshots
+
+P = project("p").quota("H100", guaranteed=8, limit=16)
+
+
+def start() -> Snapshot:
+    return snapshot(
+        nodes=[node("n1"), node("n2"), node("n3").gpus(4)],
+        projects=[P, project("q").quota("H100", guaranteed=8, limit=16)],
+        running=[running("r1").on("n1", 8).runtime(500), running("r2").project("q").on("n2", 4)],
+        pending=[
+            job("a").gpus(8).submitted(0),
+            job("b").gpus(4).project("q").submitted(1),
+            job("c").gpus(2).submitted(2),
+        ],
+    )
+
+
+def assumed(snap: Snapshot, result: Plan, finished: set[str] = frozenset(), added=()) -> Snapshot:
+    """The snapshot a fresh plan would see after `result` and what happened since."""
+    jobs = {j.id: j for j in snap.pending}
+    admitted = [
+        Running(
+            a.job_id,
+            jobs[a.job_id].project,
+            a.flavor,
+            a.pieces,
+            result.now,
+            jobs[a.job_id].max_runtime,
+            jobs[a.job_id].priority,
+        )
+        for a in result.admissions
+    ]
+    return Snapshot(
+        nodes=snap.nodes,
+        sectors=snap.sectors,
+        projects=snap.projects,
+        pending=tuple(
+            j for j in snap.pending if j.id not in result.admitted and j.id not in result.rejections
+        )
+        + tuple(built(j) for j in added),
+        running=tuple(r for r in (*snap.running, *admitted) if r.job_id not in finished),
+    )
+
+
+def same_decisions(a: Plan, b: Plan, pending) -> None:
+    """Same admissions, preemptions, reservations (in any order), and the same reason code
+    and estimated start for every job."""
+
+    def codes(p: Plan) -> dict[str, tuple[str, float | None] | None]:
+        reasons = {j.id: p.reason_for(j) for j in pending}
+        return {k: r and (r.code, r.est_start) for k, r in reasons.items()}
+
+    def by_job(items: list) -> list:
+        return sorted(items, key=lambda x: x.job_id)
+
+    assert by_job(a.admissions) == by_job(b.admissions)
+    assert by_job(a.preemptions) == by_job(b.preemptions)
+    assert by_job(a.reservations) == by_job(b.reservations)
+    assert codes(a) == codes(b)
+
+
+def test_finishing_a_job_lets_the_next_one_in():
+    state = SchedulerState(start(), Policy.gpupool())
+    first = run_cycle(state, now=10)
+    assert admitted_ids(first) == ["b", "c"]
+    assert run_cycle(state, now=20).admissions == []
+
+    assert state.finish("r1").job_id == "r1"
+    second = run_cycle(state, now=500)
+    assert admitted_ids(second) == ["a"]
+    assert pieces_of(second, "a") == (("n1", 8),)
+
+
+def test_admissions_are_assumed_into_the_state():
+    state = SchedulerState(start(), Policy.gpupool())
+    first = run_cycle(state, now=10)
+    for a in first.admissions:
+        assert state.running[a.job_id].pieces == a.pieces
+        assert state.running[a.job_id].start == 10
+    assert state.pending_count() == 1
+    assert state.held("p", "H100") == 10 and state.held("q", "H100") == 8
+
+
+def test_incremental_cycles_equal_fresh_plans():
+    policy = Policy.gpupool()
+    snap = start()
+    state = SchedulerState(snap, policy)
+    first = run_cycle(state, now=10)
+    same_decisions(first, plan(snap, policy, 10), snap.pending)
+
+    state.finish("r1")
+    late = job("d").gpus(4).project("q").submitted(400)
+    state.add_job(late.build())
+    second = run_cycle(state, now=500)
+    fresh = assumed(snap, first, finished={"r1"}, added=[late])
+    same_decisions(second, plan(fresh, policy, 500), fresh.pending)
+
+
+def test_cancelled_job_is_not_admitted():
+    state = SchedulerState(start(), Policy.gpupool())
+    assert state.remove_job("b").id == "b"
+    assert state.remove_job("b") is None
+    assert "b" not in admitted_ids(run_cycle(state, now=10))
+
+
+def test_finishing_an_unknown_job_is_harmless():
+    state = SchedulerState(start(), Policy.gpupool())
+    assert state.finish("nope") is None
+
+
+def test_a_job_cannot_run_twice():
+    state = SchedulerState(start(), Policy.gpupool())
+    with pytest.raises(ValueError, match="r1"):
+        state.add_running(running("r1").on("n2", 1).build())
+
+
+def test_a_job_cannot_be_queued_twice():
+    state = SchedulerState(start(), Policy.gpupool())
+    with pytest.raises(ValueError, match="already queued"):
+        state.add_job(job("a").gpus(1).build())
+
+
+def test_rejections_are_reported_once_by_the_next_cycle():
+    state = SchedulerState(start(), Policy.gpupool())
+    reason = state.add_job(job("huge").gpus(64).build())
+    assert reason.code is ReasonCode.NEVER_FITS
+    assert "huge" in run_cycle(state, now=10).rejections
+    assert "huge" not in run_cycle(state, now=20).rejections
+
+
+def test_draining_a_node_keeps_new_work_off_it():
+    state = SchedulerState(start(), Policy.gpupool())
+    state.set_node_state("n3", NodeState.DRAINING)
+    first = run_cycle(state, now=10)
+    assert admitted_ids(first) == ["b"]
+    assert pieces_of(first, "b") == (("n2", 4),)
+    state.set_node_state("n3", NodeState.UP)
+    second = run_cycle(state, now=20)
+    assert admitted_ids(second) == ["c"]
+    assert pieces_of(second, "c") == (("n3", 2),)
+
+
+def test_recorded_usage_moves_a_project_back():
+    snap = snapshot(
+        nodes=[node("n1")],
+        projects=[project("a").quota("H100", 0, 8), project("b").quota("H100", 0, 8)],
+        pending=[job("a1").project("a").gpus(8), job("b1").project("b").gpus(8).submitted(5)],
+    )
+    state = SchedulerState(snap, Policy.gpupool())
+    state.record_usage("a", 1e7, at=0)
+    assert admitted_ids(run_cycle(state, now=0)) == ["b1"]
+
+
+@property_settings(examples=100)
+@given(
+    snap=snapshots(stopping=False),
+    finish=st.sets(st.integers(0, 20)),
+    policy=st.sampled_from([Policy.gpupool(reclaim=False), Policy.static(), Policy.fifo()]),
+    later=st.sampled_from([10.0, 60.0]),  # a quick pass, then a full one
+)
+def test_any_two_cycles_equal_fresh_plans(snap, finish, policy, later):
+    # Reclaim is off: a fresh plan cannot know which in-quota job a stopping job frees GPUs for.
+    state = SchedulerState(snap, policy)
+    first = run_cycle(state, NOW)
+    same_decisions(first, plan(snap, policy, NOW), snap.pending)
+
+    running_ids = sorted(state.running)
+    done = {running_ids[i % len(running_ids)] for i in finish} if running_ids else set()
+    for job_id in sorted(done):
+        state.finish(job_id)
+    second = run_cycle(state, NOW + later)
+    fresh = assumed(snap, first, finished=done)
+    same_decisions(second, plan(fresh, policy, NOW + later), fresh.pending)
+
+
+def test_a_quick_pass_still_gives_every_waiting_job_a_reason():
+    # Nothing changes between the cycles, so the second is a quick pass (within
+    # full_cycle_interval_s); the job it did not need to look at still has to say why.
+    snap = snapshot(
+        nodes=[node("n1").gpus(2)],
+        projects=[P],
+        pending=[job("a").gpus(2), job("b").gpus(1).submitted(1)],
+    )
+    state = SchedulerState(snap, Policy.gpupool())
+    first = run_cycle(state, now=0)
+    assert admitted_ids(first) == ["a"]
+    second = run_cycle(state, now=10)
+    reason = second.reason_for(job("b").gpus(1).submitted(1).build())
+    assert reason is not None
+    assert reason.code is first.reason_for(job("b").gpus(1).submitted(1).build()).code
+
+
+def test_a_kept_reservation_decides_like_a_fresh_plan():
+    # Cycle 1 reserves n0 for j0 (p1 borrows for it); r0 then finishes. In cycle 2, j1 (in
+    # quota, 1 GPU for 30 s) either may use the GPU held for j0 or may not, but the state
+    # and a fresh plan of the same pool must agree.
+    snap = snapshot(
+        nodes=[node("n0")],
+        projects=[
+            project("p0").quota("H100", 0, 8),
+            project("p1").quota("H100", 2, 10),
+        ],
+        running=[
+            running("r0").project("p0").on("n0", 1).runtime(60),
+            running("r2").project("p0").on("n0", 7).runtime(60),
+        ],
+        pending=[
+            job("j0").project("p1").gpus(8).runtime(30),
+            job("j1").project("p1").gpus(1).runtime(30),
+        ],
+    )
+    policy = Policy.gpupool(reclaim=False)
+    state = SchedulerState(snap, policy)
+    first = run_cycle(state, now=1000)
+    state.finish("r0")
+    second = run_cycle(state, now=1060)
+    fresh = assumed(snap, first, finished={"r0"})
+    same_decisions(second, plan(fresh, policy, 1060), fresh.pending)
