@@ -1,5 +1,7 @@
 """One scheduling cycle over the in-memory state: the numbered sequence of DESIGN.md.
 
+    0. First    jobs whose reclaimed GPUs are free start; the reserved job keeps its
+                reservation (step 5) until it starts
     1. Order    queue heads merged by (in quota first, fair share, priority, age)
     2. Limits   the project's limit and credits
     3. Place    all or nothing, best fit / fewest nodes in one topology group
@@ -9,9 +11,11 @@
     6. Reasons  every job left waiting gets one; a queue with nothing more that could start
                 gets one for all its jobs, so a cycle never walks more than it must
 
-The cycle assumes its own decisions into the state (admissions become running jobs,
-preempted jobs are marked stopping) and returns them as a Plan. Deterministic: no clock,
-no randomness, no iteration over unordered sets.
+A full cycle walks every queue; a quick one (between full cycles) only the queues that
+changed and those of flavors where GPUs were freed. The cycle assumes its own decisions
+into the state (admissions become running jobs, preempted jobs are marked stopping) and
+returns them as a Plan. Deterministic: no clock, no randomness, no iteration over
+unordered sets.
 """
 
 from __future__ import annotations
@@ -137,9 +141,7 @@ class Cycle:
         return sorted(self.state.pools)
 
     def flavors_of(self, job: Job) -> list[str]:
-        if job.flavor != ANY_FLAVOR:
-            return [job.flavor] if job.flavor in self.state.pools else []
-        return sorted(self.state.pools)
+        return self.flavors_of_queue((job.project, job.flavor))
 
     def run(self) -> Plan:
         full, freed, changed = self.state.take_changes(self.now)
@@ -147,7 +149,11 @@ class Cycle:
         self.may_reclaim = set(self.state.queues) if full else changed
         self.start_claimants()
         self.hold_claimed_free()
-        self.keep_reservations()
+        # A reservation kept for a borrower comes after every in-quota job had its turn:
+        # it must not hold back GPUs that a guarantee is owed (step 0b waits for that).
+        reservations_kept = self.policy.ordering is Ordering.ARRIVAL
+        if reservations_kept:
+            self.keep_reservations()
         queues = {
             key: queue
             for key, queue in self.state.queues.items()
@@ -174,12 +180,17 @@ class Cycle:
             if fresh != key_seen:  # usage moved since it was pushed: re-rank
                 heapq.heappush(heads, (fresh, qkey))
                 continue
+            if not reservations_kept and fresh[0] >= BORROWING:  # type: ignore[operator]
+                self.keep_reservations()
+                reservations_kept = True
             if self.consider(job, queue):
                 if job.id not in self.plan.admitted:  # an admitted job left the queue
                     position[qkey] += 1
                 nxt = queue.at(position[qkey])
                 if nxt is not None:
                     heapq.heappush(heads, (self.head_key(nxt), qkey))
+        if not reservations_kept:
+            self.keep_reservations()
         for flavor, hold in self.holds.items():
             hold.release(self.state.pools[flavor])
         for pool, pieces in self.claim_holds:

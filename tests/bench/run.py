@@ -47,8 +47,15 @@ def main() -> None:
         print(f"skipped the Philly replays: {PHILLY} is not there", file=sys.stderr)
         return
     reports = [
-        gpupool("simulate", "--trace", str(PHILLY), "--cluster", "configs/philly.toml",
-                "--policy", policy)
+        gpupool(
+            "simulate",
+            "--trace",
+            str(PHILLY),
+            "--cluster",
+            "configs/philly.toml",
+            "--policy",
+            policy,
+        )
         for policy in ("gpupool", "static", "fifo")
     ]
     print("\n| figure | " + " | ".join(str(r["policy"]) for r in reports) + " |")

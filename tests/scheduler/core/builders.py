@@ -233,3 +233,70 @@ def preempted_ids(p: Plan) -> list[str]:
 def reason_code(p: Plan, pending_job: Any) -> ReasonCode | None:
     reason = p.reason_for(built(pending_job))
     return None if reason is None else reason.code
+
+
+# -- between cycles -----------------------------------------------------------------------
+
+
+def assumed(
+    snap: Snapshot, result: Plan, finished: Iterable[str] = (), added: Iterable[Any] = ()
+) -> Snapshot:
+    """The snapshot a fresh plan would see after `result` was carried out, the `finished`
+    jobs ended and the `added` jobs arrived: admissions run, preempted jobs are stopping."""
+    gone = set(finished)
+    jobs = {j.id: j for j in snap.pending}
+    admitted = [
+        Running(
+            job_id=a.job_id,
+            project=jobs[a.job_id].project,
+            flavor=a.flavor,
+            pieces=a.pieces,
+            start=result.now,
+            max_runtime=jobs[a.job_id].max_runtime,
+            priority=jobs[a.job_id].priority,
+        )
+        for a in result.admissions
+    ]
+    stopping = {p.job_id: p for p in result.preemptions}
+    runs = []
+    for r in (*snap.running, *admitted):
+        if r.job_id in gone:
+            continue
+        p = stopping.get(r.job_id)
+        runs.append(r if p is None else replace(r, stopping_at=p.stop_at, preempted_for=p.for_job))
+    decided = result.admitted | set(result.rejections)
+    return Snapshot(
+        nodes=snap.nodes,
+        sectors=snap.sectors,
+        projects=snap.projects,
+        pending=tuple(j for j in snap.pending if j.id not in decided)
+        + tuple(built(j) for j in added),
+        running=tuple(runs),
+    )
+
+
+def _by_job(items: list[Any]) -> list[Any]:
+    return sorted(items, key=lambda x: x.job_id)
+
+
+def same_actions(a: Plan, b: Plan) -> None:
+    """The same admissions and preemptions, in any order."""
+    assert _by_job(a.admissions) == _by_job(b.admissions)
+    assert _by_job(a.preemptions) == _by_job(b.preemptions)
+
+
+def same_explanations(a: Plan, b: Plan, pending: Iterable[Job]) -> None:
+    """The same reservations (in any order), and for every pending job the same reason code
+    and estimated start."""
+
+    def codes(p: Plan) -> dict[str, Any]:
+        reasons = {j.id: p.reason_for(j) for j in pending}
+        return {k: r and (r.code, r.est_start) for k, r in reasons.items()}
+
+    assert _by_job(a.reservations) == _by_job(b.reservations)
+    assert codes(a) == codes(b)
+
+
+def same_decisions(a: Plan, b: Plan, pending: Iterable[Job]) -> None:
+    same_actions(a, b)
+    same_explanations(a, b, list(pending))

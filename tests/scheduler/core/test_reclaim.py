@@ -8,6 +8,7 @@ from scheduler.core import Policy, ReasonCode, SchedulerState, plan, run_cycle
 
 from .builders import (
     admitted_ids,
+    assumed,
     job,
     node,
     pieces_of,
@@ -15,6 +16,7 @@ from .builders import (
     preempted_ids,
     project,
     running,
+    same_decisions,
     snapshot,
 )
 
@@ -265,7 +267,20 @@ def test_a_fresh_plan_does_not_preempt_again_while_victims_are_stopping():
     )
     result = plan(snap, Policy.gpupool(), now=160)
     assert result.preemptions == []
-    assert result.reason_for(snap.pending[0]) is not None
+    reason = result.reason_for(snap.pending[0])
+    assert reason.code is ReasonCode.RECLAIMING
+    assert reason.est_start == 100 + GRACE
+
+
+def test_the_state_and_a_fresh_plan_agree_while_victims_are_stopping():
+    policy = Policy.gpupool()
+    snap = reclaim_scenario()
+    state = SchedulerState(snap, policy)
+    first = run_cycle(state, now=100)
+    assert len(first.preemptions) == 1
+    second = run_cycle(state, now=160)
+    fresh = assumed(snap, first)
+    same_decisions(second, plan(fresh, policy, 160), fresh.pending)
 
 
 @pytest.mark.parametrize(
