@@ -90,6 +90,9 @@ class Cycle:
         self.holds: dict[str, Hold] = {}
         self.may_reclaim: set[QueueKey] = set()
         self.decided: set[str] = set()  # jobs steps 0 and 0b settled before the walk
+        self.reservations_kept = False
+        # flavor -> the first in-quota job blocked there, waiting to reserve (step 5)
+        self.first_blocked: dict[str, tuple[Job, list[int], int]] = {}
         self.claim_holds: list[tuple[FlavorPool, tuple[Piece, ...]]] = []
         # GPUs that in-quota jobs are reclaiming: they count against the guarantee already.
         self.claimed: dict[tuple[str, str], int] = {}
@@ -149,11 +152,10 @@ class Cycle:
         self.may_reclaim = set(self.state.queues) if full else changed
         self.start_claimants()
         self.hold_claimed_free()
-        # A reservation kept for a borrower comes after every in-quota job had its turn:
-        # it must not hold back GPUs that a guarantee is owed (step 0b waits for that).
-        reservations_kept = self.policy.ordering is Ordering.ARRIVAL
-        if reservations_kept:
-            self.keep_reservations()
+        # Reservations come after every in-quota job had its turn: they must not hold back
+        # GPUs that a guarantee is owed (steps 0b and 5 wait for that).
+        if self.policy.ordering is Ordering.ARRIVAL:
+            self.keep_all_reservations()
         queues = {
             key: queue
             for key, queue in self.state.queues.items()
@@ -180,17 +182,16 @@ class Cycle:
             if fresh != key_seen:  # usage moved since it was pushed: re-rank
                 heapq.heappush(heads, (fresh, qkey))
                 continue
-            if not reservations_kept and fresh[0] >= BORROWING:  # type: ignore[operator]
-                self.keep_reservations()
-                reservations_kept = True
+            if not self.reservations_kept and fresh[0] >= BORROWING:  # type: ignore[operator]
+                self.keep_all_reservations()
             if self.consider(job, queue):
                 if job.id not in self.plan.admitted:  # an admitted job left the queue
                     position[qkey] += 1
                 nxt = queue.at(position[qkey])
                 if nxt is not None:
                     heapq.heappush(heads, (self.head_key(nxt), qkey))
-        if not reservations_kept:
-            self.keep_reservations()
+        if not self.reservations_kept:
+            self.keep_all_reservations()
         for flavor, hold in self.holds.items():
             hold.release(self.state.pools[flavor])
         for pool, pieces in self.claim_holds:
@@ -439,13 +440,34 @@ class Cycle:
         if hold is not None:
             if hold.total and pool.total_free + hold.total >= job.gpus:
                 return self.delays_reservation(hold)
-        elif self.policy.backfill:
+        elif self.policy.backfill and flavor not in self.first_blocked:
+            if not self.reservations_kept:
+                # In-quota jobs are still having their turn: reserve once they all have, so
+                # that this reservation holds back nothing that another guarantee is owed.
+                self.first_blocked[flavor] = (job, sizes, klass)
+                return Reason(ReasonCode.RESERVED, f"next for {job.gpus} {flavor} GPUs")
             reserved = self.reserve(job, flavor, sizes, klass)
             if reserved is not None:
                 self.state.reservation_holder[flavor] = job.id
                 return reserved
+        return self.waiting(job, flavor, klass)
+
+    def waiting(self, job: Job, flavor: str, klass: int) -> Reason:
         quota = "in quota" if klass <= IN_QUOTA else "borrowing"
         return Reason(ReasonCode.CAPACITY, f"waiting for {job.gpus} {flavor} GPUs ({quota})")
+
+    def keep_all_reservations(self) -> None:
+        """5, deferred: the first in-quota job blocked in each flavor reserves its start,
+        then the reservations of earlier cycles are kept (0b)."""
+        for flavor, (job, sizes, klass) in sorted(self.first_blocked.items()):
+            reserved = self.reserve(job, flavor, sizes, klass)
+            if reserved is None:
+                self.plan.job_reasons[job.id] = self.waiting(job, flavor, klass)
+            else:
+                self.state.reservation_holder[flavor] = job.id
+                self.plan.job_reasons[job.id] = reserved
+        self.keep_reservations()
+        self.reservations_kept = True
 
     def reserve(self, job: Job, flavor: str, sizes: list[int], klass: int) -> Reason | None:
         """Reserve the job's earliest start and hold those GPUs back from longer jobs."""
@@ -472,6 +494,8 @@ class Cycle:
         """
         state = self.state
         for flavor in sorted(state.reservation_holder):
+            if flavor in self.holds:
+                continue  # reserved already in this cycle
             job_id = state.reservation_holder[flavor]
             job = state.pending_job(job_id)
             verdict = None if job is None else self.limits(job)
