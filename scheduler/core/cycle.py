@@ -504,9 +504,14 @@ class Cycle:
                 or verdict is None
                 or verdict.reason
                 or flavor not in verdict.flavors
-                or (verdict.klass == IN_QUOTA and self.policy.reclaim)
+                or (
+                    verdict.klass == IN_QUOTA
+                    and self.policy.reclaim
+                    and (job.project, job.flavor) in self.may_reclaim
+                )
             ):
-                # Gone, blocked by its limits, or in quota now (it reclaims instead).
+                # Gone, blocked by its limits, or in quota now and looked at again by this
+                # cycle (it may reclaim instead).
                 del state.reservation_holder[flavor]
                 continue
             self.decided.add(job_id)

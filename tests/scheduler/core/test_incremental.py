@@ -163,8 +163,23 @@ CYCLES = dict(
 )
 
 
+KEPT_RESERVATION = snapshot(  # found by the property below: j0 held cycle 1's reservation
+    nodes=[node("n0").gpus(2), node("n1").gpus(2), node("n2").gpus(2)],
+    projects=[project("p0").quota("H100", 0, 4), project("p1").quota("H100", 0, 8)],
+    running=[
+        running("r0").project("p1").on("n0", 2).on("n1", 1).runtime(60),
+        running("r1").project("p1").on("n1", 1).on("n2", 2).runtime(60),
+    ],
+    pending=[
+        job("j0").project("p0").runtime(30),
+        job("j1").project("p1").gpus(2).runtime(30).priority(1),
+    ],
+)
+
+
 @property_settings(examples=100)
 @given(**CYCLES)
+@example(snap=KEPT_RESERVATION, finish={0, 1}, policy=Policy.gpupool(), later=10.0)
 def test_any_two_cycles_admit_and_preempt_like_fresh_plans(snap, finish, policy, later):
     second, fresh, _ = two_cycles(snap, policy, finish, later)
     same_actions(second, fresh)
