@@ -217,6 +217,7 @@ class Cycle:
             job = state.pending_job(job_id)
             if job is not None:
                 self.consider(job, state.queues[state.queue_of[job_id]])
+                self.decided.add(job_id)
 
     def hold_claimed_free(self) -> None:
         """Keep the free GPUs that running reclaims counted on for their jobs."""

@@ -117,6 +117,9 @@ class SchedulerState:
         self.add_runnings(snapshot.running)
         self.add_jobs(snapshot.pending)
         self._restore_reclaims(snapshot.running)
+        for flavor, job_id in snapshot.reserved:
+            if job_id in self.queue_of:
+                self.reservation_holder[flavor] = job_id
 
     def _restore_reclaims(self, running: Iterable[Running]) -> None:
         """Jobs already stopping for a waiting job (a snapshot taken mid-reclaim)."""

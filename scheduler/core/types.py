@@ -107,6 +107,8 @@ class Snapshot:
     projects: tuple[Project, ...]
     pending: tuple[Job, ...]
     running: tuple[Running, ...] = ()
+    # (flavor, job id) of the waiting jobs that hold a backfill reservation: they keep it.
+    reserved: tuple[tuple[str, str], ...] = ()
 
 
 class ReasonCode(StrEnum):
