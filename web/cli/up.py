@@ -41,17 +41,8 @@ def up_command(
         f"({pool.gpus} GPUs: {', '.join(pool.flavors)}), {len(pool.projects)} projects."
     )
     table = Table(title="Same workload, three policies")
-    for column in (
-        "policy",
-        "mean wait",
-        "p99 wait",
-        "utilization",
-        "preemptions",
-        "guarantee violation",
-        "fairness",
-        "wall",
-    ):
-        table.add_column(column, justify="right")
+    for column in ("policy", "mean wait", "p99 wait", "util.", "preempted", "guarantee", "Jain"):
+        table.add_column(column, justify="right", no_wrap=True)
     for name in ("gpupool", "static", "fifo"):
         with console.status(f"replaying under {name} ..."):
             report = Simulation(pool, workload, Policy.named(name)).run()
@@ -59,13 +50,13 @@ def up_command(
             name,
             f"{report.mean_wait_s:,.0f} s",
             f"{report.p99_wait_s:,.0f} s",
-            f"{report.utilization:.1%}",
+            f"{report.utilization:.0%}",
             f"{report.preemptions:,}",
-            f"{report.guarantee_violation_s:,.0f} s",
-            f"{report.jain_fairness:.3f}",
-            f"{report.wall_s:.1f} s",
+            "kept" if report.guarantee_violation_s == 0 else "violated",
+            f"{report.jain_fairness:.2f}",
         )
     console.print(table)
     console.print(
-        "Replay a real trace: gpupool simulate --trace PATH --cluster configs/philly.toml"
+        "guarantee: whether every in-quota job got its GPUs within the grace period.\n"
+        "Replay a trace: gpupool simulate --trace PATH --cluster configs/philly.toml"
     )
