@@ -242,7 +242,8 @@ def assumed(
     snap: Snapshot, result: Plan, finished: Iterable[str] = (), added: Iterable[Any] = ()
 ) -> Snapshot:
     """The snapshot a fresh plan would see after `result` was carried out, the `finished`
-    jobs ended and the `added` jobs arrived: admissions run, preempted jobs are stopping."""
+    jobs ended and the `added` jobs arrived: admissions run, preempted jobs are stopping,
+    reserved jobs keep their reservations."""
     gone = set(finished)
     jobs = {j.id: j for j in snap.pending}
     admitted = [
@@ -265,13 +266,16 @@ def assumed(
         p = stopping.get(r.job_id)
         runs.append(r if p is None else replace(r, stopping_at=p.stop_at, preempted_for=p.for_job))
     decided = result.admitted | set(result.rejections)
+    pending = tuple(j for j in snap.pending if j.id not in decided) + tuple(built(j) for j in added)
+    waiting = {j.id for j in pending}
     return Snapshot(
         nodes=snap.nodes,
         sectors=snap.sectors,
         projects=snap.projects,
-        pending=tuple(j for j in snap.pending if j.id not in decided)
-        + tuple(built(j) for j in added),
+        pending=pending,
         running=tuple(runs),
+        # A reservation is kept by the job that holds it, as the service records it.
+        reserved=tuple((r.flavor, r.job_id) for r in result.reservations if r.job_id in waiting),
     )
 
 
