@@ -129,16 +129,23 @@ class SchedulerState:
                 victims[run.preempted_for].append(run)
         for job_id, runs in sorted(victims.items()):
             job = self.pending_job(job_id)
-            if job is not None:
-                self.add_reclaim(
-                    job_id,
-                    Reclaim(
-                        job.project,
-                        runs[0].flavor,
-                        job.gpus,
-                        frozenset(r.job_id for r in runs),
-                    ),
-                )
+            pool = self.pools.get(runs[0].flavor)
+            if job is None or pool is None:
+                continue
+            # The GPUs already free beside the victims were counted on too: hold them again.
+            piece = max(gang_sizes(job.gpus, job.nodes, pool.max_gpus))
+            nodes = sorted({name for r in runs for name, _ in r.pieces if name in pool.index})
+            counted = tuple(
+                (name, min(pool.free[pool.index[name]], piece))
+                for name in nodes
+                if pool.free[pool.index[name]] > 0
+            )
+            self.add_reclaim(
+                job_id,
+                Reclaim(
+                    job.project, pool.flavor, job.gpus, frozenset(r.job_id for r in runs), counted
+                ),
+            )
 
     # -- what changed ----------------------------------------------------------------------
 

@@ -416,12 +416,20 @@ def test_an_in_quota_job_is_not_blocked_by_borrowers(snap):
     def reason(j: Job) -> ReasonCode:
         return result.reason_for(j).code
 
+    # The flavor each reclaiming job's victims free GPUs of (an any-flavor job claims one).
+    running_flavor = {r.job_id: r.flavor for r in snap.running}
+    claim_flavor = {p.for_job: running_flavor[p.job_id] for p in result.preemptions}
+    claim_flavor.update(
+        {r.preempted_for: r.flavor for r in snap.running if r.preempted_for is not None}
+    )
+
     def in_quota(j: Job, flavor: str) -> bool:
         claimed = sum(
             k.gpus
             for k in left
             if k.id != j.id
-            and (k.project, k.flavor) == (j.project, flavor)
+            and k.project == j.project
+            and claim_flavor.get(k.id, k.flavor) == flavor
             and reason(k) is ReasonCode.RECLAIMING
         )
         guaranteed, _ = after.quota(j.project, flavor)
