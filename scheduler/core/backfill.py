@@ -1,14 +1,16 @@
 """EASY backfill: a reservation for the first blocked job, and the GPUs it holds back.
 
-The earliest start is found by replaying the running jobs' expected ends (start +
-max_runtime, or the end of a preemption's grace period) onto the current free counts until
-the job fits. Until then, a job may use the reserved nodes' GPUs only if it ends before the
-reservation starts, or if it leaves the reservation its GPUs at that time.
+The earliest start is found by replaying the running jobs' expected ends (start + their
+estimate or max_runtime, or the end of a preemption's grace period) onto the current free
+counts until the job fits. Until then, a job may use the reserved nodes' GPUs only if it
+ends before the reservation starts, or if it leaves the reservation its GPUs at that time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import heapq
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from scheduler.core.placement import FlavorPool
@@ -57,6 +59,16 @@ class Hold:
         return (pool.names[i], gpus)
 
 
+def _in_expected_order(
+    ends: Sequence[tuple[float, str]], running: dict[str, Running], now: float
+) -> Iterator[tuple[float, str]]:
+    """Running jobs by when their GPUs are expected back. A job past its estimate is taken
+    to run to its limit (as EASY++ does); those are the list's prefix that lies before now."""
+    cut = bisect_left(ends, (now, ""))
+    overdue = sorted((running[j].latest_end, j) for _, j in ends[:cut] if j in running)
+    return heapq.merge(overdue, ends[cut:])
+
+
 def earliest_start(
     pool: FlavorPool,
     ends: Sequence[tuple[float, str]],
@@ -68,7 +80,7 @@ def earliest_start(
     free: dict[int, int] = {}
     big = max(sizes)
     ready = [i for i, f in enumerate(pool.free) if f >= big] if len(sizes) > 1 else []
-    for end, job_id in ends:
+    for end, job_id in _in_expected_order(ends, running, now):
         run = running.get(job_id)
         if run is None:
             continue

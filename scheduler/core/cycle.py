@@ -341,7 +341,7 @@ class Cycle:
         return False
 
     def ends_before(self, job: Job, hold: Hold) -> bool:
-        return self.now + job.max_runtime <= hold.start
+        return self.now + job.expected_runtime <= hold.start
 
     def admit(self, job: Job, flavor: str, pieces: tuple[tuple[str, int], ...], klass: int) -> None:
         over = self.state.held(job.project, flavor) + job.gpus > (
@@ -362,6 +362,7 @@ class Cycle:
                 start=self.now,
                 max_runtime=job.max_runtime,
                 priority=job.priority,
+                estimate=job.estimate,
             )
         )
         self.plan.admissions.append(Admission(job.id, flavor, pieces, borrowed))

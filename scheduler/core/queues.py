@@ -46,7 +46,7 @@ class JobQueue:
         self._jobs[job.id] = job
         self._sizes[job.gpus] += 1
         self._pieces[_piece(job)] += 1
-        self._runtimes[job.max_runtime] += 1
+        self._runtimes[job.expected_runtime] += 1
 
     def extend(self, jobs: list[Job]) -> None:
         """Add many jobs, sorting once. Their ids must not be queued already."""
@@ -56,7 +56,7 @@ class JobQueue:
             raise ValueError("a job is already queued")
         self._sizes.update(job.gpus for job in jobs)
         self._pieces.update(_piece(job) for job in jobs)
-        self._runtimes.update(job.max_runtime for job in jobs)
+        self._runtimes.update(job.expected_runtime for job in jobs)
         if self.ordering is Ordering.FAIR_SHARE:
             self._entries.extend((-job.priority, job.submit_time, job.id) for job in jobs)
         else:
@@ -72,7 +72,7 @@ class JobQueue:
         del self._entries[i]
         _uncount(self._sizes, job.gpus)
         _uncount(self._pieces, _piece(job))
-        _uncount(self._runtimes, job.max_runtime)
+        _uncount(self._runtimes, job.expected_runtime)
         return job
 
     def get(self, job_id: str) -> Job | None:

@@ -67,6 +67,15 @@ class Job:
     priority: int = 0
     nodes: int | None = None  # spread over exactly this many nodes, gpus/nodes each
     user: str = ""
+    # How long it is expected to run, for backfill only (say, predicted from the history of
+    # its user or project); None: max_runtime. max_runtime stays the limit it is held to.
+    estimate: float | None = None
+
+    @property
+    def expected_runtime(self) -> float:
+        if self.estimate is None:
+            return self.max_runtime
+        return min(self.estimate, self.max_runtime)
 
 
 Piece = tuple[str, int]
@@ -88,6 +97,7 @@ class Running:
     stopping_at: float | None = None
     # ... and the waiting job they are freed for.
     preempted_for: str | None = None
+    estimate: float | None = None  # expected run time for backfill (see Job.estimate)
     gpus: int = field(init=False, compare=False)  # the sum of the pieces
 
     def __post_init__(self) -> None:
@@ -95,6 +105,17 @@ class Running:
 
     @property
     def expected_end(self) -> float:
+        """When its GPUs are expected back: the end of a preemption's grace period, or of
+        its estimated run (which it may overrun: see latest_end)."""
+        if self.stopping_at is not None:
+            return self.stopping_at
+        if self.estimate is None:
+            return self.start + self.max_runtime
+        return self.start + min(self.estimate, self.max_runtime)
+
+    @property
+    def latest_end(self) -> float:
+        """When it must have ended: its limit, or the end of a preemption's grace period."""
         if self.stopping_at is not None:
             return self.stopping_at
         return self.start + self.max_runtime

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from scheduler.core import Job, Plan, Policy, SchedulerState, Snapshot, run_cycle
+from scheduler.core.estimates import RecentRuntimes
 from scheduler.sim.cluster import Cluster
 from scheduler.sim.errors import InputError
 from scheduler.sim.metrics import Meter, Report
@@ -55,8 +56,12 @@ class Simulation:
     policy: Policy
     default_max_runtime_s: float | None = None
     checkpoint_interval_s: float = 1800.0
+    # Backfill estimates from the history of each user (or project, when the trace has no
+    # users), as EASY++ does; False: every job is expected to run to its max_runtime.
+    predict_runtimes: bool = True
     progress: Callable[[int, int], None] | None = None  # (jobs ended, jobs in all)
     records: dict[str, JobRecord] = field(default_factory=dict)
+    history: RecentRuntimes = field(default_factory=RecentRuntimes)
 
     def run(self) -> Report:
         started = time.perf_counter()
@@ -89,6 +94,9 @@ class Simulation:
                     assert run is not None and record.last_start is not None
                     state.record_usage(run.project, run.gpus * (now - record.last_start), now)
                     if kind == Event.FINISH:
+                        self.history.observe(
+                            self._history_key(record.trace), record.trace.duration_s
+                        )
                         record.end = now
                         record.outcome = (
                             "timeout"
@@ -123,6 +131,7 @@ class Simulation:
 
     def _enqueue(self, state: SchedulerState, record: JobRecord, now: float) -> None:
         tj = record.trace
+        estimate = self.history.estimate(self._history_key(tj)) if self.predict_runtimes else None
         state.add_job(
             Job(
                 id=tj.id,
@@ -132,8 +141,13 @@ class Simulation:
                 submit_time=tj.submit_s,
                 max_runtime=record.max_runtime,
                 user=tj.user,
+                estimate=estimate,
             )
         )
+
+    @staticmethod
+    def _history_key(tj: TraceJob) -> str:
+        return f"user:{tj.user}" if tj.user else f"project:{tj.project}"
 
     def _apply(self, plan: Plan, events: list[tuple[float, int, int, str, int]], seq: int) -> int:
         now = plan.now

@@ -112,6 +112,9 @@ class JobBuilder(_Builder[Job]):
     def runtime(self, seconds: float) -> JobBuilder:
         return self._with(max_runtime=seconds)
 
+    def estimate(self, seconds: float) -> JobBuilder:
+        return self._with(estimate=seconds)
+
     def priority(self, p: int) -> JobBuilder:
         return self._with(priority=p)
 
@@ -137,6 +140,9 @@ class RunningBuilder(_Builder[Running]):
 
     def runtime(self, seconds: float) -> RunningBuilder:
         return self._with(max_runtime=seconds)
+
+    def estimate(self, seconds: float) -> RunningBuilder:
+        return self._with(estimate=seconds)
 
     def priority(self, p: int) -> RunningBuilder:
         return self._with(priority=p)

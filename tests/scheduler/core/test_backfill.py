@@ -245,3 +245,40 @@ def test_reserved_gpus_are_free_again_after_the_cycle():
     )
     assert result.admissions == []
     assert len(result.reservations) == 1
+
+
+@pytest.mark.parametrize(
+    ("estimate", "start"),
+    [
+        pytest.param(None, 1000, id="no-estimate-its-limit"),
+        pytest.param(300, 300, id="expected-back-at-its-estimate"),
+        pytest.param(50, 1000, id="past-its-estimate-taken-to-its-limit"),
+    ],
+)
+def test_reservations_use_run_time_estimates(estimate, start):
+    runner = busy("r1", "n1", 4, ends=1000)
+    if estimate is not None:
+        runner = runner.estimate(estimate)
+    result = plan_of(nodes=[node("n1")], projects=[P], running=[runner], pending=[BIG], now=NOW)
+    assert [r.start for r in result.reservations] == [start]
+
+
+@pytest.mark.parametrize(
+    ("estimate", "backfilled"),
+    [
+        pytest.param(None, [], id="its-limit-would-delay-the-reservation"),
+        pytest.param(200, ["short"], id="its-estimate-ends-before-it"),
+    ],
+)
+def test_backfill_judges_a_job_by_its_estimate(estimate, backfilled):
+    short = job("short").gpus(4).submitted(1).runtime(5000)
+    if estimate is not None:
+        short = short.estimate(estimate)
+    result = plan_of(
+        nodes=[node("n1")],
+        projects=[P],
+        running=[busy("r1", "n1", 4, ends=1000).estimate(500)],
+        pending=[BIG, short],
+        now=NOW,
+    )
+    assert admitted_ids(result) == backfilled

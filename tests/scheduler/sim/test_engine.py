@@ -131,3 +131,13 @@ def test_percentile_and_jain() -> None:
     assert percentile([], 50) == 0.0
     assert jain([1.0, 1.0, 1.0]) == pytest.approx(1.0)
     assert jain([1.0, 0.0]) == pytest.approx(0.5)
+
+
+def test_runtime_estimates_come_from_the_last_two_runs() -> None:
+    from scheduler.core.estimates import RecentRuntimes
+
+    history = RecentRuntimes()
+    assert history.estimate("project:a") is None
+    for runtime in (100.0, 300.0, 500.0):
+        history.observe("project:a", runtime)
+    assert history.estimate("project:a") == 400.0  # the last two only
