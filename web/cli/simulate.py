@@ -42,6 +42,21 @@ def simulate_command(
     jobs: Annotated[
         int | None, typer.Option(min=1, help="Replay only the first N jobs (by submit time).")
     ] = None,
+    checkpoint_interval: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Seconds of run time between a job's checkpoints; a preempted job resumes "
+            "from its last one (0: it starts over).",
+        ),
+    ] = 1800.0,
+    estimates: Annotated[
+        bool,
+        typer.Option(
+            help="Estimate run times for backfill from each project's last two runs "
+            "(EASY++); with --no-estimates every job is taken to run to its limit."
+        ),
+    ] = True,
 ) -> None:
     """Replay a trace on a virtual clock and report waits, utilization and fairness."""
     try:
@@ -55,7 +70,13 @@ def simulate_command(
     except InputError as err:
         raise fail(str(err)) from None
 
-    simulation = Simulation(pool, workload, chosen)
+    simulation = Simulation(
+        pool,
+        workload,
+        chosen,
+        checkpoint_interval_s=checkpoint_interval,
+        predict_runtimes=estimates,
+    )
     if as_json or not sys.stderr.isatty():
         report = simulation.run()
     else:
