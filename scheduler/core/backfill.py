@@ -9,7 +9,6 @@ ends before the reservation starts, or if it leaves the reservation its GPUs at 
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -62,11 +61,20 @@ class Hold:
 def _in_expected_order(
     ends: Sequence[tuple[float, str]], running: dict[str, Running], now: float
 ) -> Iterator[tuple[float, str]]:
-    """Running jobs by when their GPUs are expected back. A job past its estimate is taken
-    to run to its limit (as EASY++ does); those are the list's prefix that lies before now."""
-    cut = bisect_left(ends, (now, ""))
-    overdue = sorted((running[j].latest_end, j) for _, j in ends[:cut] if j in running)
-    return heapq.merge(overdue, ends[cut:])
+    """Running jobs by when their GPUs are expected back, lazily. A job past its estimate is
+    taken to run to its limit (as EASY++ does): it moves back to its limit's place."""
+    later: list[tuple[float, str]] = []
+    for entry in ends:
+        while later and later[0] <= entry:
+            yield heapq.heappop(later)
+        end, job_id = entry
+        run = running.get(job_id)
+        if end < now and run is not None and run.latest_end > end:
+            heapq.heappush(later, (run.latest_end, job_id))
+        else:
+            yield entry
+    while later:
+        yield heapq.heappop(later)
 
 
 def earliest_start(
