@@ -28,7 +28,7 @@ class Policy:
     grace_period_s: float = 120.0
     credits_exhausted: CreditsExhausted = CreditsExhausted.BLOCK
     # Between full passes, a cycle looks only at what changed (as Slurm's quick passes do).
-    full_cycle_interval_s: float = 60.0
+    full_cycle_interval_s: float = 30.0
 
     @classmethod
     def gpupool(cls, **overrides: object) -> Policy:
