@@ -478,24 +478,3 @@ class SchedulerState:
         if holding is None or not holding.allocations:
             return []
         return [self.running[job_id] for _, job_id in reversed(holding.allocations)]
-
-    def borrowed_allocations(self, project: str, flavor: str) -> list[Running]:
-        """The project's allocations above its guarantee, newest first."""
-        holding = self.holdings.get((project, flavor))
-        guaranteed = self.quota(project, flavor).guaranteed
-        if holding is None or holding.gpus <= guaranteed or not holding.allocations:
-            return []
-        borrowed: list[Running] = []
-        held = holding.gpus
-        for _, job_id in reversed(holding.allocations):
-            if held <= guaranteed:
-                break
-            run = self.running[job_id]
-            borrowed.append(run)
-            held -= run.gpus
-        return borrowed
-
-    def is_borrowing(self, run: Running) -> bool:
-        return any(
-            r.job_id == run.job_id for r in self.borrowed_allocations(run.project, run.flavor)
-        )
