@@ -94,15 +94,14 @@ class Simulation:
                     assert run is not None and record.last_start is not None
                     state.record_usage(run.project, run.gpus * (now - record.last_start), now)
                     if kind == Event.FINISH:
-                        self.history.observe(
-                            self._history_key(record.trace), record.trace.duration_s
-                        )
                         record.end = now
-                        record.outcome = (
-                            "timeout"
-                            if record.trace.duration_s > record.max_runtime
-                            else "completed"
-                        )
+                        if record.trace.duration_s - record.done_s > record.max_runtime:
+                            record.outcome = "timeout"  # cut at its limit
+                        else:
+                            record.outcome = "completed"
+                            self.history.observe(
+                                self._history_key(record.trace), record.trace.duration_s
+                            )
                         ended += 1
                     else:
                         ran = now - record.last_start

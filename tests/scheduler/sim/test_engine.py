@@ -141,3 +141,12 @@ def test_runtime_estimates_come_from_the_last_two_runs() -> None:
     for runtime in (100.0, 300.0, 500.0):
         history.observe("project:a", runtime)
     assert history.estimate("project:a") == 400.0  # the last two only
+
+
+def test_a_job_longer_than_its_limit_is_cut_and_teaches_no_estimate() -> None:
+    jobs = [TraceJob("j0", 0.0, "a", 8, "H100", 500.0, 100.0, line=2)]
+    sim = Simulation(pool(a=(8, 8)), jobs, Policy.gpupool())
+    report = sim.run()
+    assert report.timed_out == 1 and report.completed == 1
+    assert sim.records["j0"].end == 100.0
+    assert sim.history.estimate("project:a") is None
