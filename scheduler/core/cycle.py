@@ -150,8 +150,8 @@ class Cycle:
         full, freed, changed = self.state.take_changes(self.now)
         self.plan.full = full
         self.may_reclaim = set(self.state.queues) if full else changed
+        self.hold_claimed_free()  # first: claimants must not land on others' held GPUs
         self.start_claimants()
-        self.hold_claimed_free()
         # Reservations come after every in-quota job had its turn: they must not hold back
         # GPUs that a guarantee is owed (steps 0b and 5 wait for that).
         if self.policy.ordering is Ordering.ARRIVAL:
@@ -220,9 +220,9 @@ class Cycle:
                 self.decided.add(job_id)
 
     def hold_claimed_free(self) -> None:
-        """Keep the free GPUs that running reclaims counted on for their jobs."""
+        """Keep the free GPUs that reclaims still waiting on their victims counted on."""
         state = self.state
-        for job_id in sorted(state.claims_holding_free):
+        for job_id in sorted(state.claims_holding_free - state.claims_ready):
             claim = state.reclaims[job_id]
             pool = state.pools.get(claim.flavor)
             if pool is None:
@@ -278,6 +278,11 @@ class Cycle:
     def limits(self, job: Job) -> Verdict:
         state = self.state
         flavors = self.flavors_of(job)
+        if not flavors:  # its flavor's nodes have all left the pool since it was queued
+            reason = Reason(
+                ReasonCode.CAPACITY, f"waiting for {job.flavor} nodes: none in the pool"
+            )
+            return Verdict([], BORROWING, reason, whole_queue=True)
         if not self.policy.enforce_quotas:
             return Verdict(flavors, IN_QUOTA)
         project = state.projects.get(job.project)

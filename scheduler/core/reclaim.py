@@ -114,14 +114,14 @@ class BorrowedIndex:
                 i = self.pool.index.get(name)
                 if i is not None:
                     touched.add(i)
-        for owner in {v.project for v in victims}:
+        for owner in sorted({v.project for v in victims}):
             if self.budget[owner] <= 0:
                 for run_id in self.runs_of.pop(owner, set()) - gone:
                     del self.runs[run_id]
                     gone.add(run_id)
                 self.total -= self.gpus_by_project.pop(owner, 0)
                 touched |= self.nodes_of.pop(owner, set())
-        for i in touched:
+        for i in sorted(touched):
             if i in self.on_node:
                 self.on_node[i] = [x for x in self.on_node[i] if x[1] not in gone]
                 self._file(i)
@@ -156,14 +156,19 @@ class BorrowedIndex:
                 counted.append((self.pool.names[i], already_free))
         return [self.runs[j] for j in ids], tuple(counted)
 
-    def _clear(self, i: int, size: int, project: str) -> Option | None:
-        """What it takes to get `size` GPUs free on node i, preempting newest first."""
+    def _clear(
+        self, i: int, size: int, project: str, spent_before: dict[str, int] | None = None
+    ) -> Option | None:
+        """What it takes to get `size` GPUs free on node i, preempting newest first.
+
+        `spent_before`: what a gang's other pieces already take from each project's budget.
+        """
         missing = size - self.pool.free[i]
         if missing <= 0:
             return (0, 0, i, [])
         chosen: list[str] = []
         freed = preempted = 0
-        spent: dict[str, int] = {}
+        spent: dict[str, int] = dict(spent_before) if spent_before else {}
         budget = self.budget
         for _, job_id, n, owner, gpus in self.on_node.get(i, ()):
             if owner == project or budget[owner] - spent.get(owner, 0) <= 0:
@@ -199,9 +204,11 @@ class BorrowedIndex:
             if found:
                 return min(found, key=lambda f: (f[0], f[1], f[2][2]))[2]
         # No single preemption does it: the cheapest of the first nodes that several can clear.
-        return self._cheapest(project, size, set(), with_free=False)
+        return self._cheapest(project, size, set(), {}, with_free=False)
 
-    def _cheapest(self, project: str, size: int, used: set[int], with_free: bool) -> Option | None:
+    def _cheapest(
+        self, project: str, size: int, used: set[int], spent: dict[str, int], with_free: bool
+    ) -> Option | None:
         """The cheapest of up to SEVERAL_VICTIM_CHOICES nodes, tightest room first."""
         options: list[Option] = []
         if with_free:  # nodes that need no preemption at all come first
@@ -212,7 +219,7 @@ class BorrowedIndex:
             for i in self.by_room[room]:
                 if i in used:
                     continue
-                option = self._clear(i, size, project)
+                option = self._clear(i, size, project, spent)
                 if option is not None and option[0] > 0:
                     options.append(option)
                     if len(options) >= SEVERAL_VICTIM_CHOICES:
@@ -222,12 +229,19 @@ class BorrowedIndex:
     def _gang(self, project: str, sizes: list[int]) -> list[tuple[Option, int]] | None:
         """For each piece, largest first, the cheapest node not used yet."""
         used: set[int] = set()
+        spent: dict[str, int] = {}  # budgets are per project, across all the pieces
+        taken: set[str] = set()
         chosen: list[tuple[Option, int]] = []
         for size in sorted(sizes, reverse=True):
-            best = self._cheapest(project, size, used, with_free=True)
+            best = self._cheapest(project, size, used, spent, with_free=True)
             if best is None:
                 return None
             used.add(best[2])
+            for job_id in best[3]:
+                if job_id not in taken:  # a gang victim may stand on several chosen nodes
+                    taken.add(job_id)
+                    victim = self.runs[job_id]
+                    spent[victim.project] = spent.get(victim.project, 0) + victim.gpus
             chosen.append((best, size))
         return chosen
 

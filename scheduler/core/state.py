@@ -210,6 +210,11 @@ class SchedulerState:
     def set_projects(self, projects: Iterable[Project]) -> None:
         """Add or update projects (quotas, credits, shares, usage)."""
         for project in projects:
+            before = self.projects.get(project.name)
+            if before is not None and before.sector != project.sector:
+                held = self.held_by_project[project.name]  # its GPUs move with it
+                self.held_by_sector[before.sector] -= held
+                self.held_by_sector[project.sector] += held
             self.projects[project.name] = project
             self.sectors.setdefault(project.sector, Sector(project.sector))
             self.usage[project.name] = DecayedUsage(

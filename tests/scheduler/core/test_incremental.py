@@ -248,3 +248,32 @@ def test_a_kept_reservation_decides_like_a_fresh_plan():
     second = run_cycle(state, now=1060)
     fresh = assumed(snap, first, finished={"r0"})
     same_decisions(second, plan(fresh, policy, 1060), fresh.pending)
+
+
+def test_a_flavor_whose_nodes_left_the_pool_keeps_its_jobs_waiting():
+    snap = snapshot(
+        nodes=[node("h1"), node("a1").gpus(8, "A100")],
+        projects=[project("p").quota("H100", 8, 8).quota("A100", 8, 8)],
+        pending=[job("j").flavor("A100").gpus(2)],
+        running=[running("r").project("p").flavor("A100").on("a1", 8)],
+    )
+    for policy in (Policy.gpupool(), Policy.static(), Policy.fifo()):
+        state = SchedulerState(snap, policy)
+        state.set_nodes([node("h1").build()])
+        result = run_cycle(state, now=10)
+        assert admitted_ids(result) == []
+        assert (
+            "none in the pool" in result.reason_for(job("j").flavor("A100").gpus(2).build()).message
+        )
+
+
+def test_moving_a_project_to_another_sector_moves_its_gpus():
+    snap = snapshot(
+        nodes=[node("n1")],
+        projects=[project("p").sector("s1").quota("H100", 8, 8)],
+        running=[running("r").project("p").on("n1", 8)],
+    )
+    state = SchedulerState(snap, Policy.gpupool())
+    state.set_projects([project("p").sector("s2").quota("H100", 8, 8).build()])
+    state.finish("r")
+    assert state.held_by_sector["s1"] == 0 and state.held_by_sector["s2"] == 0
