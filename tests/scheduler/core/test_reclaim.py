@@ -302,3 +302,24 @@ def test_a_smaller_gang_reclaims_after_a_larger_one_could_not(first):
     )
     assert [(p.job_id, p.for_job) for p in result.preemptions] == [("b1", "a-small")]
     assert result.reason_for(small.build()).code is ReasonCode.RECLAIMING
+
+
+def test_a_gang_reclaim_leaves_each_project_its_guarantee_across_all_pieces():
+    # q is 4 GPUs over its guarantee, in two 4-GPU jobs on n2 and n3. Clearing both nodes
+    # for a's 16-GPU gang would take q down to 0: one of them, at most, may go.
+    result = plan_of(
+        nodes=[node("n0"), node("n1"), node("n2"), node("n3")],
+        projects=[
+            project("a").quota("H100", guaranteed=16, limit=16),
+            project("b").quota("H100", guaranteed=12, limit=16),
+            project("q").quota("H100", guaranteed=4, limit=16),
+        ],
+        running=[
+            running("b1").project("b").on("n0", 8),
+            running("b2").project("b").on("n1", 4),
+            running("q1").project("q").on("n2", 4).started(0),
+            running("q2").project("q").on("n3", 4).started(10),
+        ],
+        pending=[job("big").project("a").gpus(16)],
+    )
+    assert not {"q1", "q2"} <= set(preempted_ids(result))
