@@ -23,7 +23,7 @@ class Hold:
     job_id: str
     start: float
     pieces: tuple[Piece, ...]
-    klass: int = 0  # the reserved job's class: in-quota jobs ignore a borrower's hold
+    borrower: bool = False  # reserved for a borrowing job: in-quota jobs may ignore it
     held: dict[int, int] = field(default_factory=dict)  # node index -> GPUs held back
 
     def apply(self, pool: FlavorPool, free_at_start: dict[int, int]) -> None:
@@ -43,7 +43,8 @@ class Hold:
         return sum(self.held.values())
 
     def place_short(self, pool: FlavorPool, gpus: int) -> Piece | None:
-        """A node for a job that ends before the reservation starts, using held GPUs."""
+        """A node using held GPUs, for a job that may use them (one expected to end before
+        the reservation starts, or an in-quota job when the reservation is a borrower's)."""
         options = sorted(
             (pool.free[i] + h, i) for i, h in self.held.items() if pool.free[i] + h >= gpus
         )

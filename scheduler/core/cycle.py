@@ -89,7 +89,8 @@ class Cycle:
         }
         self.holds: dict[str, Hold] = {}
         self.may_reclaim: set[QueueKey] = set()
-        self.decided: set[str] = set()  # jobs steps 0 and 0b settled before the walk
+        self.decided: set[str] = set()  # jobs steps 0 and 0b settled outside the walk
+        self.never_starts: set[tuple[str, tuple[int, ...]]] = set()  # (flavor, pieces)
         self.reservations_kept = False
         # flavor -> the first in-quota job blocked there, waiting to reserve (step 5)
         self.first_blocked: dict[str, tuple[Job, list[int], int]] = {}
@@ -159,7 +160,12 @@ class Cycle:
         queues = {
             key: queue
             for key, queue in self.state.queues.items()
-            if full or key in changed or key[1] in freed or (key[1] == ANY_FLAVOR and freed)
+            if full
+            or key in changed
+            or (
+                (key[1] in freed or (key[1] == ANY_FLAVOR and freed))
+                and any(self.could_place(queue, f) for f in self.flavors_of_queue(key))
+            )
         }
         position = dict.fromkeys(queues, 0)
         heads: list[tuple[tuple[object, ...], QueueKey]] = []
@@ -336,7 +342,7 @@ class Cycle:
                 pieces is None
                 and hold is not None
                 and len(sizes) == 1
-                and (self.ends_before(job, hold) or verdict.klass < hold.klass == BORROWING)
+                and (self.ends_before(job, hold) or (hold.borrower and verdict.klass <= IN_QUOTA))
             ):
                 piece = hold.place_short(pool, job.gpus)
                 pieces = None if piece is None else (piece,)
@@ -386,12 +392,15 @@ class Cycle:
         ]
         if stopping:
             free_at = max(r.expected_end for r in stopping)
+            flavor = stopping[0].flavor  # an any-flavor job reclaims one flavor
             return Reason(
                 ReasonCode.RECLAIMING,
                 f"in quota: waiting for {sum(r.gpus for r in stopping)} {flavor} GPUs that "
                 f"borrowers release in {format_duration(free_at - self.now)}",
                 est_start=free_at,
             )
+        if not state.borrowers_besides(job.project, flavor):
+            return None  # nobody to preempt: no need to index anything
         borrowed = self._borrowed(flavor)
         pool = state.pools[flavor]
         if borrowed.gpus_of_others(job.project) + pool.total_free < job.gpus:
@@ -399,7 +408,7 @@ class Cycle:
         chosen = borrowed.choose_victims(job.project, sizes)
         if chosen is None:
             return None
-        victims, counted_free = chosen
+        victims, counted_free, nodes = chosen
         pool.take(counted_free)  # nobody else may take them in the meantime
         self.claim_holds.append((pool, counted_free))
         stop_at = self.now + self.policy.grace_period_s
@@ -421,7 +430,12 @@ class Cycle:
         state.add_reclaim(
             job.id,
             Reclaim(
-                job.project, flavor, job.gpus, frozenset(v.job_id for v in victims), counted_free
+                job.project,
+                flavor,
+                job.gpus,
+                frozenset(v.job_id for v in victims),
+                counted_free,
+                nodes,
             ),
         )
         return Reason(
@@ -466,6 +480,10 @@ class Cycle:
     def keep_all_reservations(self) -> None:
         """5, deferred: the first in-quota job blocked in each flavor reserves its start,
         then the reservations of earlier cycles are kept (0b)."""
+        self.reservations_kept = True
+        if not self.policy.backfill:
+            self.state.reservation_holder.clear()
+            return
         for flavor, (job, sizes, klass) in sorted(self.first_blocked.items()):
             reserved = self.reserve(job, flavor, sizes, klass)
             if reserved is None:
@@ -474,16 +492,18 @@ class Cycle:
                 self.state.reservation_holder[flavor] = job.id
                 self.plan.job_reasons[job.id] = reserved
         self.keep_reservations()
-        self.reservations_kept = True
 
     def reserve(self, job: Job, flavor: str, sizes: list[int], klass: int) -> Reason | None:
         """Reserve the job's earliest start and hold those GPUs back from longer jobs."""
         pool = self.state.pools[flavor]
+        if (flavor, tuple(sizes)) in self.never_starts:
+            return None
         found = earliest_start(pool, self.state.ends[flavor], self.state.running, sizes, self.now)
         if found is None:
+            self.never_starts.add((flavor, tuple(sizes)))  # not even when everything ends
             return None
         start, pieces, free_at_start = found
-        hold = Hold(job.id, start, pieces, klass=max(klass, IN_QUOTA))
+        hold = Hold(job.id, start, pieces, borrower=klass > IN_QUOTA)
         hold.apply(pool, free_at_start)
         self.holds[flavor] = hold
         self.plan.reservations.append(Reservation(job.id, flavor, start, pieces))
@@ -569,7 +589,7 @@ class Cycle:
         held = 0
         if hold is not None and (
             self.now + queue.shortest_runtime() <= hold.start
-            or (hold.klass == BORROWING and self.in_quota(queue, flavor, queue.smallest()))
+            or (hold.borrower and self.in_quota(queue, flavor, queue.smallest()))
         ):
             held = hold.total  # short or in-quota jobs may use GPUs the reservation holds
         return pool.total_free + held >= queue.smallest() and (

@@ -94,9 +94,6 @@ class JobQueue:
     def shortest_runtime(self) -> float:
         return min(self._runtimes, default=0.0)
 
-    def jobs(self) -> list[Job]:
-        return [self._jobs[e[2]] for e in self._entries]
-
 
 def _piece(job: Job) -> int:
     return job.gpus // job.nodes if job.nodes else job.gpus

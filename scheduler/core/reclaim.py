@@ -128,11 +128,12 @@ class BorrowedIndex:
 
     def choose_victims(
         self, project: str, sizes: list[int]
-    ) -> tuple[list[Running], tuple[Piece, ...]] | None:
+    ) -> tuple[list[Running], tuple[Piece, ...], frozenset[str]] | None:
         """The fewest others' borrowed jobs whose release lets pieces of `sizes` fit.
 
         Returns them with the GPUs already free on the chosen nodes that the job counts
-        on too (the cycle holds those for it until the victims have stopped).
+        on too (the cycle holds those for it until the victims have stopped), and those
+        nodes.
         """
         request = tuple(sorted(sizes, reverse=True))
         piece = request[0]
@@ -154,7 +155,8 @@ class BorrowedIndex:
             already_free = min(self.pool.free[i], size)
             if already_free:
                 counted.append((self.pool.names[i], already_free))
-        return [self.runs[j] for j in ids], tuple(counted)
+        nodes = frozenset(self.pool.names[option[2]] for option, _ in found)
+        return [self.runs[j] for j in ids], tuple(counted), nodes
 
     def _clear(
         self, i: int, size: int, project: str, spent_before: dict[str, int] | None = None

@@ -71,8 +71,10 @@ class Reclaim:
     flavor: str
     gpus: int
     victims: frozenset[str]
-    # GPUs that were free on the chosen nodes already: held for the job until it starts.
+    # GPUs free on the chosen nodes that the job counts on: free there already, or freed by
+    # a victim that stopped before the others. Held for the job until it starts.
     counted_free: tuple[Piece, ...] = ()
+    nodes: frozenset[str] = frozenset()  # the nodes the reclaim chose
 
 
 class SchedulerState:
@@ -92,6 +94,7 @@ class SchedulerState:
         self.held_by_sector: dict[str, int] = defaultdict(int)
         # flavor -> project -> GPUs held above its guarantee (only projects above it)
         self.excess: dict[str, dict[str, int]] = defaultdict(dict)
+        self.excess_total: dict[str, int] = defaultdict(int)
         # (expected end, job id) of running jobs per flavor, for backfill estimates.
         self.ends: dict[str, list[tuple[float, str]]] = defaultdict(list)
         # in-quota job -> the borrowers stopping so it can start
@@ -140,11 +143,10 @@ class SchedulerState:
                 for name in nodes
                 if pool.free[pool.index[name]] > 0
             )
+            victim_ids = frozenset(r.job_id for r in runs)
             self.add_reclaim(
                 job_id,
-                Reclaim(
-                    job.project, pool.flavor, job.gpus, frozenset(r.job_id for r in runs), counted
-                ),
+                Reclaim(job.project, pool.flavor, job.gpus, victim_ids, counted, frozenset(nodes)),
             )
 
     # -- what changed ----------------------------------------------------------------------
@@ -257,6 +259,8 @@ class SchedulerState:
         if reason is not None:
             self.new_rejections[job.id] = reason
             return reason
+        if job.id in self.queue_of:
+            raise ValueError(f"job {job.id} is already queued")
         key = (job.project, job.flavor)
         queue = self.queues.get(key)
         if queue is None:
@@ -301,6 +305,7 @@ class SchedulerState:
         job = queue.remove(job_id)
         if not len(queue):
             del self.queues[key]
+            self.reasons.forget_queue(key)
         return job
 
     def never_fits(self, job: Job) -> Reason | None:
@@ -420,9 +425,16 @@ class SchedulerState:
         if claimant is not None and claimant in self.reclaims:
             # What a victim frees is its claimant's, even when it ends before the others.
             claim = self.reclaims[claimant]
-            freed = tuple(p for p in run.pieces if run.flavor == claim.flavor)
+            room = claim.gpus - sum(n for _, n in claim.counted_free)
+            freed = []
+            for name, n in run.pieces:
+                if name in claim.nodes and room > 0:
+                    freed.append((name, min(n, room)))
+                    room -= min(n, room)
             claim = replace(
-                claim, victims=claim.victims - {job_id}, counted_free=claim.counted_free + freed
+                claim,
+                victims=claim.victims - {job_id},
+                counted_free=claim.counted_free + tuple(freed),
             )
             self.reclaims[claimant] = claim
             if claim.counted_free:
@@ -462,11 +474,11 @@ class SchedulerState:
         return 0 if holding is None else holding.gpus
 
     def _update_excess(self, project: str, flavor: str) -> None:
-        over = self.held(project, flavor) - self.quota(project, flavor).guaranteed
-        if over > 0:
+        over = max(0, self.held(project, flavor) - self.quota(project, flavor).guaranteed)
+        before = self.excess[flavor].pop(project, 0)
+        if over:
             self.excess[flavor][project] = over
-        else:
-            self.excess[flavor].pop(project, None)
+        self.excess_total[flavor] += over - before
 
     def over_guarantee(self, flavor: str) -> dict[str, int]:
         """Projects holding more of `flavor` than their guarantee, and by how much."""
@@ -475,7 +487,7 @@ class SchedulerState:
     def borrowers_besides(self, project: str, flavor: str) -> int:
         """GPUs of `flavor` other projects hold above their guarantees."""
         over = self.excess.get(flavor)
-        return 0 if not over else sum(over.values()) - over.get(project, 0)
+        return 0 if not over else self.excess_total[flavor] - over.get(project, 0)
 
     def allocations(self, project: str, flavor: str) -> list[Running]:
         """The project's running jobs of this flavor, newest first."""

@@ -203,6 +203,9 @@ class ReasonBook:
     def forget(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
 
+    def forget_queue(self, key: tuple[str, str]) -> None:
+        self._queues.pop(key, None)
+
     def reason_for(self, job: Job) -> Reason | None:
         own = self._jobs.get(job.id)
         queue = self._queues.get((job.project, job.flavor))
@@ -226,7 +229,8 @@ class Plan:
     # ... and of whole queues it did not need to walk, keyed by (project, flavor).
     queue_reasons: dict[tuple[str, str], Reason] = field(default_factory=dict)
     admitted: set[str] = field(default_factory=set)
-    # Where the reasons of queues this (quick) cycle did not look at stand.
+    # Where the reasons of queues this (quick) cycle did not look at stand: the state's live
+    # book, so an old plan answers with today's reasons for those.
     earlier: ReasonBook | None = None
 
     def reason_for(self, job: Job) -> Reason | None:

@@ -81,7 +81,6 @@ class Simulation:
         heapq.heapify(events)
         meter = Meter(state, policy, cluster)
         ended, total = 0, len(self.trace)
-        now = events[0][0] if events else 0.0
         while events:
             now = events[0][0]
             while events and events[0][0] == now:
@@ -168,18 +167,6 @@ class Simulation:
             )
             seq += 1
         return seq
-
-
-def simulate(
-    cluster: Cluster,
-    trace: Sequence[TraceJob],
-    policy: Policy,
-    progress: Callable[[int, int], None] | None = None,
-    checkpoint_interval_s: float = 1800.0,
-) -> Report:
-    return Simulation(
-        cluster, trace, policy, progress=progress, checkpoint_interval_s=checkpoint_interval_s
-    ).run()
 
 
 def check_trace(cluster: Cluster, trace: Sequence[TraceJob], path: str, policy: Policy) -> None:

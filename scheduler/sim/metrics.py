@@ -98,7 +98,7 @@ class Meter:
         for flavor, pool in state.pools.items():
             self.allocated_gpu_s += (pool.total_capacity - pool.total_free) * dt
             smallest = min(
-                (waiting_by_flavor[f] for f in (flavor, "*") if f in waiting_by_flavor),
+                (waiting_by_flavor[f] for f in (flavor, ANY_FLAVOR) if f in waiting_by_flavor),
                 default=0,
             )
             if pool.total_free and smallest and smallest <= pool.max_free():

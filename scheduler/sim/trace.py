@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from scheduler.core import ANY_FLAVOR
 from scheduler.sim.errors import InputError
 
 GENERIC_COLUMNS = ("submit_s", "project", "gpus", "flavor", "duration_s", "max_runtime_s", "user")
@@ -108,7 +109,7 @@ def detect_format(path: Path) -> str:
     return "generic"
 
 
-def load_trace(path: Path | str, default_flavor: str = "*") -> list[TraceJob]:
+def load_trace(path: Path | str, default_flavor: str = ANY_FLAVOR) -> list[TraceJob]:
     """Load a generic or Philly trace (told apart by its header), sorted by submit time."""
     path = Path(path)
     if detect_format(path) == "philly":

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from scheduler.core import Policy
+from scheduler.core import ANY_FLAVOR, Policy
 from scheduler.sim.cluster import load_cluster
 from scheduler.sim.engine import Simulation, check_trace
 from scheduler.sim.errors import InputError
@@ -62,7 +62,7 @@ def simulate_command(
     try:
         pool = load_cluster(cluster)
         flavors = pool.flavors
-        workload = load_trace(trace, default_flavor=flavors[0] if len(flavors) == 1 else "*")
+        workload = load_trace(trace, default_flavor=flavors[0] if len(flavors) == 1 else ANY_FLAVOR)
         if jobs is not None:
             workload = workload[:jobs]
         chosen = Policy.named(policy.value)
