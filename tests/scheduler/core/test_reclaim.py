@@ -323,3 +323,29 @@ def test_a_gang_reclaim_leaves_each_project_its_guarantee_across_all_pieces():
         pending=[job("big").project("a").gpus(16)],
     )
     assert not {"q1", "q2"} <= set(preempted_ids(result))
+
+
+def test_a_claimant_does_not_start_on_gpus_held_for_another_claim():
+    # b1 counts on X's 3 free GPUs plus c1's 5; a1's victim c2 (on Y) ends early. a1 must
+    # start on Y, not on the GPUs held for b1 on X, so that b1 fits X once c1 has stopped.
+    snap = snapshot(
+        nodes=[node("X"), node("Y")],
+        projects=[
+            project("A").quota("H100", 8, 16),
+            project("B").quota("H100", 8, 16),
+            project("C").quota("H100", 0, 16),
+        ],
+        running=[
+            running("c1").project("C").on("X", 5).started(0),
+            running("a0").project("A").on("Y", 4).started(0),
+            running("c2").project("C").on("Y", 4).started(1),
+        ],
+        pending=[job("b1").project("B").gpus(8), job("a1").project("A").gpus(2)],
+    )
+    state = SchedulerState(snap, Policy.gpupool())
+    first = run_cycle(state, now=0)
+    assert sorted((p.job_id, p.for_job) for p in first.preemptions) == [("c1", "b1"), ("c2", "a1")]
+    state.finish("c2")  # ends on its own during the grace period
+    assert pieces_of(run_cycle(state, now=50), "a1") == (("Y", 2),)
+    state.finish("c1")
+    assert pieces_of(run_cycle(state, now=GRACE), "b1") == (("X", 8),)
