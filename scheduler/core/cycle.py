@@ -115,12 +115,17 @@ class Cycle:
             and self.policy.credits_exhausted is CreditsExhausted.BORROW_ONLY
         ):
             return BORROW_ONLY
-        key = (job.project, flavor)
         if job.id in self.state.reclaims:  # its own claim is already counted
             return IN_QUOTA
-        held = self.state.held(job.project, flavor) + self.claimed.get(key, 0)
-        guaranteed = self.state.quota(job.project, flavor).guaranteed
-        return IN_QUOTA if held + job.gpus <= guaranteed else BORROWING
+        return IN_QUOTA if self.within_guarantee(job.project, flavor, job.gpus) else BORROWING
+
+    def within_guarantee(self, project: str, flavor: str, gpus: int, claims: bool = True) -> bool:
+        """Would `gpus` more stay within the project's guarantee (counting, with `claims`,
+        the GPUs its jobs are reclaiming already)?"""
+        held = self.state.held(project, flavor)
+        if claims:
+            held += self.claimed.get((project, flavor), 0)
+        return held + gpus <= self.state.quota(project, flavor).guaranteed
 
     def head_key(self, job: Job) -> tuple[object, ...]:
         if self.policy.ordering is Ordering.ARRIVAL:
@@ -355,9 +360,7 @@ class Cycle:
         return self.now + job.expected_runtime <= hold.start
 
     def admit(self, job: Job, flavor: str, pieces: tuple[tuple[str, int], ...], klass: int) -> None:
-        over = self.state.held(job.project, flavor) + job.gpus > (
-            self.state.quota(job.project, flavor).guaranteed
-        )
+        over = not self.within_guarantee(job.project, flavor, job.gpus, claims=False)
         borrowed = (self.policy.enforce_quotas and over) or klass == BORROW_ONLY
         claim = self.state.reclaims.get(job.id)
         if claim is not None:
@@ -563,11 +566,9 @@ class Cycle:
 
     def in_quota(self, queue: JobQueue, flavor: str, gpus: int) -> bool:
         """Would a job of `gpus` in this queue be within its project's guarantee?"""
-        project = queue.key[0]
         if not self.policy.enforce_quotas:
             return True
-        held = self.state.held(project, flavor) + self.claimed.get((project, flavor), 0)
-        return held + gpus <= self.state.quota(project, flavor).guaranteed
+        return self.within_guarantee(queue.key[0], flavor, gpus)
 
     def could_reclaim(self, queue: JobQueue, flavor: str, gpus: int) -> bool:
         """Might a job of `gpus` in this queue be in quota and find borrowers to preempt?"""

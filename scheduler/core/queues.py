@@ -57,10 +57,7 @@ class JobQueue:
         self._sizes.update(job.gpus for job in jobs)
         self._pieces.update(_piece(job) for job in jobs)
         self._runtimes.update(job.expected_runtime for job in jobs)
-        if self.ordering is Ordering.FAIR_SHARE:
-            self._entries.extend((-job.priority, job.submit_time, job.id) for job in jobs)
-        else:
-            self._entries.extend((0, job.submit_time, job.id) for job in jobs)
+        self._entries.extend(sort_key(job, self.ordering) for job in jobs)
         self._entries.sort()
 
     def remove(self, job_id: str) -> Job | None:

@@ -83,9 +83,8 @@ class BorrowedIndex:
         if not victims:
             self.on_node.pop(i, None)
             return
-        top, free = self.pool.max_gpus, self.pool.free[i]
-        reach = min(free + victims[0][2], top)
-        room = min(free + sum(v[2] for v in victims), top)
+        reach = self._reach(i)
+        room = min(self.pool.free[i] + sum(v[2] for v in victims), self.pool.max_gpus)
         self.by_reach[reach][i] = None
         self.by_room[room][i] = None
         self.bucket_of[i] = (reach, room)

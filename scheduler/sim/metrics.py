@@ -114,16 +114,10 @@ class Meter:
         and it waits on other projects' guaranteed work (counted as fragmentation).
         """
         state = self.state
-        borrowed: dict[str, dict[str, int]] = defaultdict(dict)
-        for (project, flavor), holding in state.holdings.items():
-            excess = holding.gpus - state.quota(project, flavor).guaranteed
-            if excess > 0:
-                borrowed[flavor][project] = excess
         since: dict[str, float] = {}
         overdue: list[tuple[Job, float]] = []
         for (project, flavor), queue in state.queues.items():
-            others = sum(n for p, n in borrowed.get(flavor, {}).items() if p != project)
-            if not others:
+            if not state.borrowers_besides(project, flavor):
                 continue
             budget = state.quota(project, flavor).guaranteed - state.held(project, flavor)
             smallest = queue.smallest()
