@@ -1,0 +1,129 @@
+"""What the live loop needs from the world, as Protocols. web/services implements the
+database side (SnapshotSource, DecisionSink, Leadership); dispatchers run the jobs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from scheduler.core import Plan, Snapshot
+from scheduler.core.types import Piece
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class StartOrder:
+    """Run attempt `attempt` of a job on exactly these pieces (node, GPUs)."""
+
+    job_id: str
+    attempt: int
+    project: str
+    user: str
+    entrypoint: str
+    flavor: str
+    pieces: tuple[Piece, ...]
+    max_runtime_s: float
+    runtime_env: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """One key per attempt: a retried start never runs an attempt twice."""
+        return f"{self.job_id}-{self.attempt}"
+
+
+class StopWhy(StrEnum):
+    PREEMPTED = "preempted"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class StopOrder:
+    job_id: str
+    attempt: int
+    grace_s: float  # SIGTERM now; its GPUs count as free after this
+    why: StopWhy
+
+    @property
+    def key(self) -> str:
+        return f"{self.job_id}-{self.attempt}"
+
+
+class EventKind(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    STOPPED = "stopped"  # ended after a stop order
+    LOST = "lost"  # the dispatcher lost it (node gone)
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    job_id: str
+    attempt: int
+    kind: EventKind
+    at: float
+    message: str = ""
+
+
+class DispatchError(Exception):
+    """A start the dispatcher refused. Permanent: the job cannot run as given (say, a
+    runtime_env the engine rejects) and fails; otherwise it is requeued."""
+
+    def __init__(self, message: str, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class Dispatcher(Protocol):
+    def start(self, order: StartOrder) -> None:
+        """Start the attempt (idempotent per order.key); DispatchError if it cannot."""
+
+    def stop(self, order: StopOrder) -> None:
+        """Ask the attempt to stop (idempotent)."""
+
+    def poll(self) -> list[JobEvent]:
+        """What happened to started attempts since the last poll."""
+
+
+class SnapshotSource(Protocol):
+    def snapshot(self, now: float) -> Snapshot: ...
+
+
+@dataclass(slots=True)
+class Recorded:
+    """What a cycle's decisions, once assumed, ask the dispatcher to do."""
+
+    starts: list[StartOrder] = field(default_factory=list)
+    stops: list[StopOrder] = field(default_factory=list)
+
+
+class DecisionSink(Protocol):
+    def record(self, snapshot: Snapshot, plan: Plan, now: float) -> Recorded:
+        """Assume the plan in one transaction: admissions hold their GPUs, preemptions and
+        cancellations get their stop time, every waiting job its reason."""
+
+    def dispatch_failed(self, order: StartOrder, error: DispatchError, now: float) -> None:
+        """Release the attempt's GPUs; requeue the job (or fail it, if permanent)."""
+
+    def apply(self, events: list[JobEvent], now: float) -> None:
+        """Running, ended, stopped, lost: state, allocations and usage follow."""
+
+    def outstanding(self, now: float) -> Recorded:
+        """What a new leader must (re)send: admitted attempts not known to run, stops
+        ordered and not yet confirmed. Sending them again is harmless (keys)."""
+
+
+class Leadership(Protocol):
+    """Exactly one loop acts at a time."""
+
+    def try_acquire(self) -> bool: ...
+
+    def held(self) -> bool:
+        """Whether this process still leads (False once the lock is lost)."""
+
+    def release(self) -> None: ...

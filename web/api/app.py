@@ -1,0 +1,138 @@
+"""The HTTP application: /api/v1 (thin routers over web/services), /healthz, /docs."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from web.api.routes import accounts, jobs, nodes, projects
+from web.db import read_session
+from web.pool import Pool
+from web.services.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    ServiceError,
+    Unauthenticated,
+)
+
+log = logging.getLogger("gpupool.api")
+
+STATUS = {Invalid: 422, NotFound: 404, Forbidden: 403, Conflict: 409, Unauthenticated: 401}
+
+
+def create_app(pool: Pool) -> FastAPI:
+    """The app over a wired pool. Its lifespan starts and stops the pool's loop."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool.start_loop()
+        try:
+            yield
+        finally:
+            pool.stop_loop()
+
+    app = FastAPI(
+        title="gpupool",
+        summary="Quota-aware admission, metering and usage statements for a shared GPU pool.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.pool = pool
+    api = APIRouter(prefix="/api/v1")
+    for module in (jobs, projects, nodes, accounts):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, object]:
+        with read_session(pool.engine) as session:
+            session.execute(text("SELECT 1"))
+        return {"status": "ok", "leader": bool(pool.loop and pool.loop.leading)}
+
+    @app.exception_handler(ServiceError)
+    async def service_error(request: Request, err: ServiceError) -> JSONResponse:
+        code = next((c for kind, c in STATUS.items() if isinstance(err, kind)), 400)
+        headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+        body = {"detail": str(err), "field": err.field or None}
+        return JSONResponse(body, status_code=code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        errors = [_field_error(e) for e in err.errors()]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, err: Exception) -> JSONResponse:
+        incident = uuid.uuid4().hex[:12]
+        log.exception("unexpected error %s on %s %s", incident, request.method, request.url.path)
+        return JSONResponse(
+            {"detail": f"internal error; the server logged it as {incident}"}, status_code=500
+        )
+
+    app.add_middleware(BodySizeLimit, max_bytes=pool.settings.max_request_bytes)  # type: ignore[arg-type]
+    return app
+
+
+def _field_error(error: dict[str, object]) -> dict[str, str]:
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]  # type: ignore[union-attr]
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix("Value error, ")
+    if "input" in error and error.get("type") != "missing":
+        message += f" (got {error['input']!r})"[:200]
+    return {"field": ".".join(loc) or "body", "message": message}
+
+
+class BodySizeLimit:
+    """Refuse request bodies over max_bytes with 413, before anything reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        response = JSONResponse(
+            {"detail": f"request body over the limit of {self.max_bytes} bytes", "field": "body"},
+            status_code=413,
+        )
+        await response({"type": "http"}, _no_receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

@@ -1,0 +1,92 @@
+"""Users, their tokens, and sectors."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from web.api.deps import CurrentUser, PoolDep, ReadSessionDep, SessionDep
+from web.models import (
+    SectorPublic,
+    SectorUpdate,
+    TokenCreate,
+    TokenCreated,
+    TokenPublic,
+    UserCreate,
+    UserPublic,
+    UserUpdate,
+)
+from web.services import auth, projects, users
+
+router = APIRouter(tags=["accounts"])
+
+
+@router.get("/users/me", response_model=UserPublic)
+def who_am_i(session: ReadSessionDep, user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(users.get_user(session, user, user.name).model_dump())
+
+
+@router.get("/users", response_model=list[UserPublic])
+def list_users(session: ReadSessionDep, user: CurrentUser) -> list[UserPublic]:
+    return [UserPublic.model_validate(u.model_dump()) for u in users.list_users(session, user)]
+
+
+@router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
+def create_user(
+    spec: UserCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
+) -> UserPublic:
+    created = users.create_user(session, user, spec, pool.clock.now())
+    return UserPublic.model_validate(created.model_dump())
+
+
+@router.get("/users/{name}", response_model=UserPublic)
+def get_user(name: str, session: ReadSessionDep, user: CurrentUser) -> UserPublic:
+    return UserPublic.model_validate(users.get_user(session, user, name).model_dump())
+
+
+@router.patch("/users/{name}", response_model=UserPublic)
+def update_user(
+    name: str, change: UserUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
+) -> UserPublic:
+    updated = users.update_user(session, user, name, change, pool.clock.now())
+    return UserPublic.model_validate(updated.model_dump())
+
+
+@router.post(
+    "/users/{name}/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED
+)
+def create_token(
+    name: str, spec: TokenCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
+) -> TokenCreated:
+    """A new API token. The token is in this answer only; the pool keeps its digest."""
+    return auth.issue_token(session, user, name, pool.clock.now(), spec.label, spec.expires_in_days)
+
+
+@router.get("/tokens", response_model=list[TokenPublic])
+def list_tokens(
+    session: ReadSessionDep, user: CurrentUser, owner: str | None = None
+) -> list[TokenPublic]:
+    """Your tokens; an administrator sees everyone's, or one user's with ?owner=."""
+    return [
+        TokenPublic.model_validate(t.model_dump()) for t in auth.list_tokens(session, user, owner)
+    ]
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenPublic)
+def revoke_token(
+    token_id: int, session: SessionDep, user: CurrentUser, pool: PoolDep
+) -> TokenPublic:
+    row = auth.revoke_token(session, user, token_id, pool.clock.now())
+    return TokenPublic.model_validate(row.model_dump())
+
+
+@router.get("/sectors", response_model=list[SectorPublic])
+def list_sectors(session: ReadSessionDep, user: CurrentUser) -> list[SectorPublic]:
+    return [SectorPublic.model_validate(s.model_dump()) for s in projects.list_sectors(session)]
+
+
+@router.put("/sectors/{name}", response_model=SectorPublic)
+def set_sector(
+    name: str, spec: SectorUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
+) -> SectorPublic:
+    sector = projects.set_sector(session, user, name, spec, pool.clock.now())
+    return SectorPublic.model_validate(sector.model_dump())

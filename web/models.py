@@ -1,0 +1,503 @@
+"""The control plane's records, in the Base -> Create/Update -> table -> Public ladder.
+
+Tables hold what the pool knows; *Create/*Update say what a caller may send; *Public what a
+caller gets back (response_model everywhere, so internal fields such as token hashes never
+leak). Times are seconds since the epoch (the scheduling core counts in seconds); the Public
+models turn them into ISO datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import StringConstraints, field_validator
+from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+NAME_RULE = "1-63 characters: a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+
+
+class Role(StrEnum):
+    RESEARCHER = "researcher"
+    ADMIN = "admin"
+    OPERATOR = "operator"
+
+
+class MemberRole(StrEnum):
+    PI = "pi"
+    MEMBER = "member"
+
+
+class ProjectState(StrEnum):
+    REQUESTED = "requested"
+    APPROVED = "approved"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    CLOSED = "closed"
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    ADMITTED = "admitted"  # GPUs assumed; being handed to the dispatcher
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMEOUT = "timeout"
+    LOST = "lost"
+
+
+ACTIVE_JOB_STATES = (JobState.ADMITTED, JobState.RUNNING)
+FINAL_JOB_STATES = (
+    JobState.SUCCEEDED,
+    JobState.FAILED,
+    JobState.CANCELLED,
+    JobState.TIMEOUT,
+    JobState.LOST,
+)
+
+
+class NodeStateName(StrEnum):
+    UP = "up"
+    DRAINING = "draining"
+    DOWN = "down"
+
+
+# --- users and tokens ----------------------------------------------------------------------
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+    name: str = Field(primary_key=True, max_length=63)
+    full_name: str = Field(default="", max_length=200)
+    email: str = Field(default="", max_length=200)
+    role: str = Field(default=Role.RESEARCHER.value, max_length=16)
+    active: bool = True
+    created_at: float = 0.0
+
+
+class UserCreate(SQLModel):
+    name: Name
+    full_name: str = Field(default="", max_length=200)
+    email: str = Field(default="", max_length=200)
+    role: Role = Role.RESEARCHER
+
+
+class UserUpdate(SQLModel):
+    full_name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=200)
+    role: Role | None = None
+    active: bool | None = None
+
+
+class UserPublic(SQLModel):
+    name: str
+    full_name: str
+    email: str
+    role: Role
+    active: bool
+    created_at: datetime
+
+
+class ApiToken(SQLModel, table=True):
+    __tablename__ = "api_tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    user: str = Field(foreign_key="users.name", index=True, max_length=63)
+    label: str = Field(default="", max_length=100)
+    prefix: str = Field(max_length=16)  # the first characters, to tell tokens apart
+    digest: str = Field(unique=True, max_length=64)  # sha256 of the secret; never the secret
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked_at: float | None = None
+
+
+class TokenCreate(SQLModel):
+    label: str = Field(default="", max_length=100)
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)
+
+
+class TokenPublic(SQLModel):
+    id: int
+    user: str
+    label: str
+    prefix: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str  # shown once, here; the pool keeps only its digest
+
+
+# --- sectors, flavors, projects, quotas ----------------------------------------------------
+
+
+class Sector(SQLModel, table=True):
+    __tablename__ = "sectors"
+    name: str = Field(primary_key=True, max_length=63)
+    weight: float = Field(default=1.0, gt=0)
+
+
+class SectorUpdate(SQLModel):
+    weight: float = Field(gt=0, le=1_000_000)
+
+
+class SectorPublic(SQLModel):
+    name: str
+    weight: float
+
+
+class Flavor(SQLModel, table=True):
+    __tablename__ = "flavors"
+    name: str = Field(primary_key=True, max_length=63)
+    credit_rate: float = Field(default=1.0, ge=0)  # credits per GPU-hour
+
+
+class FlavorPublic(SQLModel):
+    name: str
+    credit_rate: float
+    nodes: int = 0
+    gpus: int = 0
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+    name: str = Field(primary_key=True, max_length=63)
+    title: str = Field(default="", max_length=300)
+    sector: str = Field(foreign_key="sectors.name", max_length=63)
+    state: str = Field(default=ProjectState.REQUESTED.value, max_length=16, index=True)
+    pi: str = Field(foreign_key="users.name", max_length=63)
+    justification: str = ""
+    requested_gpus: int = 0
+    requested_gpu_hours: float = 0.0
+    # One budget in credits (GPU-hours weighted by each flavor's credit_rate, as Slurm's
+    # GrpTRESMins with billing weights); None: no budget is enforced.
+    credits: float | None = None
+    credits_used: float = 0.0
+    share: float | None = None  # weight within its sector; None: the sum of its guarantees
+    default_max_runtime_s: float | None = None
+    usage_gpu_s: float = 0.0  # decayed, for fair share, as of usage_at
+    usage_at: float = 0.0
+    created_at: float = 0.0
+    expires_at: float | None = None
+    decided_by: str | None = None
+    decided_at: float | None = None
+    decision_note: str = ""
+
+
+class ProjectCreate(SQLModel):
+    """A project request, as in an allocation-management portal."""
+
+    name: Name
+    title: str = Field(min_length=1, max_length=300)
+    sector: str = Field(min_length=1, max_length=63)
+    pi: str | None = Field(default=None, max_length=63)  # default: whoever asks
+    requested_gpus: int = Field(default=0, ge=0, le=1_000_000)
+    requested_gpu_hours: float = Field(default=0.0, ge=0)
+    justification: str = Field(default="", max_length=20_000)
+
+
+class ProjectDecision(SQLModel):
+    note: str = Field(default="", max_length=5_000)
+    expires_at: datetime | None = None
+
+
+class ProjectUpdate(SQLModel):
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    share: float | None = Field(default=None, gt=0)
+    default_max_runtime_s: float | None = Field(default=None, gt=0)
+    expires_at: datetime | None = None
+
+
+class QuotaPublic(SQLModel):
+    flavor: str
+    guaranteed: int
+    limit: int
+    credit_rate: float
+    in_use: int = 0  # GPUs its jobs hold now
+
+
+class ProjectPublic(SQLModel):
+    name: str
+    title: str
+    sector: str
+    state: ProjectState
+    pi: str
+    justification: str
+    requested_gpus: int
+    requested_gpu_hours: float
+    credits: float | None
+    credits_used: float
+    credits_left: float | None
+    share: float | None
+    default_max_runtime_s: float | None
+    created_at: datetime
+    expires_at: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    decision_note: str
+    members: list[MemberPublic] = []
+    quotas: list[QuotaPublic] = []
+
+
+class Membership(SQLModel, table=True):
+    __tablename__ = "memberships"
+    project: str = Field(foreign_key="projects.name", primary_key=True, max_length=63)
+    user: str = Field(foreign_key="users.name", primary_key=True, max_length=63, index=True)
+    role: str = Field(default=MemberRole.MEMBER.value, max_length=16)
+
+
+class MemberCreate(SQLModel):
+    user: str = Field(min_length=1, max_length=63)
+    role: MemberRole = MemberRole.MEMBER
+
+
+class MemberPublic(SQLModel):
+    user: str
+    role: MemberRole
+
+
+class Quota(SQLModel, table=True):
+    __tablename__ = "quotas"
+    project: str = Field(foreign_key="projects.name", primary_key=True, max_length=63)
+    flavor: str = Field(foreign_key="flavors.name", primary_key=True, max_length=63)
+    guaranteed: int = 0
+    limit: int = 0
+    # Credits per GPU-hour for this project on this flavor; None: the flavor's rate.
+    credit_rate: float | None = None
+
+
+class QuotaUpdate(SQLModel):
+    guaranteed: int = Field(ge=0, le=10_000_000)
+    limit: int = Field(ge=0, le=10_000_000)
+    credit_rate: float | None = Field(default=None, ge=0)
+    note: str = Field(default="", max_length=2_000)
+
+
+class CreditChange(SQLModel):
+    """Grant (amount > 0) or take back (amount < 0) credits; or set the budget outright."""
+
+    amount: float | None = None
+    set_to: float | None = Field(default=None, ge=0)
+    unlimited: bool = False
+    note: str = Field(default="", max_length=2_000)
+
+
+class Change(SQLModel, table=True):
+    """Who changed what, when: quotas, credits, project states, memberships, roles."""
+
+    __tablename__ = "changes"
+    id: int | None = Field(default=None, primary_key=True)
+    at: float
+    actor: str = Field(max_length=63)
+    subject: str = Field(max_length=200, index=True)  # project:NAME, user:NAME, node:NAME
+    field: str = Field(max_length=100)
+    old: str = ""
+    new: str = ""
+    note: str = ""
+
+
+class ChangePublic(SQLModel):
+    id: int
+    at: datetime
+    actor: str
+    subject: str
+    field: str
+    old: str
+    new: str
+    note: str
+
+
+# --- nodes ---------------------------------------------------------------------------------
+
+
+class Node(SQLModel, table=True):
+    __tablename__ = "nodes"
+    name: str = Field(primary_key=True, max_length=63)
+    flavor: str = Field(foreign_key="flavors.name", max_length=63)
+    gpus: int
+    group: str = Field(default="", max_length=63)
+    state: str = Field(default=NodeStateName.UP.value, max_length=16)
+    state_reason: str = ""
+    registered_at: float = 0.0
+    last_heartbeat: float | None = None
+
+
+class NodeCreate(SQLModel):
+    name: Name
+    flavor: str = Field(min_length=1, max_length=63)
+    gpus: int = Field(ge=1, le=64)
+    group: str = Field(default="", max_length=63)
+
+
+class NodeDrain(SQLModel):
+    reason: str = Field(default="", max_length=2_000)
+
+
+class NodePublic(SQLModel):
+    name: str
+    flavor: str
+    gpus: int
+    group: str
+    state: NodeStateName
+    state_reason: str
+    registered_at: datetime
+    last_heartbeat: datetime | None
+    allocated: int = 0
+
+
+# --- jobs ----------------------------------------------------------------------------------
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("user", "idempotency_key", "array_index", name="uq_jobs_idempotency"),
+        Index("ix_jobs_state_project", "state", "project"),
+        Index("ix_jobs_project_id", "project", "id"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    project: str = Field(foreign_key="projects.name", max_length=63)
+    user: str = Field(foreign_key="users.name", max_length=63, index=True)
+    name: str = Field(default="", max_length=200)
+    entrypoint: str
+    runtime_env: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
+    gpus: int
+    flavor: str = Field(max_length=63)  # as asked: a flavor, or "*" for any
+    flavor_used: str | None = Field(default=None, max_length=63)  # where it was admitted
+    nodes: int | None = None
+    max_runtime_s: float
+    priority: int = 0
+    state: str = Field(default=JobState.QUEUED.value, max_length=16)
+    attempt: int = 0  # attempts so far; the running one is this number
+    reason_code: str = Field(default="", max_length=32)
+    reason: str = ""
+    est_start: float | None = None
+    submitted_at: float = 0.0
+    admitted_at: float | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    array_id: int | None = None
+    array_index: int = 0
+    borrowed: bool = False
+    reserved_flavor: str | None = Field(default=None, max_length=63)  # backfill reservation
+    preempted_for: int | None = None
+    stopping_at: float | None = None  # preempted or cancelled: its GPUs are free then
+    cancel_requested_at: float | None = None
+    outcome: str = ""  # how the last attempt ended, in words
+
+
+class JobCreate(SQLModel):
+    """What a researcher submits. `count` > 1 submits an array of identical jobs."""
+
+    project: str = Field(min_length=1, max_length=63)
+    entrypoint: str = Field(min_length=1, max_length=20_000)
+    gpus: int = Field(ge=1, le=100_000)
+    flavor: str = Field(default="*", min_length=1, max_length=63)
+    nodes: int | None = Field(default=None, ge=1, le=10_000)
+    time: str | None = Field(default=None, max_length=32)  # "2h", "90m", "1-00:00:00", seconds
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    name: str = Field(default="", max_length=200)
+    runtime_env: dict[str, Any] = Field(default_factory=dict)
+    count: int = Field(default=1, ge=1)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank: the command the job runs")
+        return value
+
+
+class JobPublic(SQLModel):
+    id: int
+    project: str
+    user: str
+    name: str
+    entrypoint: str
+    runtime_env: dict[str, Any]
+    gpus: int
+    flavor: str
+    flavor_used: str | None
+    nodes: int | None
+    max_runtime_s: float
+    priority: int
+    state: JobState
+    attempt: int
+    reason_code: str
+    reason: str
+    est_start: datetime | None
+    submitted_at: datetime
+    admitted_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    idempotency_key: str | None
+    array_id: int | None
+    array_index: int
+    borrowed: bool
+    outcome: str
+    allocations: list[AllocationPublic] = []
+
+
+class JobPage(SQLModel):
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class Attempt(SQLModel, table=True):
+    """One try at running a job: admission to its end."""
+
+    __tablename__ = "attempts"
+    job_id: int = Field(foreign_key="jobs.id", primary_key=True)
+    number: int = Field(primary_key=True)
+    flavor: str = Field(max_length=63)
+    gpus: int
+    borrowed: bool = False
+    admitted_at: float
+    started_at: float | None = None
+    ended_at: float | None = None
+    outcome: str = Field(default="", max_length=16)  # a final job state, or "preempted"
+    message: str = ""
+
+
+class Allocation(SQLModel, table=True):
+    """GPUs of one node held by one job attempt. `end` is None while held."""
+
+    __tablename__ = "allocations"
+    __table_args__ = (Index("ix_allocations_open", "end", "node"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="jobs.id", index=True)
+    attempt: int
+    node: str = Field(foreign_key="nodes.name", max_length=63)
+    flavor: str = Field(max_length=63)
+    gpus: int
+    start: float
+    end: float | None = None
+    borrowed: bool = False
+
+
+class AllocationPublic(SQLModel):
+    attempt: int
+    node: str
+    gpus: int
+    start: datetime
+    end: datetime | None
+    borrowed: bool
+
+
+class SubmitResult(SQLModel):
+    jobs: list[JobPublic]
+    duplicate: bool = False  # the idempotency key was seen before: these are the first jobs
+
+
+ProjectPublic.model_rebuild()
+JobPublic.model_rebuild()

@@ -1,0 +1,72 @@
+"""The running control plane's parts, wired once from Settings: engine, clock, the
+scheduling loop and its dispatcher. The API and the CLI's `serve` share this."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+
+from sqlalchemy import Engine
+
+from scheduler.core import Policy
+from scheduler.runtime.clock import SystemClock
+from scheduler.runtime.loop import SchedulingLoop
+from scheduler.runtime.ports import Clock, Dispatcher
+from web.db import make_engine
+from web.services.jobs import SubmitLimits
+from web.services.leader import leadership_for
+from web.services.scheduling import DbDecisionSink, DbSnapshotSource
+from web.settings import Settings
+
+
+@dataclass
+class Pool:
+    settings: Settings
+    engine: Engine
+    clock: Clock
+    loop: SchedulingLoop | None = None
+    _thread: threading.Thread | None = field(default=None, repr=False)
+
+    @property
+    def submit_limits(self) -> SubmitLimits:
+        return SubmitLimits(self.settings.default_max_runtime_s, self.settings.max_array_size)
+
+    def start_loop(self) -> None:
+        if self.loop is not None and self._thread is None:
+            self._thread = threading.Thread(target=self.loop.run, name="gpupool-loop", daemon=True)
+            self._thread.start()
+
+    def stop_loop(self) -> None:
+        if self.loop is not None and self._thread is not None:
+            self.loop.stop()
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def job_submitted(self) -> None:
+        if self.loop is not None:
+            self.loop.wake()
+
+
+def build_pool(
+    settings: Settings,
+    dispatcher: Dispatcher | None,
+    clock: Clock | None = None,
+    engine: Engine | None = None,
+) -> Pool:
+    """The pool's parts; with a dispatcher, a scheduling loop that uses it."""
+    engine = engine or make_engine(settings)
+    clock = clock or SystemClock()
+    pool = Pool(settings, engine, clock)
+    if dispatcher is not None:
+        policy = replace(Policy.named(settings.policy), grace_period_s=settings.grace_period_s)
+        pool.loop = SchedulingLoop(
+            DbSnapshotSource(engine),
+            DbDecisionSink(engine, settings.grace_period_s, policy.half_life_s),
+            dispatcher,
+            clock,
+            policy,
+            leadership_for(settings, engine),
+            interval_s=settings.loop_interval_s,
+            standby_poll_s=settings.leader_poll_s,
+        )
+    return pool

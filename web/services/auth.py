@@ -1,0 +1,125 @@
+"""Who is asking: API tokens (stored as digests, shown once) and the principal they name.
+
+Every service takes a Principal and scopes what it reads and writes by it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+
+from sqlmodel import Session, col, select
+
+from web.models import ApiToken, MemberRole, Membership, Role, TokenCreated, TokenPublic, User
+from web.services.errors import Forbidden, NotFound, Unauthenticated
+
+TOKEN_PREFIX = "gpp_"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    role: Role
+    # The projects the user belongs to, and as what.
+    memberships: dict[str, MemberRole] = field(default_factory=dict)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+    @property
+    def reads_all(self) -> bool:
+        """Admins and operators see every project; researchers only their own."""
+        return self.role in (Role.ADMIN, Role.OPERATOR)
+
+    def visible_projects(self) -> set[str] | None:
+        """The projects this principal may see; None: all of them."""
+        return None if self.reads_all else set(self.memberships)
+
+    def sees(self, project: str) -> bool:
+        return self.reads_all or project in self.memberships
+
+    def leads(self, project: str) -> bool:
+        return self.memberships.get(project) is MemberRole.PI
+
+    def require(self, *roles: Role) -> None:
+        if self.role not in roles:
+            allowed = " or ".join(r.value for r in roles)
+            raise Forbidden(f"this needs the {allowed} role; {self.name} is a {self.role.value}")
+
+
+def digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def principal_of(session: Session, user: User) -> Principal:
+    rows = session.exec(select(Membership).where(Membership.user == user.name)).all()
+    return Principal(user.name, Role(user.role), {m.project: MemberRole(m.role) for m in rows})
+
+
+def authenticate(session: Session, token: str, now: float) -> Principal:
+    """The principal a bearer token names; Unauthenticated if it names none."""
+    if not token.startswith(TOKEN_PREFIX):
+        raise Unauthenticated("invalid token: gpupool tokens start with " + TOKEN_PREFIX)
+    found = session.exec(
+        select(ApiToken, User)
+        .join(User, col(User.name) == col(ApiToken.user))
+        .where(ApiToken.digest == digest(token))
+    ).first()
+    if found is None:
+        raise Unauthenticated("invalid token")
+    row, user = found
+    if row.revoked_at is not None:
+        raise Unauthenticated("this token was revoked")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise Unauthenticated("this token has expired")
+    if not user.active:
+        raise Unauthenticated(f"user {user.name} is deactivated")
+    return principal_of(session, user)
+
+
+def issue_token(
+    session: Session,
+    asker: Principal,
+    user_name: str,
+    now: float,
+    label: str = "",
+    expires_in_days: int | None = None,
+) -> TokenCreated:
+    """A new token for `user_name` (admins for anyone, others for themselves)."""
+    if user_name != asker.name:
+        asker.require(Role.ADMIN)
+    if session.get(User, user_name) is None:
+        raise NotFound(f"no user {user_name!r}", field="user")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = ApiToken(
+        user=user_name,
+        label=label,
+        prefix=secret[:12],
+        digest=digest(secret),
+        created_at=now,
+        expires_at=None if expires_in_days is None else now + expires_in_days * 86400,
+    )
+    session.add(row)
+    session.flush()
+    return TokenCreated(**TokenPublic.model_validate(row).model_dump(), token=secret)
+
+
+def list_tokens(session: Session, asker: Principal, user_name: str | None) -> list[ApiToken]:
+    query = select(ApiToken).order_by(col(ApiToken.id))
+    if user_name is not None and user_name != asker.name:
+        asker.require(Role.ADMIN)
+    if user_name is not None or not asker.is_admin:
+        query = query.where(ApiToken.user == (user_name or asker.name))
+    return list(session.exec(query).all())
+
+
+def revoke_token(session: Session, asker: Principal, token_id: int, now: float) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None or (row.user != asker.name and not asker.is_admin):
+        raise NotFound(f"no token {token_id}", field="token")
+    if row.revoked_at is None:
+        row.revoked_at = now
+        session.add(row)
+    return row

@@ -1,0 +1,56 @@
+"""Time limits as people write them: "90" (minutes, as sbatch), "90s", "30m", "2h", "1d",
+"1:30:00", "2-12:00:00" (days-hours:minutes:seconds, as Slurm)."""
+
+from __future__ import annotations
+
+import re
+
+from web.services.errors import Invalid
+
+_UNIT = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days)?$")
+_UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
+_UNIT_SECONDS |= {"d": 86400, "day": 86400, "days": 86400}
+ALLOWED = "a duration such as 90s, 30m, 2h, 1d, 1:30:00 or 2-12:00:00 (a bare number is minutes)"
+
+
+def parse_duration(text: str, field: str = "time") -> float:
+    """Seconds in `text`; Invalid naming `field` if it does not parse or is not positive."""
+    value = text.strip().lower()
+    seconds: float | None = None
+    match = _UNIT.match(value)
+    if match:
+        amount, unit = float(match.group(1)), match.group(2)
+        seconds = amount * (_UNIT_SECONDS[unit] if unit else 60)
+    else:
+        seconds = _slurm_clock(value)
+    if seconds is None:
+        raise Invalid(f"{text!r} is not a duration; give {ALLOWED}", field=field)
+    if seconds <= 0:
+        raise Invalid(f"must be more than zero, got {text!r}", field=field)
+    return seconds
+
+
+def _slurm_clock(value: str) -> float | None:
+    """Slurm's forms: m:s, h:m:s, d-h, d-h:m, d-h:m:s."""
+    days, dash, clock = value.partition("-") if "-" in value else ("0", "", value)
+    parts = clock.split(":")
+    if not days.isdigit() or not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return None
+    numbers = [int(p) for p in parts]
+    if dash:  # after "d-" the clock starts with hours
+        numbers += [0] * (3 - len(numbers))
+    elif len(numbers) == 2:  # m:s
+        numbers = [0, *numbers]
+    elif len(numbers) != 3:
+        return None
+    hours, minutes, secs = numbers
+    return int(days) * 86400 + hours * 3600 + minutes * 60 + secs
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    clock = f"{hours:02d}:{minutes:02d}:{secs:02d}"
+    return f"{days}-{clock}" if days else clock

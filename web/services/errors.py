@@ -1,0 +1,35 @@
+"""What services raise. They know nothing of HTTP; the API maps these to status codes."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request the pool refuses, with a message a person can act on."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field  # the input field at fault, if one is
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}" if self.field else self.message
+
+
+class Invalid(ServiceError):
+    """Bad input: names the field and what is allowed."""
+
+
+class NotFound(ServiceError):
+    """No such thing, or not one the caller may see (the two look the same on purpose)."""
+
+
+class Forbidden(ServiceError):
+    """The caller's role does not allow this."""
+
+
+class Conflict(ServiceError):
+    """The thing exists already, or is in a state that does not allow this."""
+
+
+class Unauthenticated(ServiceError):
+    """No valid token."""

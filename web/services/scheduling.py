@@ -1,0 +1,438 @@
+"""The database side of the scheduling loop, and the one place that maps rows to the
+core's types and the core's decisions back to rows.
+
+DbSnapshotSource  rows -> core.Snapshot (read-only, a few set-based queries)
+DbDecisionSink    core.Plan -> rows, in one transaction per call; dispatcher events -> rows
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from sqlalchemy import Engine, and_, bindparam, select, update
+from sqlmodel import Session, col
+
+from scheduler import core
+from scheduler.core.fairshare import decay
+from scheduler.runtime.ports import (
+    DispatchError,
+    EventKind,
+    JobEvent,
+    Recorded,
+    StartOrder,
+    StopOrder,
+    StopWhy,
+)
+from web.db import read_session, write_session
+from web.models import (
+    ACTIVE_JOB_STATES,
+    Allocation,
+    Attempt,
+    Job,
+    JobState,
+    Node,
+    Project,
+    ProjectState,
+    Quota,
+    Sector,
+)
+from web.services.projects import expire_projects
+
+ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
+J = Job.__table__  # type: ignore[attr-defined]
+A = Allocation.__table__  # type: ignore[attr-defined]
+
+
+class DbSnapshotSource:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def snapshot(self, now: float) -> core.Snapshot:
+        with write_session(self.engine) as session:
+            expire_projects(session, now)
+        with read_session(self.engine) as s:
+            nodes = tuple(
+                core.Node(n.name, n.flavor, n.gpus, n.group, core.NodeState(n.state))
+                for n in s.exec(select(Node).order_by(col(Node.name))).scalars()  # type: ignore[call-overload]
+            )
+            sectors = tuple(core.Sector(x.name, x.weight) for x in s.exec(select(Sector)).scalars())  # type: ignore[call-overload]
+            quotas: dict[str, dict[str, core.FlavorQuota]] = defaultdict(dict)
+            for q in s.exec(select(Quota)).scalars():  # type: ignore[call-overload]
+                quotas[q.project][q.flavor] = core.FlavorQuota(q.guaranteed, q.limit)
+            projects = tuple(
+                core.Project(
+                    name=p.name,
+                    sector=p.sector,
+                    quotas=quotas.get(p.name, {}),
+                    credits_left=None if p.credits is None else p.credits - p.credits_used,
+                    share=p.share,
+                    usage_gpu_s=p.usage_gpu_s,
+                    usage_at=p.usage_at,
+                )
+                for p in s.exec(  # type: ignore[call-overload]
+                    select(Project).where(col(Project.state) == ProjectState.ACTIVE.value)
+                ).scalars()
+            )
+            pending_rows = s.execute(
+                select(
+                    J.c.id,
+                    J.c.project,
+                    J.c.gpus,
+                    J.c.flavor,
+                    J.c.submitted_at,
+                    J.c.max_runtime_s,
+                    J.c.priority,
+                    J.c.nodes,
+                    J.c.user,
+                    J.c.reserved_flavor,
+                )
+                .where(J.c.state == JobState.QUEUED.value)
+                .order_by(J.c.id)
+            ).all()
+            pending = tuple(
+                core.Job(
+                    str(r.id),
+                    r.project,
+                    r.gpus,
+                    r.flavor,
+                    r.submitted_at,
+                    r.max_runtime_s,
+                    r.priority,
+                    r.nodes,
+                    r.user,
+                )
+                for r in pending_rows
+            )
+            reserved = tuple(
+                (r.reserved_flavor, str(r.id)) for r in pending_rows if r.reserved_flavor
+            )
+            running = self._running(s)
+        return core.Snapshot(nodes, sectors, projects, pending, running, reserved)
+
+    def _running(self, s: Session) -> tuple[core.Running, ...]:
+        rows = s.execute(
+            select(
+                J.c.id,
+                J.c.project,
+                J.c.max_runtime_s,
+                J.c.priority,
+                J.c.admitted_at,
+                J.c.stopping_at,
+                J.c.preempted_for,
+                A.c.node,
+                A.c.gpus,
+                A.c.flavor,
+            )
+            .join(A, and_(A.c.job_id == J.c.id, A.c.attempt == J.c.attempt))
+            .where(J.c.state.in_(ACTIVE))
+            .where(A.c.end.is_(None))
+            .order_by(J.c.id, A.c.id)
+        ).all()
+        pieces: dict[int, list[tuple[str, int]]] = defaultdict(list)
+        first: dict[int, Any] = {}
+        for r in rows:
+            pieces[r.id].append((r.node, r.gpus))
+            first.setdefault(r.id, r)
+        return tuple(
+            core.Running(
+                job_id=str(job_id),
+                project=r.project,
+                flavor=r.flavor,
+                pieces=tuple(pieces[job_id]),
+                start=r.admitted_at,
+                max_runtime=r.max_runtime_s,
+                priority=r.priority,
+                stopping_at=r.stopping_at,
+                preempted_for=None if r.preempted_for is None else str(r.preempted_for),
+            )
+            for job_id, r in first.items()
+        )
+
+
+class DbDecisionSink:
+    def __init__(self, engine: Engine, cancel_grace_s: float, half_life_s: float) -> None:
+        self.engine = engine
+        self.cancel_grace_s = cancel_grace_s
+        self.half_life_s = half_life_s
+        # What each waiting job's row says now, so a cycle writes only reasons that changed.
+        self._written: dict[int, tuple[str, str, float | None]] = {}
+
+    # --- 4. assume -----------------------------------------------------------------------
+
+    def record(self, snapshot: core.Snapshot, plan: core.Plan, now: float) -> Recorded:
+        recorded = Recorded()
+        with write_session(self.engine) as s:
+            self._admit(s, plan, now, recorded)
+            self._preempt(s, plan, now, recorded)
+            self._cancel(s, now, recorded)
+            self._reserve(s, snapshot, plan)
+            self._reasons(s, snapshot, plan)
+        return recorded
+
+    def _admit(self, s: Session, plan: core.Plan, now: float, recorded: Recorded) -> None:
+        if not plan.admissions:
+            return
+        by_id = {int(a.job_id): a for a in plan.admissions}
+        # Only jobs still queued are admitted: one cancelled since the snapshot stays so.
+        s.execute(
+            update(J)
+            .where(J.c.id == bindparam("b_id"))
+            .where(J.c.state == JobState.QUEUED.value)
+            .values(
+                state=JobState.ADMITTED.value,
+                attempt=J.c.attempt + 1,
+                admitted_at=now,
+                started_at=None,
+                borrowed=bindparam("b_borrowed"),
+                flavor_used=bindparam("b_flavor"),
+                reason_code="",
+                reason="",
+                est_start=None,
+                reserved_flavor=None,
+                stopping_at=None,
+                preempted_for=None,
+            ),
+            [{"b_id": i, "b_borrowed": a.borrowed, "b_flavor": a.flavor} for i, a in by_id.items()],
+        )
+        admitted = s.execute(
+            select(
+                J.c.id,
+                J.c.attempt,
+                J.c.project,
+                J.c.user,
+                J.c.entrypoint,
+                J.c.runtime_env,
+                J.c.max_runtime_s,
+            )
+            .where(J.c.id.in_(list(by_id)))
+            .where(J.c.state == JobState.ADMITTED.value)
+            .where(J.c.admitted_at == now)
+        ).all()
+        attempts, allocations = [], []
+        for r in admitted:
+            a = by_id[r.id]
+            self._written.pop(r.id, None)
+            attempts.append(
+                {
+                    "job_id": r.id,
+                    "number": r.attempt,
+                    "flavor": a.flavor,
+                    "gpus": sum(n for _, n in a.pieces),
+                    "borrowed": a.borrowed,
+                    "admitted_at": now,
+                    "outcome": "",
+                    "message": "",
+                }
+            )
+            allocations += [
+                {
+                    "job_id": r.id,
+                    "attempt": r.attempt,
+                    "node": node,
+                    "flavor": a.flavor,
+                    "gpus": gpus,
+                    "start": now,
+                    "end": None,
+                    "borrowed": a.borrowed,
+                }
+                for node, gpus in a.pieces
+            ]
+            recorded.starts.append(
+                StartOrder(
+                    str(r.id),
+                    r.attempt,
+                    r.project,
+                    r.user,
+                    r.entrypoint,
+                    a.flavor,
+                    a.pieces,
+                    r.max_runtime_s,
+                    dict(r.runtime_env or {}),
+                )
+            )
+        if attempts:
+            s.execute(Attempt.__table__.insert(), attempts)  # type: ignore[attr-defined]
+            s.execute(A.insert(), allocations)
+
+    def _preempt(self, s: Session, plan: core.Plan, now: float, recorded: Recorded) -> None:
+        for p in plan.preemptions:
+            row = s.execute(
+                update(J)
+                .where(J.c.id == int(p.job_id))
+                .where(J.c.state.in_(ACTIVE))
+                .where(J.c.stopping_at.is_(None))
+                .values(stopping_at=p.stop_at, preempted_for=int(p.for_job), outcome=p.reason)
+                .returning(J.c.attempt)
+            ).first()
+            if row is not None:
+                recorded.stops.append(
+                    StopOrder(p.job_id, row.attempt, max(p.stop_at - now, 0.0), StopWhy.PREEMPTED)
+                )
+
+    def _cancel(self, s: Session, now: float, recorded: Recorded) -> None:
+        rows = s.execute(
+            update(J)
+            .where(J.c.state.in_(ACTIVE))
+            .where(J.c.cancel_requested_at.is_not(None))
+            .where(J.c.stopping_at.is_(None))
+            .values(stopping_at=now + self.cancel_grace_s)
+            .returning(J.c.id, J.c.attempt)
+        ).all()
+        recorded.stops += [
+            StopOrder(str(r.id), r.attempt, self.cancel_grace_s, StopWhy.CANCELLED) for r in rows
+        ]
+
+    def _reserve(self, s: Session, snapshot: core.Snapshot, plan: core.Plan) -> None:
+        now_reserved = {(r.flavor, r.job_id) for r in plan.reservations}
+        if now_reserved == set(snapshot.reserved):
+            return
+        s.execute(update(J).where(J.c.reserved_flavor.is_not(None)).values(reserved_flavor=None))
+        for flavor, job_id in now_reserved:
+            s.execute(update(J).where(J.c.id == int(job_id)).values(reserved_flavor=flavor))
+
+    def _reasons(self, s: Session, snapshot: core.Snapshot, plan: core.Plan) -> None:
+        changed = []
+        for job in snapshot.pending:
+            reason = plan.reason_for(job)
+            if reason is None:
+                continue
+            est = None if reason.est_start is None else round(reason.est_start)
+            value = (reason.code.value, reason.message, est)
+            job_id = int(job.id)
+            if self._written.get(job_id) != value:
+                self._written[job_id] = value
+                changed.append(
+                    {"b_id": job_id, "b_code": value[0], "b_reason": value[1], "b_est": est}
+                )
+        if changed:
+            s.execute(
+                update(J)
+                .where(J.c.id == bindparam("b_id"))
+                .where(J.c.state == JobState.QUEUED.value)
+                .values(
+                    reason_code=bindparam("b_code"),
+                    reason=bindparam("b_reason"),
+                    est_start=bindparam("b_est"),
+                ),
+                changed,
+            )
+
+    # --- 5. dispatch failed ----------------------------------------------------------------
+
+    def dispatch_failed(self, order: StartOrder, error: DispatchError, now: float) -> None:
+        outcome = JobState.FAILED if error.permanent else JobState.QUEUED
+        message = f"dispatch failed: {error}" + ("" if error.permanent else "; requeued")
+        with write_session(self.engine) as s:
+            self._end_attempt(s, int(order.job_id), order.attempt, now, "dispatch_failed", message)
+            values: dict[str, Any] = {"state": outcome.value, "outcome": message}
+            if error.permanent:
+                values["ended_at"] = now
+            else:
+                values |= {"reason_code": "dispatch", "reason": message}
+            s.execute(
+                update(J)
+                .where(J.c.id == int(order.job_id))
+                .where(J.c.attempt == order.attempt)
+                .where(J.c.state.in_(ACTIVE))
+                .values(**values)
+            )
+
+    # --- 1. events ---------------------------------------------------------------------------
+
+    def apply(self, events: list[JobEvent], now: float) -> None:
+        with write_session(self.engine) as s:
+            for event in events:
+                self._apply(s, event)
+
+    def _apply(self, s: Session, event: JobEvent) -> None:
+        job = s.get(Job, int(event.job_id))
+        if job is None or job.attempt != event.attempt or job.state not in ACTIVE:
+            return  # an old attempt's news, or a job already closed
+        if event.kind is EventKind.RUNNING:
+            job.state, job.started_at = JobState.RUNNING.value, event.at
+            attempt = s.get(Attempt, (job.id, job.attempt))
+            if attempt is not None:
+                attempt.started_at = event.at
+            return
+        if event.kind is EventKind.STOPPED and job.cancel_requested_at is not None:
+            final: JobState | None = JobState.CANCELLED
+        elif event.kind is EventKind.STOPPED or event.kind is EventKind.LOST:
+            final = None  # preempted or lost: back to the queue for another attempt
+        else:
+            final = JobState(event.kind.value)
+        outcome = event.kind.value if final is None else final.value
+        if event.kind is EventKind.STOPPED and final is None:
+            outcome = StopWhy.PREEMPTED.value
+        self._end_attempt(s, job.id or 0, job.attempt, event.at, outcome, event.message)
+        self._charge_usage(s, job.id or 0, job.attempt, job.project, event.at)
+        job.stopping_at = None
+        if final is None:
+            job.state = JobState.QUEUED.value
+            job.reason_code = outcome
+            job.reason = f"{outcome} ({event.message}); requeued" if event.message else outcome
+            job.outcome = job.reason
+        else:
+            job.state, job.ended_at = final.value, event.at
+            job.outcome = event.message or final.value
+        s.add(job)
+
+    def _end_attempt(
+        self, s: Session, job_id: int, attempt: int, at: float, outcome: str, message: str
+    ) -> None:
+        s.execute(
+            update(A)
+            .where(A.c.job_id == job_id)
+            .where(A.c.attempt == attempt)
+            .where(A.c.end.is_(None))
+            .values(end=at)
+        )
+        row = s.get(Attempt, (job_id, attempt))
+        if row is not None:
+            row.ended_at, row.outcome, row.message = at, outcome, message
+            s.add(row)
+
+    def _charge_usage(self, s: Session, job_id: int, attempt: int, project: str, at: float) -> None:
+        """Fair share remembers what the attempt used (decayed, as the core counts it)."""
+        pieces = s.execute(
+            select(A.c.gpus, A.c.start, A.c.end)
+            .where(A.c.job_id == job_id)
+            .where(A.c.attempt == attempt)
+        ).all()
+        gpu_s = sum(p.gpus * max((p.end or at) - p.start, 0.0) for p in pieces)
+        row = s.get(Project, project)
+        if row is not None and gpu_s > 0:
+            row.usage_gpu_s = decay(row.usage_gpu_s, row.usage_at, at, self.half_life_s) + gpu_s
+            row.usage_at = max(row.usage_at, at)
+            s.add(row)
+
+    # --- 0. a new leader -----------------------------------------------------------------
+
+    def outstanding(self, now: float) -> Recorded:
+        recorded = Recorded()
+        with read_session(self.engine) as s:
+            jobs = s.exec(select(Job).where(col(Job.state).in_(ACTIVE))).scalars().all()  # type: ignore[call-overload]
+            pieces: dict[tuple[int, int], list[tuple[str, int]]] = defaultdict(list)
+            for a in s.exec(select(Allocation).where(col(Allocation.end).is_(None))).scalars():  # type: ignore[call-overload]
+                pieces[(a.job_id, a.attempt)].append((a.node, a.gpus))
+            for job in jobs:
+                if job.stopping_at is not None:
+                    why = StopWhy.CANCELLED if job.cancel_requested_at else StopWhy.PREEMPTED
+                    grace = max(job.stopping_at - now, 0.0)
+                    recorded.stops.append(StopOrder(str(job.id), job.attempt, grace, why))
+                elif job.state == JobState.ADMITTED.value:
+                    flavor = job.flavor_used or job.flavor
+                    recorded.starts.append(
+                        StartOrder(
+                            str(job.id),
+                            job.attempt,
+                            job.project,
+                            job.user,
+                            job.entrypoint,
+                            flavor,
+                            tuple(pieces[(job.id, job.attempt)]),
+                            job.max_runtime_s,
+                            dict(job.runtime_env or {}),
+                        )
+                    )
+        return recorded

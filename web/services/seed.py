@@ -1,0 +1,152 @@
+"""Seed a pool from a cluster TOML (configs/pool.example.toml): flavors, nodes, sectors,
+active projects with quotas and credits, users and memberships. Running it again adds
+what is missing and changes nothing that exists."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlmodel import Session
+
+from scheduler.sim.cluster import load_cluster
+from scheduler.sim.errors import InputError
+from web.models import (
+    Flavor,
+    Membership,
+    MemberRole,
+    Node,
+    Project,
+    ProjectState,
+    Quota,
+    Role,
+    Sector,
+    User,
+)
+
+
+@dataclass(slots=True)
+class Seeded:
+    created: list[str] = field(default_factory=list)  # "kind:name" of each row added
+    admins: list[str] = field(default_factory=list)
+
+
+def seed_pool(session: Session, path: Path, now: float) -> Seeded:
+    cluster = load_cluster(path)
+    people = _people(path)
+    seeded = Seeded()
+
+    def add(kind: str, name: str, row: object) -> None:
+        session.add(row)
+        seeded.created.append(f"{kind}:{name}")
+
+    for flavor in cluster.flavors:
+        if session.get(Flavor, flavor) is None:
+            add(
+                "flavor",
+                flavor,
+                Flavor(name=flavor, credit_rate=cluster.credit_rates.get(flavor, 1.0)),
+            )
+    for node in cluster.nodes:
+        if session.get(Node, node.name) is None:
+            add(
+                "node",
+                node.name,
+                Node(
+                    name=node.name,
+                    flavor=node.flavor,
+                    gpus=node.gpus,
+                    group=node.group,
+                    registered_at=now,
+                ),
+            )
+    for sector in cluster.sectors:
+        if session.get(Sector, sector.name) is None:
+            add("sector", sector.name, Sector(name=sector.name, weight=sector.weight))
+    for user in people:
+        if session.get(User, user["name"]) is None:
+            add(
+                "user",
+                user["name"],
+                User(
+                    name=user["name"],
+                    full_name=user.get("full_name", ""),
+                    role=user["role"],
+                    created_at=now,
+                ),
+            )
+        if user["role"] == Role.ADMIN.value:
+            seeded.admins.append(user["name"])
+    session.flush()
+    pis = {p: u["name"] for u in people for p, r in u.get("projects", {}).items() if r == "pi"}
+    admin = seeded.admins[0] if seeded.admins else None
+    for project in cluster.projects:
+        if session.get(Project, project.name) is not None:
+            continue
+        pi = pis.get(project.name) or admin
+        if pi is None:
+            raise InputError(
+                path,
+                f"project {project.name} needs a PI: no [[users]] lists it as "
+                "pi and there is no admin",
+                field="users",
+            )
+        add(
+            "project",
+            project.name,
+            Project(
+                name=project.name,
+                title=project.name,
+                sector=project.sector,
+                state=ProjectState.ACTIVE.value,
+                pi=pi,
+                credits=project.credits_left,
+                share=project.share,
+                default_max_runtime_s=cluster.default_max_runtime_s,
+                created_at=now,
+                decided_by="seed",
+                decided_at=now,
+            ),
+        )
+        for flavor, quota in project.quotas.items():
+            session.add(
+                Quota(
+                    project=project.name,
+                    flavor=flavor,
+                    guaranteed=quota.guaranteed,
+                    limit=quota.limit,
+                )
+            )
+    session.flush()
+    for user in people:
+        for project_name, role in user.get("projects", {}).items():
+            if session.get(Membership, (project_name, user["name"])) is None:
+                session.add(Membership(project=project_name, user=user["name"], role=role))
+    return seeded
+
+
+def _people(path: Path) -> list[dict[str, object]]:
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    users = data.get("users", [])
+    if not isinstance(users, list):
+        raise InputError(path, "must be an array of tables ([[users]])", field="users")
+    roles = [r.value for r in Role]
+    for i, user in enumerate(users):
+        where = f"users[{i}]"
+        if not isinstance(user, dict) or not isinstance(user.get("name"), str):
+            raise InputError(path, "each user needs a name", field=f"{where}.name")
+        if user.get("role") not in roles:
+            raise InputError(
+                path,
+                f"must be one of {', '.join(roles)}, got {user.get('role')!r}",
+                field=f"{where}.role",
+            )
+        projects = user.get("projects", {})
+        if not isinstance(projects, dict) or any(
+            r not in [m.value for m in MemberRole] for r in projects.values()
+        ):
+            raise InputError(
+                path, 'must map project names to "pi" or "member"', field=f"{where}.projects"
+            )
+    return users

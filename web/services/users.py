@@ -1,0 +1,49 @@
+"""Users and their roles (admins manage them; everyone may read themselves)."""
+
+from __future__ import annotations
+
+from sqlmodel import Session, col, select
+
+from web.models import Role, User, UserCreate, UserUpdate
+from web.services.auth import Principal
+from web.services.changes import record_change
+from web.services.errors import Conflict, NotFound
+
+
+def create_user(session: Session, asker: Principal, spec: UserCreate, now: float) -> User:
+    asker.require(Role.ADMIN)
+    if session.get(User, spec.name) is not None:
+        raise Conflict(f"user {spec.name!r} exists already", field="name")
+    user = User(**spec.model_dump(), created_at=now)
+    user.role = spec.role.value
+    session.add(user)
+    record_change(session, asker.name, f"user:{spec.name}", "created", "", spec.role.value, now)
+    return user
+
+
+def get_user(session: Session, asker: Principal, name: str) -> User:
+    if name != asker.name and not asker.reads_all:
+        raise NotFound(f"no user {name!r}", field="user")
+    user = session.get(User, name)
+    if user is None:
+        raise NotFound(f"no user {name!r}", field="user")
+    return user
+
+
+def list_users(session: Session, asker: Principal) -> list[User]:
+    asker.require(Role.ADMIN, Role.OPERATOR)
+    return list(session.exec(select(User).order_by(col(User.name))).all())
+
+
+def update_user(
+    session: Session, asker: Principal, name: str, change: UserUpdate, now: float
+) -> User:
+    asker.require(Role.ADMIN)
+    user = get_user(session, asker, name)
+    for key, value in change.model_dump(exclude_unset=True, exclude_none=True).items():
+        value = value.value if isinstance(value, Role) else value
+        if getattr(user, key) != value:
+            record_change(session, asker.name, f"user:{name}", key, getattr(user, key), value, now)
+            setattr(user, key, value)
+    session.add(user)
+    return user

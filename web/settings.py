@@ -1,0 +1,46 @@
+"""The control plane's settings: one class, read from the environment (prefix GPUPOOL_) or
+given explicitly, never at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "gpupool"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GPUPOOL_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=default_data_dir)
+    # Empty: a SQLite file in data_dir. Production: postgresql+psycopg://user:pass@host/db
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    policy: str = "gpupool"  # gpupool | static | fifo
+    loop_interval_s: float = 0.2  # the scheduling loop runs at least this often
+    grace_period_s: float = 120.0  # preempted jobs get this long to stop
+    default_max_runtime_s: float = 4 * 3600.0  # for projects that set none
+    max_array_size: int = 1000
+    max_request_bytes: int = 64 * 1024
+    # A standby loop checks for leadership this often.
+    leader_poll_s: float = 1.0
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Users write postgresql://; we drive it with psycopg 3.
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{self.data_dir / 'gpupool.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
