@@ -1,8 +1,17 @@
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from web.settings import Settings
 
 SMALL_POOL = """
 [simulation]
@@ -44,3 +53,62 @@ def write_trace(path: Path, rows: list[str]) -> Path:
         "submit_s,project,gpus,flavor,duration_s,max_runtime_s,user\n" + "\n".join(rows) + "\n"
     )
     return path
+
+
+# --- databases -----------------------------------------------------------------------------
+# Database tests take `engine` (or `settings`, or `db_url`) and run twice: on a SQLite file and
+# on PostgreSQL. The PostgreSQL runs need a server: GPUPOOL_TEST_DATABASE_URL, a URL such as
+# postgresql://postgres@127.0.0.1:PORT/postgres, on which each test gets a database of its own.
+# .ci/run starts one; locally `eval "$(tests/pg_server.sh start)"` does.
+
+PG_URL_VARIABLE = "GPUPOOL_TEST_DATABASE_URL"
+PG_SKIP_REASON = f"PostgreSQL tests need {PG_URL_VARIABLE} (a server URL; .ci/run starts one)"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        # The file Settings(data_dir=tmp_path / "data") uses, so db_url and settings agree.
+        yield f"sqlite:///{tmp_path / 'data' / 'gpupool.db'}"
+        return
+    server_url = os.environ.get(PG_URL_VARIABLE, "")
+    if not server_url:
+        pytest.skip(PG_SKIP_REASON)
+    yield from _fresh_pg_database(server_url)
+
+
+def _fresh_pg_database(server_url: str) -> Iterator[str]:
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    name = f"test_{secrets.token_hex(6)}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    from web.settings import Settings
+
+    database_url = "" if db_url.startswith("sqlite") else db_url
+    return Settings(data_dir=tmp_path / "data", database_url=database_url)
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    from web.db import make_engine, migrate
+
+    engine = make_engine(settings)
+    try:
+        migrate(engine)
+        yield engine
+    finally:
+        engine.dispose()
