@@ -139,7 +139,7 @@ def test_bench_cycle_json() -> None:
 
 
 def test_up_runs_the_demo() -> None:
-    done = gpupool("up", "--jobs", "300")
+    done = gpupool("demo", "--jobs", "300")
     assert done.returncode == 0, done.stderr
     for policy in ("gpupool", "static", "fifo"):
         assert policy in done.stdout

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from web.cli import bench, simulate, up
+from web.cli import bench, demo, serve, simulate
 
 app = typer.Typer(
     name="gpupool",
@@ -15,7 +15,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-app.command("up")(up.up_command)
+app.command("up")(serve.up_command)
+app.command("serve")(serve.serve_command)
+app.command("demo")(demo.demo_command)
 app.command("simulate")(simulate.simulate_command)
 app.add_typer(bench.app, name="bench")
 

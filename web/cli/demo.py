@@ -1,8 +1,7 @@
-"""`gpupool up`: run gpupool on its embedded defaults.
+"""`gpupool demo`: the allocation core compared with two baselines, in a minute.
 
-Until the control plane lands, this is the allocation core at work: a demo workload that
-gpupool generates itself, replayed on the example pool under the three policies, side by
-side. No trace data is needed.
+A workload gpupool generates itself, replayed on the example pool under the three policies,
+side by side. No trace data and no server are needed.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from web.cli.simulate import fail
 EXAMPLE_POOL = Path(__file__).resolve().parents[2] / "configs" / "pool.example.toml"
 
 
-def up_command(
+def demo_command(
     cluster: Annotated[Path, typer.Option(help="Cluster TOML to run on.")] = EXAMPLE_POOL,
     jobs: Annotated[int, typer.Option(min=1, help="Jobs in the generated workload.")] = 5_000,
     seed: Annotated[int, typer.Option(help="Seed of the generated workload.")] = 7,

@@ -1,0 +1,158 @@
+"""`gpupool serve` (the control plane: API and scheduling loop) and `gpupool up` (the same on
+the embedded defaults, seeded with the example pool)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from scheduler.runtime.clock import SystemClock
+from scheduler.runtime.ports import Clock, Dispatcher
+from scheduler.sim.errors import InputError
+from web.cli.simulate import fail
+from web.db import migrate, write_session
+from web.models import Role
+from web.pool import build_pool
+from web.services.auth import Principal, authenticate, issue_token
+from web.services.errors import Unauthenticated
+from web.services.seed import seed_pool
+from web.settings import Settings
+
+EXAMPLE_POOL = Path(__file__).resolve().parents[2] / "configs" / "pool.example.toml"
+DISPATCHERS = ("local", "none")
+
+HostOption = Annotated[str | None, typer.Option(help="Address to listen on [env GPUPOOL_HOST].")]
+PortOption = Annotated[int | None, typer.Option(help="Port [env GPUPOOL_PORT].")]
+DataDirOption = Annotated[
+    Path | None, typer.Option(help="Where the embedded database lives [env GPUPOOL_DATA_DIR].")
+]
+DatabaseOption = Annotated[
+    str | None,
+    typer.Option(help="postgresql://... for production; default SQLite [env GPUPOOL_DATABASE_URL]."),
+]
+DispatcherOption = Annotated[
+    str,
+    typer.Option(
+        help="What runs admitted jobs: 'local' (processes on this machine) or 'none' (admit "
+        "only, nothing runs: for trying the API)."
+    ),
+]
+
+
+def settings_from(**given: Any) -> Settings:
+    """Settings from the environment, with the flags that were given on top."""
+    return Settings(**{k: v for k, v in given.items() if v is not None})
+
+
+def make_dispatcher(name: str, settings: Settings, clock: Clock) -> Dispatcher:
+    if name == "local":
+        from scheduler.runtime.local import LocalProcessDispatcher
+
+        return LocalProcessDispatcher(clock, settings.data_dir / "logs")
+    if name == "none":
+        from scheduler.runtime.fake import InProcessDispatcher
+
+        return InProcessDispatcher(clock)
+    raise fail(f"--dispatcher: unknown {name!r}; one of: {', '.join(DISPATCHERS)}")
+
+
+def run_server(settings: Settings, dispatcher_name: str, console: Console) -> None:
+    import uvicorn
+
+    from web.api.app import create_app
+
+    clock = SystemClock()
+    pool = build_pool(settings, make_dispatcher(dispatcher_name, settings, clock), clock)
+    migrate(pool.engine)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.print(f"gpupool API on http://{settings.host}:{settings.port} (docs at /docs)")
+    uvicorn.run(
+        create_app(pool),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+def serve_command(
+    host: HostOption = None,
+    port: PortOption = None,
+    data_dir: DataDirOption = None,
+    database_url: DatabaseOption = None,
+    dispatcher: DispatcherOption = "local",
+) -> None:
+    """Run the control plane: the REST API and the scheduling loop (one leader per database;
+    a second `serve` on the same database stands by and takes over when the first stops)."""
+    settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url)
+    run_server(settings, dispatcher, Console(stderr=True))
+
+
+def up_command(
+    host: HostOption = None,
+    port: PortOption = None,
+    data_dir: DataDirOption = None,
+    pool_file: Annotated[
+        Path, typer.Option("--pool", help="Pool to seed an empty database with.")
+    ] = EXAMPLE_POOL,
+    dispatcher: DispatcherOption = "local",
+) -> None:
+    """Run gpupool on its embedded defaults: SQLite under the data directory, seeded from the
+    example pool (sectors, projects, quotas, users), API and scheduling loop on 127.0.0.1.
+    Prints the URL and an admin token, and saves both for the CLI."""
+    console = Console()
+    settings = settings_from(host=host, port=port, data_dir=data_dir)
+    token = seed_and_token(settings, pool_file)
+    config = save_client_config(settings, token)
+    console.print(f"[bold]gpupool[/] is starting at http://{settings.host}:{settings.port}")
+    console.print(f"admin token: {token}")
+    console.print(f"(saved for the CLI in {config}; try: gpupool queue, gpupool nodes)")
+    run_server(settings, dispatcher, Console(stderr=True))
+
+
+def seed_and_token(settings: Settings, pool_file: Path) -> str:
+    """Migrate, seed what is missing, and return a working admin token (kept in the data
+    directory, owner-only, so the next `up` prints the same one)."""
+    from web.db import make_engine
+
+    engine = make_engine(settings)
+    migrate(engine)
+    clock = SystemClock()
+    token_file = settings.data_dir / "admin.token"
+    try:
+        with write_session(engine) as session:
+            seeded = seed_pool(session, pool_file, clock.now())
+            if token_file.exists():
+                token = token_file.read_text().strip()
+                try:
+                    authenticate(session, token, clock.now())
+                    return token
+                except Unauthenticated:
+                    pass  # revoked or from another database: make a new one
+            admin = seeded.admins[0] if seeded.admins else None
+            if admin is None:
+                raise fail(f"{pool_file}: [[users]] needs one user with role = \"admin\"")
+            token = issue_token(
+                session, Principal(admin, Role.ADMIN), admin, clock.now(), "gpupool up"
+            ).token
+    except InputError as err:
+        raise fail(str(err)) from None
+    finally:
+        engine.dispose()
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
+def save_client_config(settings: Settings, token: str) -> Path:
+    from web.cli.client import save_config
+
+    return save_config(f"http://{settings.host}:{settings.port}", token)
