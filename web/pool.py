@@ -4,15 +4,18 @@ scheduling loop and its dispatcher. The API and the CLI's `serve` share this."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
 
 from scheduler.core import Policy
 from scheduler.runtime.clock import SystemClock
-from scheduler.runtime.loop import SchedulingLoop
+from scheduler.runtime.loop import SchedulingLoop, WakeEvent
 from scheduler.runtime.ports import Clock, Dispatcher
 from web.db import make_engine
+from web.services.auth import PrincipalCache
+from web.services.intake import SubmissionIntake
 from web.services.jobs import SubmitLimits
 from web.services.leader import leadership_for
 from web.services.scheduling import DbDecisionSink, DbSnapshotSource
@@ -24,12 +27,33 @@ class Pool:
     settings: Settings
     engine: Engine
     clock: Clock
+    intake: SubmissionIntake
+    principals: PrincipalCache = field(default_factory=PrincipalCache)
     loop: SchedulingLoop | None = None
+    # Wakes a loop that runs elsewhere (its own process: see web/scheduler_process.py).
+    waker: Callable[[], None] | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def submit_limits(self) -> SubmitLimits:
         return SubmitLimits(self.settings.default_max_runtime_s, self.settings.max_array_size)
+
+    def start(self) -> None:
+        self.intake.start()
+        self.start_loop()
+
+    def stop(self) -> None:
+        self.stop_loop()
+        self.intake.stop()
+
+    def identities_changed(self) -> None:
+        """A token, role or membership changed: look callers up afresh."""
+        self.principals.clear()
+
+    def pool_changed(self) -> None:
+        """A project, quota or node changed: submissions check against fresh data."""
+        self.intake.refresh()
+        self.job_submitted()
 
     def start_loop(self) -> None:
         if self.loop is not None and self._thread is None:
@@ -45,6 +69,8 @@ class Pool:
     def job_submitted(self) -> None:
         if self.loop is not None:
             self.loop.wake()
+        elif self.waker is not None:
+            self.waker()
 
 
 def build_pool(
@@ -52,11 +78,13 @@ def build_pool(
     dispatcher: Dispatcher | None,
     clock: Clock | None = None,
     engine: Engine | None = None,
+    wake: WakeEvent | None = None,
 ) -> Pool:
     """The pool's parts; with a dispatcher, a scheduling loop that uses it."""
     engine = engine or make_engine(settings)
     clock = clock or SystemClock()
-    pool = Pool(settings, engine, clock)
+    limits = SubmitLimits(settings.default_max_runtime_s, settings.max_array_size)
+    pool = Pool(settings, engine, clock, SubmissionIntake(engine, limits))
     if dispatcher is not None:
         policy = replace(Policy.named(settings.policy), grace_period_s=settings.grace_period_s)
         pool.loop = SchedulingLoop(
@@ -68,5 +96,6 @@ def build_pool(
             leadership_for(settings, engine),
             interval_s=settings.loop_interval_s,
             standby_poll_s=settings.leader_poll_s,
+            wake_event=wake,
         )
     return pool

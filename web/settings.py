@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     default_max_runtime_s: float = 4 * 3600.0  # for projects that set none
     max_array_size: int = 1000
     max_request_bytes: int = 64 * 1024
+    # The "simulated" dispatcher pretends each job runs this long (None: until cancelled).
+    simulated_run_s: float | None = None
     # A standby loop checks for leadership this often.
     leader_poll_s: float = 1.0
 

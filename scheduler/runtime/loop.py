@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from scheduler.core import Policy, plan
 from scheduler.runtime.ports import (
@@ -33,6 +34,14 @@ from scheduler.runtime.ports import (
 )
 
 log = logging.getLogger("gpupool.loop")
+
+
+class WakeEvent(Protocol):
+    def set(self) -> None: ...
+
+    def clear(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass(slots=True)
@@ -56,11 +65,13 @@ class SchedulingLoop:
         leadership: Leadership,
         interval_s: float = 0.2,
         standby_poll_s: float = 1.0,
+        wake_event: WakeEvent | None = None,
     ) -> None:
         self.source, self.sink, self.dispatcher = source, sink, dispatcher
         self.clock, self.policy, self.leadership = clock, policy, leadership
         self.interval_s, self.standby_poll_s = interval_s, standby_poll_s
-        self._wake = threading.Event()
+        # Set by whoever submits; a multiprocessing.Event when the loop runs in its own process.
+        self._wake: WakeEvent = wake_event or threading.Event()
         self._stopping = threading.Event()
         self._unsent_stops: dict[str, StopOrder] = {}
         self.leading = False

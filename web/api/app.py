@@ -35,11 +35,11 @@ def create_app(pool: Pool) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool.start_loop()
+        pool.start()
         try:
             yield
         finally:
-            pool.stop_loop()
+            pool.stop()
 
     app = FastAPI(
         title="gpupool",

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
@@ -15,7 +16,7 @@ from web.services.auth import Principal, authenticate
 from web.services.errors import Unauthenticated
 
 
-def get_pool(request: Request) -> Pool:
+async def get_pool(request: Request) -> Pool:
     pool: Pool = request.app.state.pool
     return pool
 
@@ -39,14 +40,23 @@ ReadSessionDep = Annotated[Session, Depends(get_read_session)]
 _bearer = HTTPBearer(auto_error=False, description="An API token: gpupool token create")
 
 
-def get_current_user(
+async def get_current_user(
     pool: PoolDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
         raise Unauthenticated("missing token: send 'Authorization: Bearer <token>'")
+    token, now = credentials.credentials, pool.clock.now()
+    principal = pool.principals.get(token, now)
+    if principal is None:
+        principal = await run_in_threadpool(_authenticate, pool, token, now)
+        pool.principals.put(token, principal, now)
+    return principal
+
+
+def _authenticate(pool: Pool, token: str, now: float) -> Principal:
     with read_session(pool.engine) as session:
-        return authenticate(session, credentials.credentials, pool.clock.now())
+        return authenticate(session, token, now)
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]

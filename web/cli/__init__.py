@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from web.cli import bench, demo, serve, simulate
+from web.cli import accounts, bench, demo, jobs, nodes, projects, quota, serve, simulate
 
 app = typer.Typer(
     name="gpupool",
@@ -20,6 +20,14 @@ app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
 app.command("simulate")(simulate.simulate_command)
 app.add_typer(bench.app, name="bench")
+app.command("submit", context_settings=jobs.SUBMIT_CONTEXT)(jobs.submit_command)
+app.command("queue")(jobs.queue_command)
+app.command("cancel")(jobs.cancel_command)
+app.add_typer(quota.app, name="quota")
+app.add_typer(projects.app, name="project")
+app.add_typer(nodes.app, name="nodes")
+app.add_typer(accounts.user_app, name="user")
+app.add_typer(accounts.token_app, name="token")
 
 
 def main() -> None:

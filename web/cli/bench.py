@@ -33,3 +33,33 @@ def cycle_command(
     for key, value in result.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     Console().print(table)
+
+
+@app.command("api")
+def api_command(
+    seconds: Annotated[float, typer.Option(min=1, help="How long to submit for.")] = 10,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 32,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            help="A PostgreSQL server (postgresql://user@host:port/db): the bench makes and "
+            "drops a scratch database on it. Default: SQLite in a temporary directory."
+        ),
+    ] = None,
+    nodes: Annotated[int, typer.Option(min=1, help="8-GPU nodes in the bench pool.")] = 1000,
+    run_s: Annotated[float, typer.Option(min=0.1, help="Simulated run time of each job.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Submissions per second through a real server, with latency, admissions and losses."""
+    from web.bench import bench_api
+
+    result = bench_api(seconds, clients, database_url, nodes, run_s)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title="gpupool bench api")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    Console().print(table)

@@ -12,19 +12,18 @@ import typer
 from rich.console import Console
 
 from scheduler.runtime.clock import SystemClock
-from scheduler.runtime.ports import Clock, Dispatcher
 from scheduler.sim.errors import InputError
 from web.cli.simulate import fail
 from web.db import migrate, write_session
 from web.models import Role
 from web.pool import build_pool
+from web.scheduler_process import DISPATCHERS, SchedulerProcess
 from web.services.auth import Principal, authenticate, issue_token
 from web.services.errors import Unauthenticated
 from web.services.seed import seed_pool
 from web.settings import Settings
 
 EXAMPLE_POOL = Path(__file__).resolve().parents[2] / "configs" / "pool.example.toml"
-DISPATCHERS = ("local", "none")
 
 HostOption = Annotated[str | None, typer.Option(help="Address to listen on [env GPUPOOL_HOST].")]
 PortOption = Annotated[int | None, typer.Option(help="Port [env GPUPOOL_PORT].")]
@@ -33,13 +32,15 @@ DataDirOption = Annotated[
 ]
 DatabaseOption = Annotated[
     str | None,
-    typer.Option(help="postgresql://... for production; default SQLite [env GPUPOOL_DATABASE_URL]."),
+    typer.Option(
+        help="postgresql://... for production; default SQLite [env GPUPOOL_DATABASE_URL]."
+    ),
 ]
 DispatcherOption = Annotated[
     str,
     typer.Option(
-        help="What runs admitted jobs: 'local' (processes on this machine) or 'none' (admit "
-        "only, nothing runs: for trying the API)."
+        help="What runs admitted jobs: 'local' (processes on this machine), 'simulated' (nothing "
+        "runs; each job 'ends' after GPUPOOL_SIMULATED_RUN_S seconds) or 'none' (admit only)."
     ),
 ]
 
@@ -49,37 +50,34 @@ def settings_from(**given: Any) -> Settings:
     return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
-def make_dispatcher(name: str, settings: Settings, clock: Clock) -> Dispatcher:
-    if name == "local":
-        from scheduler.runtime.local import LocalProcessDispatcher
-
-        return LocalProcessDispatcher(clock, settings.data_dir / "logs")
-    if name == "none":
-        from scheduler.runtime.fake import InProcessDispatcher
-
-        return InProcessDispatcher(clock)
-    raise fail(f"--dispatcher: unknown {name!r}; one of: {', '.join(DISPATCHERS)}")
-
-
 def run_server(settings: Settings, dispatcher_name: str, console: Console) -> None:
     import uvicorn
 
     from web.api.app import create_app
 
-    clock = SystemClock()
-    pool = build_pool(settings, make_dispatcher(dispatcher_name, settings, clock), clock)
+    if dispatcher_name not in DISPATCHERS:
+        raise fail(f"--dispatcher: unknown {dispatcher_name!r}; one of: {', '.join(DISPATCHERS)}")
+    pool = build_pool(settings, dispatcher=None)  # the API's part; the loop runs beside it
     migrate(pool.engine)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    console.print(f"gpupool API on http://{settings.host}:{settings.port} (docs at /docs)")
-    uvicorn.run(
-        create_app(pool),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    scheduler = SchedulerProcess(settings, dispatcher_name)
+    pool.waker = scheduler.wake
+    scheduler.start()
+    console.print(f"gpupool API on http://{settings.host}:{settings.port} (docs at /docs)")
+    try:
+        uvicorn.run(
+            create_app(pool),
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+        )
+    finally:
+        scheduler.stop()
 
 
 def serve_command(
@@ -138,7 +136,7 @@ def seed_and_token(settings: Settings, pool_file: Path) -> str:
                     pass  # revoked or from another database: make a new one
             admin = seeded.admins[0] if seeded.admins else None
             if admin is None:
-                raise fail(f"{pool_file}: [[users]] needs one user with role = \"admin\"")
+                raise fail(f'{pool_file}: [[users]] needs one user with role = "admin"')
             token = issue_token(
                 session, Principal(admin, Role.ADMIN), admin, clock.now(), "gpupool up"
             ).token

@@ -49,6 +49,31 @@ class Principal:
             raise Forbidden(f"this needs the {allowed} role; {self.name} is a {self.role.value}")
 
 
+class PrincipalCache:
+    """Recently authenticated tokens, so a burst of requests does not look each one up.
+    An entry lives `ttl_s`; whatever changes who a user is (a token revoked, a role, a
+    membership) clears the cache of the server it went through, and other replicas follow
+    within `ttl_s`."""
+
+    def __init__(self, ttl_s: float = 5.0, size: int = 10_000) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._entries: dict[str, tuple[float, Principal]] = {}
+
+    def get(self, token: str, now: float) -> Principal | None:
+        entry = self._entries.get(token)
+        if entry is None or entry[0] <= now:
+            return None
+        return entry[1]
+
+    def put(self, token: str, principal: Principal, now: float) -> None:
+        if len(self._entries) >= self.size:
+            self._entries.clear()
+        self._entries[token] = (now + self.ttl_s, principal)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 def digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -45,29 +45,80 @@ class Submitted:
     duplicate: bool  # the idempotency key was seen before; these are the jobs it made
 
 
+@dataclass(frozen=True, slots=True)
+class Reference:
+    """What a submission is checked against: projects, quotas and the pool's shape."""
+
+    projects: dict[str, tuple[str, float | None]]  # name -> (state, default max runtime)
+    limits: dict[str, dict[str, int]]  # project -> flavor -> limit
+    capacity: dict[str, tuple[int, int, int]]  # flavor -> (GPUs, largest node, nodes), not down
+
+
+def load_reference(session: Session) -> Reference:
+    projects = {
+        name: (state, runtime)
+        for name, state, runtime in session.exec(
+            select(Project.name, Project.state, Project.default_max_runtime_s)
+        ).all()
+    }
+    limits: dict[str, dict[str, int]] = {}
+    for project, flavor, limit in session.exec(
+        select(Quota.project, Quota.flavor, Quota.limit)
+    ).all():
+        limits.setdefault(project, {})[flavor] = limit
+    capacity = {
+        f: (int(total), int(largest), int(n))
+        for f, total, largest, n in session.exec(
+            select(Node.flavor, func.sum(Node.gpus), func.max(Node.gpus), func.count())
+            .where(Node.state != NodeStateName.DOWN.value)
+            .group_by(col(Node.flavor))
+        ).all()
+    }
+    return Reference(projects, limits, capacity)
+
+
 def submit(
     session: Session, asker: Principal, spec: JobCreate, now: float, limits: SubmitLimits
 ) -> Submitted:
     """Validate and queue a job (or `count` of them). The same idempotency key from the same
     user returns the jobs it made the first time."""
     if spec.idempotency_key is not None:
-        earlier = _by_idempotency_key(session, asker.name, spec.idempotency_key)
+        earlier = by_idempotency_key(session, asker.name, spec.idempotency_key)
         if earlier:
             return Submitted(earlier, duplicate=True)
-    project = _submittable_project(session, asker, spec.project)
+    jobs = prepare(load_reference(session), asker, spec, now, limits)
+    try:
+        store(session, [jobs])
+    except IntegrityError:
+        # The same key raced in from another request: answer with what it made.
+        session.rollback()
+        assert spec.idempotency_key is not None
+        earlier = by_idempotency_key(session, asker.name, spec.idempotency_key)
+        if not earlier:
+            raise
+        return Submitted(earlier, duplicate=True)
+    return Submitted(jobs, duplicate=False)
+
+
+def prepare(
+    reference: Reference, asker: Principal, spec: JobCreate, now: float, limits: SubmitLimits
+) -> list[Job]:
+    """The jobs a valid submission makes (not stored yet); Invalid, Forbidden or Conflict
+    naming the field at fault otherwise."""
+    default_runtime = _submittable_project(reference, asker, spec.project)
     max_runtime = (
         parse_duration(spec.time)
         if spec.time is not None
-        else project.default_max_runtime_s or limits.default_max_runtime_s
+        else default_runtime or limits.default_max_runtime_s
     )
     if spec.count > limits.max_array_size:
         raise Invalid(
             f"at most {limits.max_array_size} jobs in one array, got {spec.count}", field="count"
         )
-    _check_fits(session, project.name, spec)
-    jobs = [
+    _check_fits(reference, spec.project, spec)
+    return [
         Job(
-            project=project.name,
+            project=spec.project,
             user=asker.name,
             name=spec.name,
             entrypoint=spec.entrypoint,
@@ -85,50 +136,69 @@ def submit(
         )
         for i in range(spec.count)
     ]
-    try:
-        session.add_all(jobs)
+
+
+def store(session: Session, submissions: Sequence[list[Job]]) -> None:
+    """Insert prepared submissions (ids assigned on return); arrays get their array id."""
+    session.add_all([job for jobs in submissions for job in jobs])
+    session.flush()
+    arrays = [jobs for jobs in submissions if len(jobs) > 1]
+    for jobs in arrays:
+        for job in jobs:
+            job.array_id = jobs[0].id
+    if arrays:
         session.flush()
-        if spec.count > 1:
-            for job in jobs:
-                job.array_id = jobs[0].id
-            session.flush()
-    except IntegrityError:
-        # The same key raced in from another request: answer with what it made.
-        session.rollback()
-        assert spec.idempotency_key is not None
-        earlier = _by_idempotency_key(session, asker.name, spec.idempotency_key)
-        if not earlier:
-            raise
-        return Submitted(earlier, duplicate=True)
-    return Submitted(jobs, duplicate=False)
 
 
-def _by_idempotency_key(session: Session, user: str, key: str) -> list[Job]:
-    query = select(Job).where(Job.user == user).where(Job.idempotency_key == key)
-    return list(session.exec(query.order_by(col(Job.array_index))).all())
+def by_idempotency_key(session: Session, user: str, key: str) -> list[Job]:
+    return stored_by_idempotency_keys(session, {(user, key)}).get((user, key), [])
 
 
-def _submittable_project(session: Session, asker: Principal, name: str) -> Project:
-    project = session.get(Project, name)
-    if project is None or not asker.sees(name):
+def stored_by_idempotency_keys(
+    session: Session, keys: set[tuple[str, str]]
+) -> dict[tuple[str, str], list[Job]]:
+    """The jobs each (user, idempotency key) made, for the keys that were seen before."""
+    found: dict[tuple[str, str], list[Job]] = {}
+    if not keys:
+        return found
+    # Both columns by IN, so the (user, key, index) unique index serves the lookup.
+    rows = session.exec(
+        select(Job)
+        .where(col(Job.user).in_({user for user, _ in keys}))
+        .where(col(Job.idempotency_key).in_({key for _, key in keys}))
+        .order_by(col(Job.array_index))
+    ).all()
+    for job in rows:
+        assert job.idempotency_key is not None
+        pair = (job.user, job.idempotency_key)
+        if pair in keys:
+            found.setdefault(pair, []).append(job)
+    return found
+
+
+def _submittable_project(reference: Reference, asker: Principal, name: str) -> float | None:
+    """The project's default max runtime, if the asker may submit to it now."""
+    found = reference.projects.get(name)
+    if found is None or not asker.sees(name):
         mine = ", ".join(sorted(asker.memberships)) or "none"
         raise Invalid(f"no project {name!r} of yours (yours: {mine})", field="project")
     if name not in asker.memberships:
         raise Forbidden(f"only members of {name!r} may submit to it", field="project")
-    if project.state != ProjectState.ACTIVE.value:
+    state, default_runtime = found
+    if state != ProjectState.ACTIVE.value:
         raise Conflict(
-            f"project {name!r} is {project.state}; jobs are accepted for active projects only",
+            f"project {name!r} is {state}; jobs are accepted for active projects only",
             field="project",
         )
-    return project
+    return default_runtime
 
 
-def _check_fits(session: Session, project: str, spec: JobCreate) -> None:
+def _check_fits(reference: Reference, project: str, spec: JobCreate) -> None:
     """Refuse a job that could never run: unknown flavor, more GPUs than the pool or the
     project's limit has, a node count that does not divide the GPUs."""
-    quotas = {q.flavor: q for q in session.exec(select(Quota).where(Quota.project == project))}
-    usable = [f for f, q in quotas.items() if q.limit > 0]
-    capacity = _capacity(session)
+    limits = reference.limits.get(project, {})
+    usable = [f for f, limit in limits.items() if limit > 0]
+    capacity = reference.capacity
     if spec.flavor != ANY_FLAVOR and spec.flavor not in capacity:
         allowed = ", ".join([ANY_FLAVOR, *sorted(capacity)])
         raise Invalid(f"unknown flavor {spec.flavor!r}; one of: {allowed}", field="flavor")
@@ -144,14 +214,14 @@ def _check_fits(session: Session, project: str, spec: JobCreate) -> None:
             f"{spec.gpus} GPUs do not split evenly over {spec.nodes} nodes", field="nodes"
         )
     best = 0
-    for flavor in set(flavors) & set(usable):
+    for flavor in sorted(set(flavors) & set(usable)):
         total, largest, count = capacity.get(flavor, (0, 0, 0))
-        fits = spec.gpus <= min(total, quotas[flavor].limit)
+        fits = spec.gpus <= min(total, limits[flavor])
         if spec.nodes is not None:
             fits = fits and spec.nodes <= count and spec.gpus // spec.nodes <= largest
         if fits:
             return
-        best = max(best, min(total, quotas[flavor].limit))
+        best = max(best, min(total, limits[flavor]))
     if spec.nodes is not None and spec.gpus <= best:
         raise Invalid(
             f"no {spec.flavor} layout has {spec.nodes} nodes with {spec.gpus // spec.nodes} "
@@ -163,16 +233,6 @@ def _check_fits(session: Session, project: str, spec: JobCreate) -> None:
         f"pool's size), got {spec.gpus}",
         field="gpus",
     )
-
-
-def _capacity(session: Session) -> dict[str, tuple[int, int, int]]:
-    """flavor -> (GPUs, GPUs of the largest node, nodes) over nodes not down."""
-    rows = session.exec(
-        select(Node.flavor, func.sum(Node.gpus), func.max(Node.gpus), func.count())
-        .where(Node.state != NodeStateName.DOWN.value)
-        .group_by(col(Node.flavor))
-    ).all()
-    return {f: (int(total), int(largest), int(n)) for f, total, largest, n in rows}
 
 
 # --- reading -------------------------------------------------------------------------------
@@ -211,6 +271,12 @@ def list_jobs(
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = session.exec(query.order_by(col(Job.id)).limit(limit).offset(offset)).all()
     return JobPage(items=public_jobs(session, rows), total=total, limit=limit, offset=offset)
+
+
+def fresh_public_jobs(jobs: Sequence[Job]) -> list[JobPublic]:
+    """Jobs just stored or found by their idempotency key, as callers see them (with no
+    allocations: a submission answers before any admission)."""
+    return [JobPublic.model_validate(j.model_dump()) for j in jobs]
 
 
 def public_jobs(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:

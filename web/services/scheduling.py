@@ -42,6 +42,11 @@ from web.services.projects import expire_projects
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
 J = Job.__table__  # type: ignore[attr-defined]
 A = Allocation.__table__  # type: ignore[attr-defined]
+T = Attempt.__table__  # type: ignore[attr-defined]
+N = Node.__table__  # type: ignore[attr-defined]
+P = Project.__table__  # type: ignore[attr-defined]
+Q = Quota.__table__  # type: ignore[attr-defined]
+S = Sector.__table__  # type: ignore[attr-defined]
 
 
 class DbSnapshotSource:
@@ -53,13 +58,17 @@ class DbSnapshotSource:
             expire_projects(session, now)
         with read_session(self.engine) as s:
             nodes = tuple(
-                core.Node(n.name, n.flavor, n.gpus, n.group, core.NodeState(n.state))
-                for n in s.exec(select(Node).order_by(col(Node.name))).scalars()  # type: ignore[call-overload]
+                core.Node(r.name, r.flavor, r.gpus, r.group, core.NodeState(r.state))
+                for r in s.execute(
+                    select(N.c.name, N.c.flavor, N.c.gpus, N.c.group, N.c.state).order_by(N.c.name)
+                )
             )
-            sectors = tuple(core.Sector(x.name, x.weight) for x in s.exec(select(Sector)).scalars())  # type: ignore[call-overload]
+            sectors = tuple(
+                core.Sector(r.name, r.weight) for r in s.execute(select(S.c.name, S.c.weight))
+            )
             quotas: dict[str, dict[str, core.FlavorQuota]] = defaultdict(dict)
-            for q in s.exec(select(Quota)).scalars():  # type: ignore[call-overload]
-                quotas[q.project][q.flavor] = core.FlavorQuota(q.guaranteed, q.limit)
+            for r in s.execute(select(Q.c.project, Q.c.flavor, Q.c.guaranteed, Q.c.limit)):
+                quotas[r.project][r.flavor] = core.FlavorQuota(r.guaranteed, r.limit)
             projects = tuple(
                 core.Project(
                     name=p.name,
@@ -70,9 +79,17 @@ class DbSnapshotSource:
                     usage_gpu_s=p.usage_gpu_s,
                     usage_at=p.usage_at,
                 )
-                for p in s.exec(  # type: ignore[call-overload]
-                    select(Project).where(col(Project.state) == ProjectState.ACTIVE.value)
-                ).scalars()
+                for p in s.execute(
+                    select(
+                        P.c.name,
+                        P.c.sector,
+                        P.c.credits,
+                        P.c.credits_used,
+                        P.c.share,
+                        P.c.usage_gpu_s,
+                        P.c.usage_at,
+                    ).where(P.c.state == ProjectState.ACTIVE.value)
+                )
             )
             pending_rows = s.execute(
                 select(
@@ -252,7 +269,7 @@ class DbDecisionSink:
                 )
             )
         if attempts:
-            s.execute(Attempt.__table__.insert(), attempts)  # type: ignore[attr-defined]
+            s.execute(T.insert(), attempts)
             s.execute(A.insert(), allocations)
 
     def _preempt(self, s: Session, plan: core.Plan, now: float, recorded: Recorded) -> None:
@@ -341,41 +358,116 @@ class DbDecisionSink:
     # --- 1. events ---------------------------------------------------------------------------
 
     def apply(self, events: list[JobEvent], now: float) -> None:
+        """In one transaction, set-based: a busy pool reports hundreds of events a tick."""
         with write_session(self.engine) as s:
-            for event in events:
-                self._apply(s, event)
+            self._started(s, [e for e in events if e.kind is EventKind.RUNNING])
+            self._ended(s, [e for e in events if e.kind is not EventKind.RUNNING])
 
-    def _apply(self, s: Session, event: JobEvent) -> None:
-        job = s.get(Job, int(event.job_id))
-        if job is None or job.attempt != event.attempt or job.state not in ACTIVE:
-            return  # an old attempt's news, or a job already closed
-        if event.kind is EventKind.RUNNING:
-            job.state, job.started_at = JobState.RUNNING.value, event.at
-            attempt = s.get(Attempt, (job.id, job.attempt))
-            if attempt is not None:
-                attempt.started_at = event.at
+    def _started(self, s: Session, events: list[JobEvent]) -> None:
+        if not events:
             return
-        if event.kind is EventKind.STOPPED and job.cancel_requested_at is not None:
-            final: JobState | None = JobState.CANCELLED
-        elif event.kind is EventKind.STOPPED or event.kind is EventKind.LOST:
-            final = None  # preempted or lost: back to the queue for another attempt
-        else:
-            final = JobState(event.kind.value)
-        outcome = event.kind.value if final is None else final.value
-        if event.kind is EventKind.STOPPED and final is None:
-            outcome = StopWhy.PREEMPTED.value
-        self._end_attempt(s, job.id or 0, job.attempt, event.at, outcome, event.message)
-        self._charge_usage(s, job.id or 0, job.attempt, job.project, event.at)
-        job.stopping_at = None
-        if final is None:
-            job.state = JobState.QUEUED.value
-            job.reason_code = outcome
-            job.reason = f"{outcome} ({event.message}); requeued" if event.message else outcome
-            job.outcome = job.reason
-        else:
-            job.state, job.ended_at = final.value, event.at
-            job.outcome = event.message or final.value
-        s.add(job)
+        params = [{"b_id": int(e.job_id), "b_attempt": e.attempt, "b_at": e.at} for e in events]
+        s.execute(
+            update(J)
+            .where(J.c.id == bindparam("b_id"))
+            .where(J.c.attempt == bindparam("b_attempt"))
+            .where(J.c.state == JobState.ADMITTED.value)
+            .values(state=JobState.RUNNING.value, started_at=bindparam("b_at")),
+            params,
+        )
+        s.execute(
+            update(T)
+            .where(T.c.job_id == bindparam("b_id"))
+            .where(T.c.number == bindparam("b_attempt"))
+            .values(started_at=bindparam("b_at")),
+            params,
+        )
+
+    def _ended(self, s: Session, events: list[JobEvent]) -> None:
+        if not events:
+            return
+        rows = {
+            r.id: r
+            for r in s.execute(
+                select(J.c.id, J.c.attempt, J.c.state, J.c.cancel_requested_at, J.c.project).where(
+                    J.c.id.in_({int(e.job_id) for e in events})
+                )
+            )
+        }
+        requeued, closed, attempts = [], [], []
+        for event in events:
+            row = rows.get(int(event.job_id))
+            if row is None or row.attempt != event.attempt or row.state not in ACTIVE:
+                continue  # an old attempt's news, or a job already closed
+            final, outcome = _outcome(event, cancelled=row.cancel_requested_at is not None)
+            attempts.append(
+                {
+                    "b_id": row.id,
+                    "b_attempt": row.attempt,
+                    "b_at": event.at,
+                    "b_outcome": outcome,
+                    "b_message": event.message,
+                }
+            )
+            if final is None:
+                reason = f"{outcome} ({event.message}); requeued" if event.message else outcome
+                requeued.append({"b_id": row.id, "b_code": outcome, "b_reason": reason})
+            else:
+                closed.append(
+                    {
+                        "b_id": row.id,
+                        "b_state": final.value,
+                        "b_at": event.at,
+                        "b_outcome": event.message or final.value,
+                    }
+                )
+        if not attempts:
+            return
+        self._charge_usage(s, attempts)
+        s.execute(
+            update(A)
+            .where(A.c.job_id == bindparam("b_id"))
+            .where(A.c.attempt == bindparam("b_attempt"))
+            .where(A.c.end.is_(None))
+            .values(end=bindparam("b_at")),
+            attempts,
+        )
+        s.execute(
+            update(T)
+            .where(T.c.job_id == bindparam("b_id"))
+            .where(T.c.number == bindparam("b_attempt"))
+            .values(
+                ended_at=bindparam("b_at"),
+                outcome=bindparam("b_outcome"),
+                message=bindparam("b_message"),
+            ),
+            attempts,
+        )
+        if requeued:
+            s.execute(
+                update(J)
+                .where(J.c.id == bindparam("b_id"))
+                .values(
+                    state=JobState.QUEUED.value,
+                    stopping_at=None,
+                    reason_code=bindparam("b_code"),
+                    reason=bindparam("b_reason"),
+                    outcome=bindparam("b_reason"),
+                ),
+                requeued,
+            )
+        if closed:
+            s.execute(
+                update(J)
+                .where(J.c.id == bindparam("b_id"))
+                .values(
+                    state=bindparam("b_state"),
+                    stopping_at=None,
+                    ended_at=bindparam("b_at"),
+                    outcome=bindparam("b_outcome"),
+                ),
+                closed,
+            )
 
     def _end_attempt(
         self, s: Session, job_id: int, attempt: int, at: float, outcome: str, message: str
@@ -387,24 +479,36 @@ class DbDecisionSink:
             .where(A.c.end.is_(None))
             .values(end=at)
         )
-        row = s.get(Attempt, (job_id, attempt))
-        if row is not None:
-            row.ended_at, row.outcome, row.message = at, outcome, message
-            s.add(row)
+        s.execute(
+            update(T)
+            .where(T.c.job_id == job_id)
+            .where(T.c.number == attempt)
+            .values(ended_at=at, outcome=outcome, message=message)
+        )
 
-    def _charge_usage(self, s: Session, job_id: int, attempt: int, project: str, at: float) -> None:
-        """Fair share remembers what the attempt used (decayed, as the core counts it)."""
+    def _charge_usage(self, s: Session, ended: list[dict[str, Any]]) -> None:
+        """Fair share remembers what ended attempts used (decayed, as the core counts it)."""
+        at = {(e["b_id"], e["b_attempt"]): e["b_at"] for e in ended}
         pieces = s.execute(
-            select(A.c.gpus, A.c.start, A.c.end)
-            .where(A.c.job_id == job_id)
-            .where(A.c.attempt == attempt)
+            select(A.c.job_id, A.c.attempt, A.c.gpus, A.c.start, J.c.project)
+            .join(J, J.c.id == A.c.job_id)
+            .where(A.c.job_id.in_({job for job, _ in at}))
+            .where(A.c.end.is_(None))
         ).all()
-        gpu_s = sum(p.gpus * max((p.end or at) - p.start, 0.0) for p in pieces)
-        row = s.get(Project, project)
-        if row is not None and gpu_s > 0:
-            row.usage_gpu_s = decay(row.usage_gpu_s, row.usage_at, at, self.half_life_s) + gpu_s
-            row.usage_at = max(row.usage_at, at)
-            s.add(row)
+        used: dict[str, tuple[float, float]] = {}
+        for p in pieces:
+            end = at.get((p.job_id, p.attempt))
+            if end is not None:
+                gpu_s, latest = used.get(p.project, (0.0, 0.0))
+                used[p.project] = (gpu_s + p.gpus * max(end - p.start, 0.0), max(latest, end))
+        for project, (gpu_s, latest) in used.items():
+            row = s.get(Project, project)
+            if row is not None and gpu_s > 0:
+                row.usage_gpu_s = (
+                    decay(row.usage_gpu_s, row.usage_at, latest, self.half_life_s) + gpu_s
+                )
+                row.usage_at = max(row.usage_at, latest)
+                s.add(row)
 
     # --- 0. a new leader -----------------------------------------------------------------
 
@@ -436,3 +540,15 @@ class DbDecisionSink:
                         )
                     )
         return recorded
+
+
+def _outcome(event: JobEvent, cancelled: bool) -> tuple[JobState | None, str]:
+    """The job's final state (None: requeued for another attempt) and the attempt's outcome."""
+    if event.kind is EventKind.STOPPED:
+        if cancelled:
+            return JobState.CANCELLED, JobState.CANCELLED.value
+        return None, StopWhy.PREEMPTED.value
+    if event.kind is EventKind.LOST:
+        return None, EventKind.LOST.value
+    final = JobState(event.kind.value)
+    return final, final.value

@@ -14,8 +14,8 @@ from scheduler.sim.cluster import load_cluster
 from scheduler.sim.errors import InputError
 from web.models import (
     Flavor,
-    Membership,
     MemberRole,
+    Membership,
     Node,
     Project,
     ProjectState,

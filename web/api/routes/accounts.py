@@ -48,6 +48,8 @@ def update_user(
     name: str, change: UserUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> UserPublic:
     updated = users.update_user(session, user, name, change, pool.clock.now())
+    session.commit()
+    pool.identities_changed()
     return UserPublic.model_validate(updated.model_dump())
 
 
@@ -76,6 +78,8 @@ def revoke_token(
     token_id: int, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> TokenPublic:
     row = auth.revoke_token(session, user, token_id, pool.clock.now())
+    session.commit()
+    pool.identities_changed()
     return TokenPublic.model_validate(row.model_dump())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
@@ -14,24 +15,23 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
 @router.post("", response_model=SubmitResult, status_code=status.HTTP_201_CREATED)
-def submit_job(
+async def submit_job(
     spec: JobCreate,
-    session: SessionDep,
     user: CurrentUser,
     pool: PoolDep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> SubmitResult:
     """Queue a job (or an array of `count` jobs). Resending with the same idempotency key
-    (body field or Idempotency-Key header) returns the first jobs, with 200."""
+    (body field or Idempotency-Key header) returns the first jobs, with 200. The answer
+    comes once the jobs are committed."""
     if idempotency_key is not None:
         spec.idempotency_key = idempotency_key
-    result = jobs.submit(session, user, spec, pool.clock.now(), pool.submit_limits)
-    session.commit()
+    result = await asyncio.wrap_future(pool.intake.submit(user, spec, pool.clock.now()))
     pool.job_submitted()
     if result.duplicate:
         response.status_code = status.HTTP_200_OK
-    return SubmitResult(jobs=jobs.public_jobs(session, result.jobs), duplicate=result.duplicate)
+    return SubmitResult(jobs=jobs.fresh_public_jobs(result.jobs), duplicate=result.duplicate)
 
 
 @router.get("", response_model=JobPage)

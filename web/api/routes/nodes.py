@@ -21,7 +21,8 @@ def register_node(
     spec: NodeCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> NodePublic:
     node = nodes.register_node(session, user, spec, pool.clock.now())
-    session.flush()
+    session.commit()
+    pool.pool_changed()
     return NodePublic.model_validate(node.model_dump())
 
 
@@ -30,13 +31,16 @@ def drain_node(
     name: str, spec: NodeDrain, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> NodePublic:
     node = nodes.set_drain(session, user, name, True, spec.reason, pool.clock.now())
+    session.commit()
+    pool.pool_changed()
     return NodePublic.model_validate(node.model_dump())
 
 
 @router.post("/nodes/{name}/undrain", response_model=NodePublic)
 def undrain_node(name: str, session: SessionDep, user: CurrentUser, pool: PoolDep) -> NodePublic:
     node = nodes.set_drain(session, user, name, False, "", pool.clock.now())
-    pool.job_submitted()
+    session.commit()
+    pool.pool_changed()
     return NodePublic.model_validate(node.model_dump())
 
 

@@ -50,6 +50,8 @@ def update_project(
     name: str, change: ProjectUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
     project = projects.update_project(session, user, name, change, pool.clock.now())
+    session.commit()
+    pool.pool_changed()
     return projects.project_public(session, project)
 
 
@@ -66,6 +68,8 @@ def decide(
     project = projects.decide(
         session, user, name, action, pool.clock.now(), decision.note, decision.expires_at
     )
+    session.commit()
+    pool.pool_changed()
     return projects.project_public(session, project)
 
 
@@ -74,7 +78,8 @@ def add_member(
     name: str, spec: MemberCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
     projects.add_member(session, user, name, spec, pool.clock.now())
-    session.flush()
+    session.commit()
+    pool.identities_changed()
     return projects.project_public(session, projects.get_project(session, user, name))
 
 
@@ -83,7 +88,8 @@ def remove_member(
     name: str, member: str, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
     projects.remove_member(session, user, name, member, pool.clock.now())
-    session.flush()
+    session.commit()
+    pool.identities_changed()
     return projects.project_public(session, projects.get_project(session, user, name))
 
 
@@ -97,7 +103,8 @@ def set_quota(
     pool: PoolDep,
 ) -> ProjectPublic:
     projects.set_quota(session, user, name, flavor, spec, pool.clock.now())
-    session.flush()
+    session.commit()
+    pool.pool_changed()
     return projects.project_public(session, projects.get_project(session, user, name))
 
 
@@ -106,6 +113,8 @@ def change_credits(
     name: str, spec: CreditChange, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
     project = projects.change_credits(session, user, name, spec, pool.clock.now())
+    session.commit()
+    pool.pool_changed()
     return projects.project_public(session, project)
 
 

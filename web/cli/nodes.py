@@ -1,0 +1,112 @@
+"""`gpupool nodes`: the pool's GPU nodes; drain, undrain, register (operators, admins)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from web.cli.client import (
+    JsonOption,
+    ServerOption,
+    TokenOption,
+    add_row,
+    connect,
+    part,
+    print_json,
+    remember,
+    say,
+    show,
+    table,
+)
+
+app = typer.Typer(
+    invoke_without_command=True,
+    no_args_is_help=False,
+    help="GPU nodes: list them (no subcommand), drain, undrain or register one.",
+)
+
+NodeArg = Annotated[str, typer.Argument(metavar="NAME", help="The node.")]
+STATE_STYLE = {"up": "green", "draining": "yellow", "down": "red"}
+
+
+@app.callback()
+def nodes_list(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Every node: flavor, GPUs, GPUs allocated, topology group, state and why."""
+    remember(server, token)
+    if ctx.invoked_subcommand is not None:
+        return
+    client = connect(server, token)
+    nodes: list[Any] = client.get("/nodes")
+    if as_json:
+        print_json(nodes)
+        return
+    rows = table("NAME", "FLAVOR", "GPUS>", "ALLOCATED>", "GROUP", "STATE", "REASON")
+    for n in nodes:
+        state = Text(n["state"], style=STATE_STYLE.get(n["state"], ""))
+        add_row(
+            rows,
+            n["name"],
+            n["flavor"],
+            n["gpus"],
+            n["allocated"],
+            n["group"],
+            state,
+            n["state_reason"],
+        )
+    show(rows)
+
+
+@app.command("drain")
+def nodes_drain(
+    name: NodeArg,
+    reason: Annotated[str, typer.Option(help="Why: shown with the node.")],
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Start no new jobs on a node; the running ones finish."""
+    client = connect(server, token)
+    node = client.post(f"/nodes/{part(name)}/drain", {"reason": reason})
+    say(
+        f"Node {node['name']} is {node['state']}: no new jobs start there "
+        f"({node['allocated']} GPUs still allocated)"
+    )
+
+
+@app.command("undrain")
+def nodes_undrain(
+    name: NodeArg,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Return a drained node to service."""
+    client = connect(server, token)
+    node = client.post(f"/nodes/{part(name)}/undrain")
+    say(f"Node {node['name']} is {node['state']}")
+
+
+@app.command("register")
+def nodes_register(
+    name: NodeArg,
+    flavor: Annotated[str, typer.Option(help="Its GPU flavor, e.g. H100-80GB.")],
+    gpus: Annotated[int, typer.Option(min=1, help="Its GPU count.")],
+    group: Annotated[str, typer.Option(help="Topology group (rack or switch).")] = "",
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Add a node to the pool (or update one registered before)."""
+    client = connect(server, token)
+    body = {"name": name, "flavor": flavor, "gpus": gpus, "group": group}
+    node = client.post("/nodes", body)
+    if as_json:
+        print_json(node)
+        return
+    where = f" in group {node['group']}" if node["group"] else ""
+    say(f"Registered node {node['name']}: {node['gpus']} x {node['flavor']}{where}")

@@ -1,0 +1,94 @@
+"""The scheduling loop in its own process, beside the API's.
+
+`gpupool serve` runs the API (uvicorn) in the main process and the loop here, so that the
+loop's work (reading a snapshot, planning) never holds the API's interpreter lock: the two
+use two cores. The API wakes the loop through a shared event when a job arrives. The loop
+process exits when its parent dies, even by SIGKILL (it watches its parent's pid).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from multiprocessing.synchronize import Event
+from typing import Any
+
+from scheduler.runtime.clock import SystemClock
+from scheduler.runtime.ports import Clock, Dispatcher
+from web.pool import build_pool
+from web.settings import Settings
+
+DISPATCHERS = ("local", "simulated", "none")
+log = logging.getLogger("gpupool.scheduler")
+
+
+def make_dispatcher(name: str, settings: Settings, clock: Clock) -> Dispatcher:
+    if name == "local":
+        from scheduler.runtime.local import LocalProcessDispatcher
+
+        return LocalProcessDispatcher(clock, settings.data_dir / "logs")
+    if name in ("simulated", "none"):
+        from scheduler.runtime.fake import InProcessDispatcher
+
+        run_s = None if name == "none" else settings.simulated_run_s
+        return InProcessDispatcher(clock, run_for=lambda order: run_s)
+    raise ValueError(f"unknown dispatcher {name!r}; one of: {', '.join(DISPATCHERS)}")
+
+
+class SchedulerProcess:
+    """Start, wake and stop the loop process."""
+
+    def __init__(self, settings: Settings, dispatcher: str) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.wake_event: Event = context.Event()
+        self.process = context.Process(
+            target=_main,
+            args=(settings.model_dump(), dispatcher, self.wake_event, os.getpid()),
+            name="gpupool-scheduler",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self.process.start()
+
+    def wake(self) -> None:
+        self.wake_event.set()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.process.is_alive():
+            self.process.terminate()  # SIGTERM: the loop finishes its tick and lets go
+            self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.kill()
+
+
+def _main(settings_data: dict[str, Any], dispatcher: str, wake: Event, parent: int) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = Settings(**settings_data)
+    clock = SystemClock()
+    pool = build_pool(settings, make_dispatcher(dispatcher, settings, clock), clock, wake=wake)
+    loop = pool.loop
+    assert loop is not None
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
+    signal.signal(signal.SIGINT, lambda *_: loop.stop())
+
+    def watch_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        log.warning("the API process is gone; the scheduler stops")
+        loop.stop()
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+    try:
+        loop.run()
+    finally:
+        close = getattr(pool.loop.dispatcher if pool.loop else None, "close", None)
+        if close is not None:
+            close()
+        pool.engine.dispose()
