@@ -76,7 +76,8 @@ class LocalProcessDispatcher:
             node, count = order.pieces[0] if order.pieces else ("", 0)
             gpus = self._free_gpus(node, count)
             env = {
-                **os.environ,
+                # Not the control plane's own settings (a database URL may hold a password).
+                **{k: v for k, v in os.environ.items() if not k.startswith("GPUPOOL_")},
                 **env_vars,
                 # Set last: a job's env_vars must not move it onto GPUs it was not given.
                 "GPUPOOL_JOB_ID": order.job_id,
