@@ -32,6 +32,7 @@ class Pool:
     loop: SchedulingLoop | None = None
     # Wakes a loop that runs elsewhere (its own process: see web/scheduler_process.py).
     waker: Callable[[], None] | None = None
+    leader_probe: Callable[[], bool] | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     @property
@@ -65,6 +66,12 @@ class Pool:
             self.loop.stop()
             self._thread.join(timeout=30)
             self._thread = None
+
+    def leading(self) -> bool:
+        """Whether this server's scheduling loop is the one acting."""
+        if self.loop is not None:
+            return self.loop.leading
+        return self.leader_probe is not None and self.leader_probe()
 
     def job_submitted(self) -> None:
         if self.loop is not None:

@@ -45,9 +45,10 @@ class SchedulerProcess:
     def __init__(self, settings: Settings, dispatcher: str) -> None:
         context = multiprocessing.get_context("spawn")
         self.wake_event: Event = context.Event()
+        self._leading = context.Value("b", 0)  # the loop process says whether it leads
         self.process = context.Process(
             target=_main,
-            args=(settings.model_dump(), dispatcher, self.wake_event, os.getpid()),
+            args=(settings.model_dump(), dispatcher, self.wake_event, self._leading, os.getpid()),
             name="gpupool-scheduler",
             daemon=True,
         )
@@ -58,6 +59,9 @@ class SchedulerProcess:
     def wake(self) -> None:
         self.wake_event.set()
 
+    def leading(self) -> bool:
+        return self.process.is_alive() and bool(self._leading.value)
+
     def stop(self, timeout: float = 30) -> None:
         if self.process.is_alive():
             self.process.terminate()  # SIGTERM: the loop finishes its tick and lets go
@@ -66,7 +70,9 @@ class SchedulerProcess:
             self.process.kill()
 
 
-def _main(settings_data: dict[str, Any], dispatcher: str, wake: Event, parent: int) -> None:
+def _main(
+    settings_data: dict[str, Any], dispatcher: str, wake: Event, leading: Any, parent: int
+) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -80,7 +86,8 @@ def _main(settings_data: dict[str, Any], dispatcher: str, wake: Event, parent: i
 
     def watch_parent() -> None:
         while os.getppid() == parent:
-            time.sleep(1.0)
+            leading.value = int(loop.leading)
+            time.sleep(0.5)
         log.warning("the API process is gone; the scheduler stops")
         loop.stop()
 

@@ -57,7 +57,7 @@ def create_app(pool: Pool) -> FastAPI:
     def healthz() -> dict[str, object]:
         with read_session(pool.engine) as session:
             session.execute(text("SELECT 1"))
-        return {"status": "ok", "leader": bool(pool.loop and pool.loop.leading)}
+        return {"status": "ok", "leader": pool.leading()}
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, err: ServiceError) -> JSONResponse:

@@ -167,12 +167,12 @@ def user_activate(
 def token_create(
     user: Annotated[
         str | None,
-        typer.Option(show_default=False, help="For this user (administrators) [default: you]."),
+        typer.Option(show_default=False, help="For this user (administrators) (default: you)."),
     ] = None,
     label: Annotated[str, typer.Option(help="What it is for, to tell tokens apart.")] = "",
     expires_days: Annotated[
         int | None,
-        typer.Option(min=1, show_default=False, help="Expires after N days [default: never]."),
+        typer.Option(min=1, show_default=False, help="Expires after N days (default: never)."),
     ] = None,
     as_json: JsonOption = False,
     server: ServerOption = None,

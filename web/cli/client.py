@@ -46,7 +46,7 @@ ServerOption = Annotated[
         "--server",
         metavar="URL",
         show_default=False,
-        help=f"The gpupool server [env {SERVER_ENV}; else the config file; else {DEFAULT_SERVER}].",
+        help=f"The gpupool server (env {SERVER_ENV}; else the config file; else {DEFAULT_SERVER}).",
         rich_help_panel="Connection",
     ),
 ]
@@ -56,7 +56,7 @@ TokenOption = Annotated[
         "--token",
         metavar="TOKEN",
         show_default=False,
-        help=f"API token [env {TOKEN_ENV}; else the config file written by `gpupool up`].",
+        help=f"API token (env {TOKEN_ENV}; else the config file written by `gpupool up`).",
         rich_help_panel="Connection",
     ),
 ]
@@ -328,15 +328,14 @@ class Client:
 
     def token_hint(self) -> str:
         target = self.target
-        where = f"for the server at {target.server} (from {target.server_source})"
         if not target.token:
             return (
-                f'no token {where}: pass --token, set {TOKEN_ENV}, or put token = "..." in '
-                f"{target.config} (`gpupool up` writes it; `gpupool token create` makes tokens)"
+                f'no token: pass --token, set {TOKEN_ENV}, or put token = "..." in '
+                f"{target.config} (gpupool up writes it; gpupool token create makes tokens)"
             )
         return (
-            f"the token from {target.token_source} was refused {where}; "
-            f"--token overrides {TOKEN_ENV}, which overrides {target.config}"
+            f"the token from {target.token_source} was refused by {target.server}; "
+            f"tokens come from --token, else {TOKEN_ENV}, else {target.config}"
         )
 
     def me(self) -> dict[str, Any]:

@@ -59,7 +59,7 @@ def submit_command(
             "--time",
             show_default=False,
             help="Run-time limit: 90s, 30m, 2h, 1d, 1:30:00, 2-12:00:00 (a bare number is "
-            "minutes) [default: the project's].",
+            "minutes) (default: the project's).",
         ),
     ] = None,
     nodes: Annotated[
@@ -172,7 +172,7 @@ def queue_command(
             "--state",
             "-s",
             show_default=False,
-            help="Only jobs in this state (repeat for more) [default: queued, admitted, running].",
+            help="Only jobs in this state (repeat for more) (default: queued, admitted, running).",
         ),
     ] = None,
     show_all: Annotated[
@@ -287,7 +287,7 @@ def reason_of(job: dict[str, Any]) -> str:
 
 
 def cancel_command(
-    job_ids: Annotated[list[int], typer.Argument(metavar="JOBID...", help="Jobs to cancel.")],
+    job_ids: Annotated[list[int], typer.Argument(metavar="JOBID", help="Jobs to cancel.")],
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:

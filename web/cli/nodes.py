@@ -73,10 +73,7 @@ def nodes_drain(
     """Start no new jobs on a node; the running ones finish."""
     client = connect(server, token)
     node = client.post(f"/nodes/{part(name)}/drain", {"reason": reason})
-    say(
-        f"Node {node['name']} is {node['state']}: no new jobs start there "
-        f"({node['allocated']} GPUs still allocated)"
-    )
+    say(f"Node {node['name']} is {node['state']}: no new jobs start there; the running ones finish")
 
 
 @app.command("undrain")

@@ -119,7 +119,7 @@ def project_request(
     sector: Annotated[str, typer.Option(help="industry, academia, research, ...")],
     pi: Annotated[
         str | None,
-        typer.Option(show_default=False, help="Its PI [default: you; others: administrators]."),
+        typer.Option(show_default=False, help="Its PI (default: you; others: administrators)."),
     ] = None,
     gpus: Annotated[int, typer.Option(min=0, help="GPUs asked for.")] = 0,
     gpu_hours: Annotated[float, typer.Option(min=0, help="GPU-hours asked for.")] = 0.0,

@@ -101,7 +101,7 @@ def quota_set(
         typer.Option(
             min=0,
             show_default=False,
-            help="Credits per GPU-hour for this project [default: the flavor's rate].",
+            help="Credits per GPU-hour for this project (default: the flavor's rate).",
         ),
     ] = None,
     note: NoteOption = "",

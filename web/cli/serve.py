@@ -63,7 +63,7 @@ def run_server(settings: Settings, dispatcher_name: str, console: Console) -> No
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     scheduler = SchedulerProcess(settings, dispatcher_name)
-    pool.waker = scheduler.wake
+    pool.waker, pool.leader_probe = scheduler.wake, scheduler.leading
     scheduler.start()
     console.print(f"gpupool API on http://{settings.host}:{settings.port} (docs at /docs)")
     try:

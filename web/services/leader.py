@@ -7,6 +7,7 @@ exclusive lock on a file beside the database, released by the kernel when the pr
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -52,10 +53,9 @@ class PostgresLeadership:
 
     def release(self) -> None:
         if self._connection is not None:
-            try:
+            # If the connection is gone, the lock went with it.
+            with contextlib.suppress(DBAPIError):
                 self._connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
-            except DBAPIError:
-                pass  # the connection is gone, and the lock with it
             self._drop()
 
     def _drop(self) -> None:
