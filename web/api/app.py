@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -80,12 +81,12 @@ def create_app(pool: Pool) -> FastAPI:
             {"detail": f"internal error; the server logged it as {incident}"}, status_code=500
         )
 
-    app.add_middleware(BodySizeLimit, max_bytes=pool.settings.max_request_bytes)  # type: ignore[arg-type]
+    app.add_middleware(BodySizeLimit, max_bytes=pool.settings.max_request_bytes)
     return app
 
 
-def _field_error(error: dict[str, object]) -> dict[str, str]:
-    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]  # type: ignore[union-attr]
+def _field_error(error: Mapping[str, Any]) -> dict[str, str]:
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
     if "input" in error and error.get("type") != "missing":

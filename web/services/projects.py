@@ -331,5 +331,5 @@ def set_sector(
 
 
 def _names(session: Session, table: type[Sector] | type[Flavor]) -> str:
-    names = session.exec(select(table.name).order_by(table.name)).all()  # type: ignore[arg-type]
+    names = session.exec(select(table.name).order_by(table.name)).all()
     return ", ".join(names) or "(none defined)"

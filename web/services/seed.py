@@ -64,22 +64,16 @@ def seed_pool(session: Session, path: Path, now: float) -> Seeded:
     for sector in cluster.sectors:
         if session.get(Sector, sector.name) is None:
             add("sector", sector.name, Sector(name=sector.name, weight=sector.weight))
-    for user in people:
-        if session.get(User, user["name"]) is None:
-            add(
-                "user",
-                user["name"],
-                User(
-                    name=user["name"],
-                    full_name=user.get("full_name", ""),
-                    role=user["role"],
-                    created_at=now,
-                ),
+    for person in people:
+        if session.get(User, person.name) is None:
+            user = User(
+                name=person.name, full_name=person.full_name, role=person.role, created_at=now
             )
-        if user["role"] == Role.ADMIN.value:
-            seeded.admins.append(user["name"])
+            add("user", person.name, user)
+        if person.role == Role.ADMIN.value:
+            seeded.admins.append(person.name)
     session.flush()
-    pis = {p: u["name"] for u in people for p, r in u.get("projects", {}).items() if r == "pi"}
+    pis = {p: u.name for u in people for p, r in u.projects.items() if r == "pi"}
     admin = seeded.admins[0] if seeded.admins else None
     for project in cluster.projects:
         if session.get(Project, project.name) is not None:
@@ -119,19 +113,29 @@ def seed_pool(session: Session, path: Path, now: float) -> Seeded:
                 )
             )
     session.flush()
-    for user in people:
-        for project_name, role in user.get("projects", {}).items():
-            if session.get(Membership, (project_name, user["name"])) is None:
-                session.add(Membership(project=project_name, user=user["name"], role=role))
+    for person in people:
+        for project_name, role in person.projects.items():
+            if session.get(Membership, (project_name, person.name)) is None:
+                session.add(Membership(project=project_name, user=person.name, role=role))
     return seeded
 
 
-def _people(path: Path) -> list[dict[str, object]]:
+@dataclass(frozen=True, slots=True)
+class Person:
+    name: str
+    role: str
+    full_name: str = ""
+    projects: dict[str, str] = field(default_factory=dict)  # project -> "pi" | "member"
+
+
+def _people(path: Path) -> list[Person]:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     users = data.get("users", [])
     if not isinstance(users, list):
         raise InputError(path, "must be an array of tables ([[users]])", field="users")
     roles = [r.value for r in Role]
+    member_roles = [m.value for m in MemberRole]
+    people = []
     for i, user in enumerate(users):
         where = f"users[{i}]"
         if not isinstance(user, dict) or not isinstance(user.get("name"), str):
@@ -143,10 +147,11 @@ def _people(path: Path) -> list[dict[str, object]]:
                 field=f"{where}.role",
             )
         projects = user.get("projects", {})
-        if not isinstance(projects, dict) or any(
-            r not in [m.value for m in MemberRole] for r in projects.values()
-        ):
+        if not isinstance(projects, dict) or any(r not in member_roles for r in projects.values()):
             raise InputError(
                 path, 'must map project names to "pi" or "member"', field=f"{where}.projects"
             )
-    return users
+        people.append(
+            Person(user["name"], user["role"], str(user.get("full_name", "")), dict(projects))
+        )
+    return people
