@@ -389,6 +389,7 @@ class Job(SQLModel, table=True):
     reserved_flavor: str | None = Field(default=None, max_length=63)  # backfill reservation
     preempted_for: int | None = None
     stopping_at: float | None = None  # preempted or cancelled: its GPUs are free then
+    stop_reason: str | None = Field(default=None, max_length=16)  # preempted|cancelled|timeout
     cancel_requested_at: float | None = None
     outcome: str = ""  # how the last attempt ended, in words
 

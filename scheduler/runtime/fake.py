@@ -77,7 +77,7 @@ class InProcessDispatcher:
             now = self.clock.now()
             for run in list(self.runs.values()):
                 if run.ends_at is not None and run.ends_at <= now:
-                    self._end(run, EventKind.SUCCEEDED, "exit code 0")
+                    self._end(run, EventKind.SUCCEEDED, "exit code 0", at=run.ends_at)
             events, self._events = self._events, []
             return events
 
@@ -86,7 +86,8 @@ class InProcessDispatcher:
         with self._lock:
             return sorted(self.runs)
 
-    def _end(self, run: FakeRun, kind: EventKind, message: str) -> None:
+    def _end(self, run: FakeRun, kind: EventKind, message: str, at: float | None = None) -> None:
         del self.runs[run.order.key]
-        event = JobEvent(run.order.job_id, run.order.attempt, kind, self.clock.now(), message)
+        when = self.clock.now() if at is None else at
+        event = JobEvent(run.order.job_id, run.order.attempt, kind, when, message)
         self._events.append(event)

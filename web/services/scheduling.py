@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, select, update
+from sqlalchemy import Engine, and_, bindparam, func, select, update
 from sqlmodel import Session, col
 
 from scheduler import core
@@ -208,6 +208,7 @@ class DbDecisionSink:
                 est_start=None,
                 reserved_flavor=None,
                 stopping_at=None,
+                stop_reason=None,
                 preempted_for=None,
             ),
             [{"b_id": i, "b_borrowed": a.borrowed, "b_flavor": a.flavor} for i, a in by_id.items()],
@@ -279,7 +280,12 @@ class DbDecisionSink:
                 .where(J.c.id == int(p.job_id))
                 .where(J.c.state.in_(ACTIVE))
                 .where(J.c.stopping_at.is_(None))
-                .values(stopping_at=p.stop_at, preempted_for=int(p.for_job), outcome=p.reason)
+                .values(
+                    stopping_at=p.stop_at,
+                    stop_reason=StopWhy.PREEMPTED.value,
+                    preempted_for=int(p.for_job),
+                    outcome=p.reason,
+                )
                 .returning(J.c.attempt)
             ).first()
             if row is not None:
@@ -288,17 +294,24 @@ class DbDecisionSink:
                 )
 
     def _cancel(self, s: Session, now: float, recorded: Recorded) -> None:
-        rows = s.execute(
-            update(J)
-            .where(J.c.state.in_(ACTIVE))
-            .where(J.c.cancel_requested_at.is_not(None))
-            .where(J.c.stopping_at.is_(None))
-            .values(stopping_at=now + self.cancel_grace_s)
-            .returning(J.c.id, J.c.attempt)
-        ).all()
-        recorded.stops += [
-            StopOrder(str(r.id), r.attempt, self.cancel_grace_s, StopWhy.CANCELLED) for r in rows
-        ]
+        """Stop what was cancelled, and what ran past its max_runtime (wall time counts from
+        its start, or from its admission while it is being started)."""
+        started = func.coalesce(J.c.started_at, J.c.admitted_at)
+        for why, condition in (
+            (StopWhy.CANCELLED, J.c.cancel_requested_at.is_not(None)),
+            (StopWhy.TIMEOUT, started + J.c.max_runtime_s <= now),
+        ):
+            rows = s.execute(
+                update(J)
+                .where(J.c.state.in_(ACTIVE))
+                .where(condition)
+                .where(J.c.stopping_at.is_(None))
+                .values(stopping_at=now + self.cancel_grace_s, stop_reason=why.value)
+                .returning(J.c.id, J.c.attempt)
+            ).all()
+            recorded.stops += [
+                StopOrder(str(r.id), r.attempt, self.cancel_grace_s, why) for r in rows
+            ]
 
     def _reserve(self, s: Session, snapshot: core.Snapshot, plan: core.Plan) -> None:
         now_reserved = {(r.flavor, r.job_id) for r in plan.reservations}
@@ -338,18 +351,31 @@ class DbDecisionSink:
     # --- 5. dispatch failed ----------------------------------------------------------------
 
     def dispatch_failed(self, order: StartOrder, error: DispatchError, now: float) -> None:
-        outcome = JobState.FAILED if error.permanent else JobState.QUEUED
-        message = f"dispatch failed: {error}" + ("" if error.permanent else "; requeued")
+        job_id = int(order.job_id)
         with write_session(self.engine) as s:
-            self._end_attempt(s, int(order.job_id), order.attempt, now, "dispatch_failed", message)
-            values: dict[str, Any] = {"state": outcome.value, "outcome": message}
-            if error.permanent:
-                values["ended_at"] = now
+            cancelled = s.execute(
+                select(J.c.cancel_requested_at.is_not(None)).where(J.c.id == job_id)
+            ).scalar()
+            if cancelled:
+                outcome, message = JobState.CANCELLED, f"cancelled (dispatch failed: {error})"
+            elif error.permanent:
+                outcome, message = JobState.FAILED, f"dispatch failed: {error}"
             else:
+                outcome, message = JobState.QUEUED, f"dispatch failed: {error}; requeued"
+            self._end_attempt(s, job_id, order.attempt, now, "dispatch_failed", message)
+            values: dict[str, Any] = {
+                "state": outcome.value,
+                "outcome": message,
+                "stopping_at": None,
+                "stop_reason": None,
+            }
+            if outcome is JobState.QUEUED:
                 values |= {"reason_code": "dispatch", "reason": message}
+            else:
+                values["ended_at"] = now
             s.execute(
                 update(J)
-                .where(J.c.id == int(order.job_id))
+                .where(J.c.id == job_id)
                 .where(J.c.attempt == order.attempt)
                 .where(J.c.state.in_(ACTIVE))
                 .values(**values)
@@ -389,9 +415,9 @@ class DbDecisionSink:
         rows = {
             r.id: r
             for r in s.execute(
-                select(J.c.id, J.c.attempt, J.c.state, J.c.cancel_requested_at, J.c.project).where(
-                    J.c.id.in_({int(e.job_id) for e in events})
-                )
+                select(
+                    J.c.id, J.c.attempt, J.c.state, J.c.cancel_requested_at, J.c.stop_reason
+                ).where(J.c.id.in_({int(e.job_id) for e in events}))
             )
         }
         requeued, closed, attempts = [], [], []
@@ -399,7 +425,7 @@ class DbDecisionSink:
             row = rows.get(int(event.job_id))
             if row is None or row.attempt != event.attempt or row.state not in ACTIVE:
                 continue  # an old attempt's news, or a job already closed
-            final, outcome = _outcome(event, cancelled=row.cancel_requested_at is not None)
+            final, outcome = _outcome(event, row.cancel_requested_at is not None, row.stop_reason)
             attempts.append(
                 {
                     "b_id": row.id,
@@ -450,6 +476,7 @@ class DbDecisionSink:
                 .values(
                     state=JobState.QUEUED.value,
                     stopping_at=None,
+                    stop_reason=None,
                     reason_code=bindparam("b_code"),
                     reason=bindparam("b_reason"),
                     outcome=bindparam("b_reason"),
@@ -513,6 +540,8 @@ class DbDecisionSink:
     # --- 0. a new leader -----------------------------------------------------------------
 
     def outstanding(self, now: float) -> Recorded:
+        # Another leader may have written reasons since this one last did: write all anew.
+        self._written.clear()
         recorded = Recorded()
         with read_session(self.engine) as s:
             jobs = s.exec(select(Job).where(col(Job.state).in_(ACTIVE))).scalars().all()  # type: ignore[call-overload]
@@ -521,7 +550,9 @@ class DbDecisionSink:
                 pieces[(a.job_id, a.attempt)].append((a.node, a.gpus))
             for job in jobs:
                 if job.stopping_at is not None:
-                    why = StopWhy.CANCELLED if job.cancel_requested_at else StopWhy.PREEMPTED
+                    why = StopWhy(job.stop_reason or StopWhy.PREEMPTED.value)
+                    if job.cancel_requested_at is not None:
+                        why = StopWhy.CANCELLED
                     grace = max(job.stopping_at - now, 0.0)
                     recorded.stops.append(StopOrder(str(job.id), job.attempt, grace, why))
                 elif job.state == JobState.ADMITTED.value:
@@ -542,11 +573,16 @@ class DbDecisionSink:
         return recorded
 
 
-def _outcome(event: JobEvent, cancelled: bool) -> tuple[JobState | None, str]:
-    """The job's final state (None: requeued for another attempt) and the attempt's outcome."""
+def _outcome(
+    event: JobEvent, cancelled: bool, stop_reason: str | None
+) -> tuple[JobState | None, str]:
+    """The job's final state (None: requeued for another attempt) and the attempt's outcome.
+    A cancelled job ends cancelled however its attempt ended short of success."""
+    if cancelled and event.kind in (EventKind.STOPPED, EventKind.LOST):
+        return JobState.CANCELLED, JobState.CANCELLED.value
     if event.kind is EventKind.STOPPED:
-        if cancelled:
-            return JobState.CANCELLED, JobState.CANCELLED.value
+        if stop_reason == StopWhy.TIMEOUT.value:
+            return JobState.TIMEOUT, JobState.TIMEOUT.value
         return None, StopWhy.PREEMPTED.value
     if event.kind is EventKind.LOST:
         return None, EventKind.LOST.value

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 02:13:54.537927
+Create Date: 2026-11-22 02:27:21.233129
 """
 
 from collections.abc import Sequence
@@ -156,6 +156,7 @@ def upgrade() -> None:
         sa.Column("reserved_flavor", sqlmodel.sql.sqltypes.AutoString(length=63), nullable=True),
         sa.Column("preempted_for", sa.Integer(), nullable=True),
         sa.Column("stopping_at", sa.Float(), nullable=True),
+        sa.Column("stop_reason", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=True),
         sa.Column("cancel_requested_at", sa.Float(), nullable=True),
         sa.Column("outcome", sqlmodel.sql.sqltypes.AutoString(), nullable=False),
         sa.ForeignKeyConstraint(
