@@ -9,62 +9,35 @@ models turn them into ISO datetimes.
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import StringConstraints, field_validator
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from web.enums import (
+    ACTIVE_JOB_STATES,
+    FINAL_JOB_STATES,
+    JobState,
+    MemberRole,
+    NodeStateName,
+    ProjectState,
+    Role,
+)
+
+__all__ = [
+    "ACTIVE_JOB_STATES",
+    "FINAL_JOB_STATES",
+    "JobState",
+    "MemberRole",
+    "NodeStateName",
+    "ProjectState",
+    "Role",
+]
+
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 NAME_RULE = "1-63 characters: a-z, 0-9, '.', '_', '-', starting with a letter or digit"
-
-
-class Role(StrEnum):
-    RESEARCHER = "researcher"
-    ADMIN = "admin"
-    OPERATOR = "operator"
-
-
-class MemberRole(StrEnum):
-    PI = "pi"
-    MEMBER = "member"
-
-
-class ProjectState(StrEnum):
-    REQUESTED = "requested"
-    APPROVED = "approved"
-    ACTIVE = "active"
-    EXPIRED = "expired"
-    CLOSED = "closed"
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    ADMITTED = "admitted"  # GPUs assumed; being handed to the dispatcher
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    TIMEOUT = "timeout"
-    LOST = "lost"
-
-
-ACTIVE_JOB_STATES = (JobState.ADMITTED, JobState.RUNNING)
-FINAL_JOB_STATES = (
-    JobState.SUCCEEDED,
-    JobState.FAILED,
-    JobState.CANCELLED,
-    JobState.TIMEOUT,
-    JobState.LOST,
-)
-
-
-class NodeStateName(StrEnum):
-    UP = "up"
-    DRAINING = "draining"
-    DOWN = "down"
 
 
 # --- users and tokens ----------------------------------------------------------------------

@@ -20,9 +20,8 @@ from typing import Any
 from scheduler.runtime.clock import SystemClock
 from scheduler.runtime.ports import Clock, Dispatcher
 from web.pool import build_pool
-from web.settings import Settings
+from web.settings import DISPATCHERS, Settings
 
-DISPATCHERS = ("local", "simulated", "none")
 log = logging.getLogger("gpupool.scheduler")
 
 

@@ -8,6 +8,10 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# What runs admitted jobs: processes on this machine; nothing, each job "ending" after
+# simulated_run_s; nothing at all (admission only).
+DISPATCHERS = ("local", "simulated", "none")
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".local" / "share" / "gpupool"

@@ -23,7 +23,7 @@ from web.cli.client import (
     show,
     table,
 )
-from web.models import Role
+from web.enums import Role
 
 user_app = typer.Typer(no_args_is_help=True, help="Users and their roles (administrators).")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens: create, list, revoke.")

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 from urllib.parse import quote
 
-import click
 import httpx
 import typer
 from rich import box
@@ -205,7 +204,7 @@ def resolve(server: str | None, token: str | None) -> Target:
 
 
 def normal_url(server: str, source: str) -> str:
-    text = server.strip().rstrip("/")
+    text = server.strip()
     if "://" not in text:
         text = "http://" + text
     try:
@@ -216,7 +215,7 @@ def normal_url(server: str, source: str) -> str:
         raise error(
             f"server {server!r} (from {source}) is not a URL; give one such as {DEFAULT_SERVER}"
         )
-    return text
+    return text.rstrip("/")
 
 
 # --- talking to the server -----------------------------------------------------------------
@@ -238,6 +237,8 @@ class Client:
         self.target = target
         headers = {"Accept": "application/json", "User-Agent": "gpupool-cli"}
         if target.token:
+            if not target.token.isascii() or not target.token.isprintable():
+                raise error(f"the token from {target.token_source} is not a gpupool token")
             headers["Authorization"] = f"Bearer {target.token}"
         self._http = httpx.Client(
             base_url=target.server + API_PREFIX, headers=headers, timeout=TIMEOUT_S
@@ -367,20 +368,17 @@ def _api_error(response: httpx.Response) -> ApiError:
     return ApiError(response.status_code, detail, field)
 
 
-def connect(server: str | None, token: str | None) -> Client:
-    """A client for this command. --server/--token given to a command group (`gpupool quota
-    --server X set ...`) count for its subcommands too."""
-    context = click.get_current_context(silent=True)
-    inherited = context.obj if context is not None and isinstance(context.obj, dict) else {}
+def connect(server: str | None, token: str | None, ctx: typer.Context | None = None) -> Client:
+    """A client for this command. Given the command's context, --server/--token given to its
+    group (`gpupool quota --server X set ...`) count too (see remember)."""
+    inherited = ctx.obj if ctx is not None and isinstance(ctx.obj, dict) else {}
     return Client(resolve(server or inherited.get("server"), token or inherited.get("token")))
 
 
-def remember(server: str | None, token: str | None) -> None:
+def remember(ctx: typer.Context, server: str | None, token: str | None) -> None:
     """Keep a group's --server/--token for its subcommands (see connect)."""
-    context = click.get_current_context(silent=True)
-    if context is not None:
-        obj = context.ensure_object(dict)
-        obj.update({k: v for k, v in (("server", server), ("token", token)) if v})
+    obj = ctx.ensure_object(dict)
+    obj.update({k: v for k, v in (("server", server), ("token", token)) if v})
 
 
 # --- output --------------------------------------------------------------------------------

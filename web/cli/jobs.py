@@ -30,7 +30,7 @@ from web.cli.client import (
     table,
     usage_error,
 )
-from web.models import JobState
+from web.enums import JobState
 
 # After the first word of the command, every argument is the command's (as with sbatch's
 # script arguments): `gpupool submit -p P -g 1 python train.py --lr 3e-4` works without `--`.

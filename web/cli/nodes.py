@@ -39,7 +39,7 @@ def nodes_list(
     token: TokenOption = None,
 ) -> None:
     """Every node: flavor, GPUs, GPUs allocated, topology group, state and why."""
-    remember(server, token)
+    remember(ctx, server, token)
     if ctx.invoked_subcommand is not None:
         return
     client = connect(server, token)
@@ -65,31 +65,34 @@ def nodes_list(
 
 @app.command("drain")
 def nodes_drain(
+    ctx: typer.Context,
     name: NodeArg,
     reason: Annotated[str, typer.Option(help="Why: shown with the node.")],
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
     """Start no new jobs on a node; the running ones finish."""
-    client = connect(server, token)
+    client = connect(server, token, ctx)
     node = client.post(f"/nodes/{part(name)}/drain", {"reason": reason})
     say(f"Node {node['name']} is {node['state']}: no new jobs start there; the running ones finish")
 
 
 @app.command("undrain")
 def nodes_undrain(
+    ctx: typer.Context,
     name: NodeArg,
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
     """Return a drained node to service."""
-    client = connect(server, token)
+    client = connect(server, token, ctx)
     node = client.post(f"/nodes/{part(name)}/undrain")
     say(f"Node {node['name']} is {node['state']}")
 
 
 @app.command("register")
 def nodes_register(
+    ctx: typer.Context,
     name: NodeArg,
     flavor: Annotated[str, typer.Option(help="Its GPU flavor, e.g. H100-80GB.")],
     gpus: Annotated[int, typer.Option(min=1, help="Its GPU count.")],
@@ -99,7 +102,7 @@ def nodes_register(
     token: TokenOption = None,
 ) -> None:
     """Add a node to the pool (or update one registered before)."""
-    client = connect(server, token)
+    client = connect(server, token, ctx)
     body = {"name": name, "flavor": flavor, "gpus": gpus, "group": group}
     node = client.post("/nodes", body)
     if as_json:

@@ -24,7 +24,7 @@ from web.cli.client import (
     table,
 )
 from web.cli.quota import credits_left
-from web.models import ProjectState
+from web.enums import ProjectState
 
 app = typer.Typer(no_args_is_help=True, help="Projects: request, decide, members.")
 

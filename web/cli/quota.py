@@ -49,7 +49,7 @@ def quota_list(
 ) -> None:
     """Per project and flavor: GPUs guaranteed, the borrowing limit, GPUs in use, the credit
     rate; and the credits each project has left."""
-    remember(server, token)
+    remember(ctx, server, token)
     if ctx.invoked_subcommand is not None:
         return
     client = connect(server, token)
@@ -88,6 +88,7 @@ def credits_left(project: dict[str, Any]) -> str:
 
 @app.command("set")
 def quota_set(
+    ctx: typer.Context,
     project: ProjectArg,
     flavor: Annotated[str, typer.Argument(help="GPU flavor, e.g. H100-80GB.")],
     guaranteed: Annotated[
@@ -110,7 +111,7 @@ def quota_set(
     token: TokenOption = None,
 ) -> None:
     """Set a project's quota on one flavor (administrators)."""
-    client = connect(server, token)
+    client = connect(server, token, ctx)
     body = {"guaranteed": guaranteed, "limit": limit, "credit_rate": credit_rate, "note": note}
     answer = client.put(f"/projects/{part(project)}/quotas/{part(flavor)}", body)
     if as_json:
@@ -123,6 +124,7 @@ def quota_set(
 
 @app.command("credits")
 def quota_credits(
+    ctx: typer.Context,
     project: ProjectArg,
     grant: Annotated[
         float | None,
@@ -145,7 +147,7 @@ def quota_credits(
     given = [grant is not None, set_to is not None, unlimited]
     if sum(given) != 1:
         raise usage_error("give exactly one of --grant X, --set X or --unlimited")
-    client = connect(server, token)
+    client = connect(server, token, ctx)
     body: dict[str, Any] = {"note": note}
     if grant is not None:
         body["amount"] = grant
@@ -167,13 +169,14 @@ def quota_credits(
 
 @app.command("history")
 def quota_history(
+    ctx: typer.Context,
     project: ProjectArg,
     as_json: JsonOption = False,
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
     """Who changed the project's quotas, credits, state and members, and when."""
-    client = connect(server, token)
+    client = connect(server, token, ctx)
     changes: list[Any] = client.get(f"/projects/{part(project)}/history")
     if as_json:
         print_json(changes)

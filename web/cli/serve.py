@@ -11,17 +11,12 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from scheduler.runtime.clock import SystemClock
-from scheduler.sim.errors import InputError
 from web.cli.simulate import fail
-from web.db import migrate, write_session
-from web.models import Role
-from web.pool import build_pool
-from web.scheduler_process import DISPATCHERS, SchedulerProcess
-from web.services.auth import Principal, authenticate, issue_token
-from web.services.errors import Unauthenticated
-from web.services.seed import seed_pool
-from web.settings import Settings
+from web.settings import DISPATCHERS, Settings
+
+# The database layer and the server load inside the commands that need them, so that every
+# other command starts quickly.
+
 
 EXAMPLE_POOL = Path(__file__).resolve().parents[2] / "configs" / "pool.example.toml"
 
@@ -54,6 +49,9 @@ def run_server(settings: Settings, dispatcher_name: str, console: Console) -> No
     import uvicorn
 
     from web.api.app import create_app
+    from web.db import migrate
+    from web.pool import build_pool
+    from web.scheduler_process import SchedulerProcess
 
     if dispatcher_name not in DISPATCHERS:
         raise fail(f"--dispatcher: unknown {dispatcher_name!r}; one of: {', '.join(DISPATCHERS)}")
@@ -118,7 +116,13 @@ def up_command(
 def seed_and_token(settings: Settings, pool_file: Path) -> str:
     """Migrate, seed what is missing, and return a working admin token (kept in the data
     directory, owner-only, so the next `up` prints the same one)."""
-    from web.db import make_engine
+    from scheduler.runtime.clock import SystemClock
+    from scheduler.sim.errors import InputError
+    from web.db import make_engine, migrate, write_session
+    from web.models import Role
+    from web.services.auth import Principal, authenticate, issue_token
+    from web.services.errors import Unauthenticated
+    from web.services.seed import seed_pool
 
     engine = make_engine(settings)
     migrate(engine)

@@ -7,7 +7,7 @@ import re
 
 from web.services.errors import Invalid
 
-_UNIT = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days)?$")
+_UNIT = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days)?$", re.ASCII)
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
 _UNIT_SECONDS |= {"d": 86400, "day": 86400, "days": 86400}
 ALLOWED = "a duration such as 90s, 30m, 2h, 1d, 1:30:00 or 2-12:00:00 (a bare number is minutes)"
@@ -34,7 +34,7 @@ def _slurm_clock(value: str) -> float | None:
     """Slurm's forms: m:s, h:m:s, d-h, d-h:m, d-h:m:s."""
     days, dash, clock = value.partition("-") if "-" in value else ("0", "", value)
     parts = clock.split(":")
-    if not days.isdigit() or not all(p.isdigit() for p in parts) or len(parts) > 3:
+    if not days.isdecimal() or not all(p.isdecimal() for p in parts) or len(parts) > 3:
         return None
     numbers = [int(p) for p in parts]
     if dash:  # after "d-" the clock starts with hours

@@ -72,6 +72,8 @@ class SubmissionIntake:
     def submit(self, asker: Principal, spec: JobCreate, now: float) -> Future[Submitted]:
         """Check now (raises the service's errors); store with the next group commit."""
         jobs = prepare(self._current_reference(now), asker, spec, now, self.limits)
+        if self._writer is None:
+            self.start()
         pending = _Pending(asker.name, spec.idempotency_key, jobs)
         self._queue.put(pending)
         return pending.result

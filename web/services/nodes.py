@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -56,16 +58,22 @@ def register_node(session: Session, asker: Principal, spec: NodeCreate, now: flo
 
 
 def list_nodes(session: Session, asker: Principal) -> list[NodePublic]:
+    return public_nodes(session, session.exec(select(Node).order_by(col(Node.name))).all())
+
+
+def public_nodes(session: Session, nodes: Sequence[Node]) -> list[NodePublic]:
+    """Nodes as callers see them, with the GPUs allocated on each now."""
     allocated = dict(
         session.exec(
             select(Allocation.node, func.sum(Allocation.gpus))
             .where(col(Allocation.end).is_(None))
+            .where(col(Allocation.node).in_([n.name for n in nodes]))
             .group_by(col(Allocation.node))
         ).all()
     )
     return [
         NodePublic.model_validate(n.model_dump() | {"allocated": int(allocated.get(n.name) or 0)})
-        for n in session.exec(select(Node).order_by(col(Node.name))).all()
+        for n in nodes
     ]
 
 

@@ -70,6 +70,7 @@ def request_project(session: Session, asker: Principal, spec: ProjectCreate, now
         created_at=now,
     )
     session.add(project)
+    session.flush()  # the membership refers to it
     session.add(Membership(project=spec.name, user=pi, role=MemberRole.PI.value))
     record_change(session, asker.name, f"project:{spec.name}", "state", "", "requested", now)
     return project
@@ -237,15 +238,13 @@ def change_credits(
     old = project.credits
     if spec.unlimited:
         new = None
-    elif spec.set_to is not None:
-        new = spec.set_to
     else:
-        assert spec.amount is not None
-        new = (old or 0.0) + spec.amount
+        field = "set_to" if spec.set_to is not None else "amount"
+        new = spec.set_to if spec.set_to is not None else (old or 0.0) + (spec.amount or 0.0)
         if new < project.credits_used:
             raise Invalid(
                 f"would leave {new:g} credits, below the {project.credits_used:g} already used",
-                field="amount",
+                field=field,
             )
     record_change(session, asker.name, f"project:{name}", "credits", old, new, now, spec.note)
     project.credits = new

@@ -23,7 +23,7 @@ def register_node(
     node = nodes.register_node(session, user, spec, pool.clock.now())
     session.commit()
     pool.pool_changed()
-    return NodePublic.model_validate(node.model_dump())
+    return nodes.public_nodes(session, [node])[0]
 
 
 @router.post("/nodes/{name}/drain", response_model=NodePublic)
@@ -33,7 +33,7 @@ def drain_node(
     node = nodes.set_drain(session, user, name, True, spec.reason, pool.clock.now())
     session.commit()
     pool.pool_changed()
-    return NodePublic.model_validate(node.model_dump())
+    return nodes.public_nodes(session, [node])[0]
 
 
 @router.post("/nodes/{name}/undrain", response_model=NodePublic)
@@ -41,7 +41,7 @@ def undrain_node(name: str, session: SessionDep, user: CurrentUser, pool: PoolDe
     node = nodes.set_drain(session, user, name, False, "", pool.clock.now())
     session.commit()
     pool.pool_changed()
-    return NodePublic.model_validate(node.model_dump())
+    return nodes.public_nodes(session, [node])[0]
 
 
 @router.get("/flavors", response_model=list[FlavorPublic])

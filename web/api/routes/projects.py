@@ -36,7 +36,8 @@ def request_project(
     spec: ProjectCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
     project = projects.request_project(session, user, spec, pool.clock.now())
-    session.flush()
+    session.commit()
+    pool.identities_changed()  # the PI is a member now
     return projects.project_public(session, project)
 
 
@@ -50,24 +51,6 @@ def update_project(
     name: str, change: ProjectUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
     project = projects.update_project(session, user, name, change, pool.clock.now())
-    session.commit()
-    pool.pool_changed()
-    return projects.project_public(session, project)
-
-
-@router.post("/{name}/{action}", response_model=ProjectPublic)
-def decide(
-    name: str,
-    action: Literal["approve", "activate", "deny", "close"],
-    decision: ProjectDecision,
-    session: SessionDep,
-    user: CurrentUser,
-    pool: PoolDep,
-) -> ProjectPublic:
-    """An administrator's decision on a project: approve, activate, deny or close it."""
-    project = projects.decide(
-        session, user, name, action, pool.clock.now(), decision.note, decision.expires_at
-    )
     session.commit()
     pool.pool_changed()
     return projects.project_public(session, project)
@@ -124,3 +107,22 @@ def project_history(name: str, session: ReadSessionDep, user: CurrentUser) -> li
     return [
         ChangePublic.model_validate(c.model_dump()) for c in history(session, f"project:{name}")
     ]
+
+
+# Last: "/{name}/{action}" would otherwise catch /members, /credits and the rest.
+@router.post("/{name}/{action}", response_model=ProjectPublic)
+def decide(
+    name: str,
+    action: Literal["approve", "activate", "deny", "close"],
+    decision: ProjectDecision,
+    session: SessionDep,
+    user: CurrentUser,
+    pool: PoolDep,
+) -> ProjectPublic:
+    """An administrator's decision on a project: approve, activate, deny or close it."""
+    project = projects.decide(
+        session, user, name, action, pool.clock.now(), decision.note, decision.expires_at
+    )
+    session.commit()
+    pool.pool_changed()
+    return projects.project_public(session, project)
