@@ -350,7 +350,6 @@ def test_quota_credits_needs_exactly_one_change(pool: Pool) -> None:
     assert pool.run("quota", "credits", "kaist-llm").code == 2
 
 
-@pytest.mark.xfail(reason=ROUTE_ORDER_BUG)
 def test_quota_credits_grant_set_unlimited(pool: Pool) -> None:
     done = pool.ok("quota", "credits", "kari-climate", "--grant", "500", "--note", "bonus")
     assert done.out == "Credits of kari-climate: 15,500 (0 used, 15,500 left)\n"
@@ -389,7 +388,6 @@ def test_project_list_show_and_decisions(pool: Pool, jiwoo: str) -> None:
     assert [line.split()[0] for line in active.out.splitlines()[2:]] == ["bio-pharma"]
 
 
-@pytest.mark.xfail(reason=REQUEST_BUG)
 def test_project_request_approve_activate(pool: Pool, jiwoo: str) -> None:
     args = shlex.split("project request jiwoo-rl --sector academia --gpus 16 --gpu-hours 5000")
     done = pool.ok(*args, "--title", "RL at scale", "--justification", "why", token=jiwoo)
@@ -406,7 +404,6 @@ def test_project_request_approve_activate(pool: Pool, jiwoo: str) -> None:
     assert pool.ok("project", "deny", "jiwoo-x").out == "Project jiwoo-x is closed\n"
 
 
-@pytest.mark.xfail(reason=ROUTE_ORDER_BUG)
 def test_project_members(pool: Pool, jiwoo: str) -> None:
     done = pool.ok("project", "add-member", "kaist-llm", "hyun", token=jiwoo)
     assert done.out == "hyun is a member of kaist-llm\n"
@@ -467,10 +464,11 @@ def test_user_create_show_whoami_role_deactivate(pool: Pool, jiwoo: str) -> None
     assert dup.code == 1 and "user 'yuna' exists already" in dup.err_line
 
     me = pool.ok("user", "whoami", token=jiwoo)
-    assert me.out.splitlines()[:2] == [
-        "jiwoo (Kim Jiwoo): researcher",
-        "projects: kaist-llm (pi), snu-vision (member)",
-    ]
+    name, projects = me.out.splitlines()[:2]
+    assert name == "jiwoo (Kim Jiwoo): researcher"
+    # Other tests of this module may have made jiwoo PI of more projects.
+    assert projects.startswith("projects: ")
+    assert {"kaist-llm (pi)", "snu-vision (member)"} <= set(projects[10:].split(", "))
     assert "token: from GPUPOOL_TOKEN" in me.out
     assert json.loads(pool.ok("user", "whoami", "--json", token=jiwoo).out)["name"] == "jiwoo"
 
