@@ -86,7 +86,8 @@ def create_app(pool: Pool) -> FastAPI:
 
 
 def _field_error(error: Mapping[str, Any]) -> dict[str, str]:
-    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query", "path")]
+    where = ("body", "query", "path", "header")
+    loc = [str(part) for part in error.get("loc", ()) if part not in where]
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
     if "input" in error and error.get("type") != "missing":
@@ -105,23 +106,29 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._refuse(send)
+        if length is not None and length.isdigit():
+            if int(length) > self.max_bytes:
+                await self._refuse(send)
+            else:  # the server reads no more than the length said
+                await self.app(scope, receive, send)
             return
+        # No length given (chunked): read up to the limit here, then hand the body on.
+        messages: list[Message] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
+            messages.append(message)
             seen += len(message.get("body", b""))
             if seen > self.max_bytes:
-                raise _TooLarge
-            return message
+                await self._refuse(send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay() -> Message:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         response = JSONResponse(
@@ -129,10 +136,6 @@ class BodySizeLimit:
             status_code=413,
         )
         await response({"type": "http"}, _no_receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def _no_receive() -> Message:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlmodel import Session, col, select
 
@@ -23,6 +23,8 @@ class Principal:
     role: Role
     # The projects the user belongs to, and as what.
     memberships: dict[str, MemberRole] = field(default_factory=dict)
+    # When the token it signed in with expires (None: never; or not signed in by token).
+    token_expires_at: float | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -68,7 +70,10 @@ class PrincipalCache:
     def put(self, token: str, principal: Principal, now: float) -> None:
         if len(self._entries) >= self.size:
             self._entries.clear()
-        self._entries[token] = (now + self.ttl_s, principal)
+        until = now + self.ttl_s
+        if principal.token_expires_at is not None:
+            until = min(until, principal.token_expires_at)
+        self._entries[token] = (until, principal)
 
     def clear(self) -> None:
         self._entries.clear()
@@ -101,7 +106,7 @@ def authenticate(session: Session, token: str, now: float) -> Principal:
         raise Unauthenticated("this token has expired")
     if not user.active:
         raise Unauthenticated(f"user {user.name} is deactivated")
-    return principal_of(session, user)
+    return replace(principal_of(session, user), token_expires_at=row.expires_at)
 
 
 def issue_token(

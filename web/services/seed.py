@@ -116,9 +116,9 @@ def seed_pool(session: Session, path: Path, now: float) -> Seeded:
     members = {(p, u.name): r for u in people for p, r in u.projects.items()}
     # A project no user leads gets the first admin as PI: a member, as the PI always is.
     members |= {(p.name, pis.get(p.name) or admin): "pi" for p in cluster.projects if admin}
-    for (project_name, user), role in members.items():
-        if session.get(Membership, (project_name, user)) is None:
-            session.add(Membership(project=project_name, user=user, role=role))
+    for (project_name, member), role in members.items():
+        if session.get(Membership, (project_name, member)) is None:
+            session.add(Membership(project=project_name, user=member, role=role))
     return seeded
 
 

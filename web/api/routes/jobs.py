@@ -20,7 +20,7 @@ async def submit_job(
     user: CurrentUser,
     pool: PoolDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(min_length=1, max_length=200)] = None,
 ) -> SubmitResult:
     """Queue a job (or an array of `count` jobs). Resending with the same idempotency key
     (body field or Idempotency-Key header) returns the first jobs, with 200. The answer

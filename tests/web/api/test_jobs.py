@@ -1,0 +1,469 @@
+"""Jobs over the API: submit (single, array, idempotent), refusals of bad input with nothing
+written, SQL-looking text kept as text, listing with filters and pages, cancelling."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.web.conftest import Api, assert_refusal, unique
+from web.models import Job, ProjectState
+
+BASE = {"project": "p1", "entrypoint": "python train.py", "gpus": 1}
+DROP = object()  # as a value in a case: leave the field out
+
+
+def body(**changes: Any) -> dict[str, Any]:
+    merged = BASE | changes
+    return {k: v for k, v in merged.items() if v is not DROP}
+
+
+# --- submitting ----------------------------------------------------------------------------
+
+
+def test_submit_one_job(module_api: Api) -> None:
+    api = module_api
+    response = api.post("alice", "/jobs", json=body(gpus=2, flavor="H100", name="train-1"))
+
+    assert response.status_code == 201, response.text
+    result = response.json()
+    assert result["duplicate"] is False
+    [job] = result["jobs"]
+    assert job["state"] == "queued"
+    assert (job["project"], job["user"], job["gpus"], job["flavor"]) == ("p1", "alice", 2, "H100")
+    assert job["max_runtime_s"] == 3600  # the project's default (the pool file's)
+    assert job["array_id"] is None and job["array_index"] == 0
+    assert job["reason"]  # a waiting job always says why
+    assert api.get("bob", f"/jobs/{job['id']}").json()["name"] == "train-1"
+
+
+def test_submit_an_array(module_api: Api) -> None:
+    api = module_api
+    response = api.post("bob", "/jobs", json=body(count=3, time="2h", name="sweep"))
+
+    assert response.status_code == 201, response.text
+    jobs = response.json()["jobs"]
+    assert [j["array_index"] for j in jobs] == [0, 1, 2]
+    assert {j["array_id"] for j in jobs} == {jobs[0]["id"]}
+    assert len({j["id"] for j in jobs}) == 3
+    assert all(j["max_runtime_s"] == 7200 and j["state"] == "queued" for j in jobs)
+
+
+def test_without_a_time_a_job_gets_the_pools_default_when_its_project_sets_none(
+    module_api: Api,
+) -> None:
+    api = module_api
+    project = api.add_project(unique("nodefault"), pi="alice")
+    job = api.submit("alice", project=project)
+    assert job["max_runtime_s"] == api.pool.settings.default_max_runtime_s
+
+
+@pytest.mark.parametrize(
+    ("how", "first_status"),
+    [("body", 201), ("header", 201)],
+    ids=["key-in-body", "key-in-Idempotency-Key-header"],
+)
+def test_a_resent_submission_returns_the_first_jobs(
+    module_api: Api, how: str, first_status: int
+) -> None:
+    api, key = module_api, unique("key")
+
+    def send(**spec: Any) -> Any:
+        if how == "body":
+            return api.post("alice", "/jobs", json=body(idempotency_key=key, **spec))
+        return api.post("alice", "/jobs", json=body(**spec), headers={"Idempotency-Key": key})
+
+    before = api.count(Job)
+    first = send(count=2)
+    again = send(count=2)
+    changed = send(count=5, gpus=4)  # the key decides: the first jobs come back
+
+    assert first.status_code == first_status, first.text
+    assert first.json()["duplicate"] is False
+    ids = [j["id"] for j in first.json()["jobs"]]
+    for repeat in (again, changed):
+        assert repeat.status_code == 200, repeat.text
+        assert repeat.json()["duplicate"] is True
+        assert [j["id"] for j in repeat.json()["jobs"]] == ids
+    assert api.count(Job) == before + 2
+
+
+def test_idempotency_keys_are_each_users_own(module_api: Api) -> None:
+    api, key = module_api, unique("shared-key")
+    alices = api.post("alice", "/jobs", json=body(idempotency_key=key))
+    bobs = api.post("bob", "/jobs", json=body(idempotency_key=key))
+    assert (alices.status_code, bobs.status_code) == (201, 201)
+    assert alices.json()["jobs"][0]["id"] != bobs.json()["jobs"][0]["id"]
+
+
+def test_the_same_key_sent_at_once_makes_one_job(module_api: Api) -> None:
+    api, key = module_api, unique("racing-key")
+    before = api.count(Job)
+
+    def send(_: int) -> Any:
+        return api.post("alice", "/jobs", json=body(), headers={"Idempotency-Key": key})
+
+    with ThreadPoolExecutor(8) as threads:
+        responses = list(threads.map(send, range(8)))
+
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
+    assert len({r.json()["jobs"][0]["id"] for r in responses}) == 1
+    assert api.count(Job) == before + 1
+
+
+def test_an_empty_idempotency_key_header_is_refused(module_api: Api) -> None:
+    api = module_api
+    before = api.count(Job)
+    first = api.post("dave", "/jobs", json=body(), headers={"Idempotency-Key": ""})
+    second = api.post("dave", "/jobs", json=body(gpus=2), headers={"Idempotency-Key": ""})
+    for response in (first, second):
+        assert_refusal(response, 422, "idempotency-key", "at least 1 character")
+    assert api.count(Job) == before
+
+
+def test_an_idempotency_key_header_over_200_characters_is_refused(module_api: Api) -> None:
+    api = module_api
+    before = api.count(Job)
+    response = api.post("alice", "/jobs", json=body(), headers={"Idempotency-Key": "k" * 201})
+    assert_refusal(response, 422, "idempotency-key", "at most 200 characters")
+    assert api.count(Job) == before
+
+
+# --- bad input: 4xx naming the field and what is allowed; nothing written -------------------
+
+BAD_SPECS = [
+    # id, who, the body, status, field, what the message must say
+    ("gpus-zero", "alice", body(gpus=0), 422, "gpus", ["greater than or equal to 1"]),
+    ("gpus-negative", "alice", body(gpus=-4), 422, "gpus", ["greater than or equal to 1"]),
+    ("gpus-not-a-number", "alice", body(gpus="four"), 422, "gpus", ["integer"]),
+    ("gpus-missing", "alice", body(gpus=DROP), 422, "gpus", ["Field required"]),
+    ("gpus-over-the-limit", "alice", body(gpus=17), 422, "gpus", ["at most 16", "got 17"]),
+    (
+        "gpus-over-the-flavor",
+        "alice",
+        body(gpus=9, flavor="A100"),
+        422,
+        "gpus",
+        ["at most 8 GPUs of A100"],
+    ),
+    (
+        "flavor-unknown",
+        "alice",
+        body(flavor="V100"),
+        422,
+        "flavor",
+        ["'V100'", "one of: *, A100, H100"],
+    ),
+    (
+        "flavor-without-quota",
+        "carol",
+        body(project="p2", flavor="A100"),
+        422,
+        "flavor",
+        ["no quota for 'A100'", "it has: H100"],
+    ),
+    ("project-unknown", "dave", body(project="nope"), 422, "project", ["'nope'", "(yours: p1"]),
+    # Another project's name gets the answer an unknown one gets: its existence is not told.
+    ("project-of-another", "dave", body(project="p2"), 422, "project", ["'p2'", "(yours: p1"]),
+    ("project-missing", "alice", body(project=DROP), 422, "project", ["Field required"]),
+    (
+        "time-not-a-duration",
+        "alice",
+        body(time="soon"),
+        422,
+        "time",
+        ["'soon'", "90s, 30m, 2h, 1d, 1:30:00 or 2-12:00:00"],
+    ),
+    ("time-compound", "alice", body(time="1h30m"), 422, "time", ["90s, 30m, 2h"]),
+    ("time-negative", "alice", body(time="-5m"), 422, "time", ["90s, 30m, 2h"]),
+    ("time-zero", "alice", body(time="0"), 422, "time", ["more than zero"]),
+    ("time-zero-clock", "alice", body(time="00:00:00"), 422, "time", ["more than zero"]),
+    ("time-too-long", "alice", body(time="1" * 33), 422, "time", ["at most 32 characters"]),
+    ("time-unicode-digit", "alice", body(time="1:²"), 422, "time", ["90s, 30m, 2h"]),
+    ("entrypoint-missing", "alice", body(entrypoint=DROP), 422, "entrypoint", ["Field required"]),
+    ("entrypoint-empty", "alice", body(entrypoint=""), 422, "entrypoint", ["at least 1 char"]),
+    ("entrypoint-blank", "alice", body(entrypoint="  \t"), 422, "entrypoint", ["not be blank"]),
+    (
+        "entrypoint-too-long",
+        "alice",
+        body(entrypoint="x" * 20_001),
+        422,
+        "entrypoint",
+        ["at most 20000 characters"],
+    ),
+    ("nodes-zero", "alice", body(nodes=0), 422, "nodes", ["greater than or equal to 1"]),
+    (
+        "nodes-uneven",
+        "alice",
+        body(gpus=3, nodes=2),
+        422,
+        "nodes",
+        ["3 GPUs do not split evenly over 2 nodes"],
+    ),
+    (
+        "nodes-more-than-the-pool",
+        "alice",
+        body(gpus=16, nodes=4, flavor="H100"),
+        422,
+        "nodes",
+        ["4 nodes with 4 GPUs"],
+    ),
+    ("count-zero", "alice", body(count=0), 422, "count", ["greater than or equal to 1"]),
+    ("count-over-the-array-limit", "alice", body(count=51), 422, "count", ["at most 50 jobs"]),
+    ("priority-too-high", "alice", body(priority=5000), 422, "priority", ["less than or equal"]),
+    ("name-too-long", "alice", body(name="n" * 201), 422, "name", ["at most 200 characters"]),
+    ("runtime-env-not-an-object", "alice", body(runtime_env="x"), 422, "runtime_env", ["dict"]),
+    ("key-empty", "alice", body(idempotency_key=""), 422, "idempotency_key", ["at least 1"]),
+    ("admin-not-a-member", "admin", body(), 403, "project", ["only members of 'p1'"]),
+    ("operator-not-a-member", "ops", body(), 403, "project", ["only members of 'p1'"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "user", "spec", "status", "field", "says"),
+    [pytest.param(*case, id=case[0]) for case in BAD_SPECS],
+)
+def test_a_bad_submission_is_refused_naming_the_field_and_nothing_is_written(
+    module_api: Api,
+    case: str,
+    user: str,
+    spec: dict[str, Any],
+    status: int,
+    field: str,
+    says: list[str],
+) -> None:
+    api = module_api
+    before = api.count(Job)
+    response = api.post(user, "/jobs", json=spec)
+    assert_refusal(response, status, field, *says)
+    assert api.count(Job) == before
+
+
+@pytest.mark.parametrize("state", [ProjectState.REQUESTED, ProjectState.CLOSED])
+def test_only_active_projects_take_jobs(module_api: Api, state: ProjectState) -> None:
+    api = module_api
+    project = api.add_project(unique(state.value), pi="alice", state=state)
+    before = api.count(Job)
+    response = api.post("alice", "/jobs", json=body(project=project, count=3))
+    assert_refusal(response, 409, "project", f"is {state.value}", "active projects only")
+    assert api.count(Job) == before
+
+
+def test_a_body_that_is_not_json_is_refused(module_api: Api) -> None:
+    api = module_api
+    before = api.count(Job)
+    response = api.post(
+        "alice", "/jobs", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    assert "JSON" in response.json()["detail"]
+    assert api.count(Job) == before
+
+
+def test_a_body_over_the_size_limit_gets_413(module_api: Api) -> None:
+    api = module_api
+    limit = api.pool.settings.max_request_bytes
+    before = api.count(Job)
+    response = api.post("alice", "/jobs", json=body(runtime_env={"blob": "x" * limit}))
+    assert response.status_code == 413, response.text
+    assert str(limit) in response.json()["detail"]
+    assert api.count(Job) == before
+
+
+def test_a_streamed_body_over_the_size_limit_gets_413(module_api: Api) -> None:
+    api = module_api
+    limit = api.pool.settings.max_request_bytes
+    before = api.count(Job)
+    payload = f'{{"project": "p1", "gpus": 1, "entrypoint": "{"x" * limit}"}}'.encode()
+
+    def chunks() -> Any:  # no Content-Length: sent chunked
+        yield from (payload[i : i + 4096] for i in range(0, len(payload), 4096))
+
+    response = api.post(
+        "alice", "/jobs", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 413, response.text
+    assert api.count(Job) == before
+
+
+SQL_TEXTS = {
+    "entrypoint": "python -c 'print(1)'; DROP TABLE jobs; --",
+    "name": "x'); DELETE FROM jobs WHERE ('1'='1",
+}
+
+
+def test_sql_looking_text_is_stored_as_text(module_api: Api) -> None:
+    api = module_api
+    env = {"env_vars": {"Q": "' OR 1=1 --", "R": 'a"; TRUNCATE users; --'}}
+    job = api.submit("alice", runtime_env=env, **SQL_TEXTS)
+
+    stored = api.job_row(job["id"])
+    assert (stored.entrypoint, stored.name) == (SQL_TEXTS["entrypoint"], SQL_TEXTS["name"])
+    assert stored.runtime_env == env
+    read = api.get("alice", f"/jobs/{job['id']}").json()
+    assert (read["entrypoint"], read["name"], read["runtime_env"]) == (
+        SQL_TEXTS["entrypoint"],
+        SQL_TEXTS["name"],
+        env,
+    )
+    assert api.count(Job) > 1  # the table is still there, rows and all
+    for query in ("?user=' OR '1'='1", "?project=p1' --", "?flavor=*' OR 1=1 --"):
+        page = api.get("admin", "/jobs" + query)
+        assert page.status_code == 200, page.text
+        assert page.json()["total"] == 0, query
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def listed(module_api: Api) -> tuple[str, list[int]]:
+    """A project of its own with 5 jobs: alice's three on H100 (the first cancelled), bob's
+    two on A100. Its name, and the jobs' ids in order."""
+    api = module_api
+    project = api.add_project(unique("listed"), pi="alice", members=("bob",))
+    ids = [api.submit("alice", project=project, flavor="H100")["id"] for _ in range(3)]
+    ids += [api.submit("bob", project=project, flavor="A100")["id"] for _ in range(2)]
+    assert api.post("alice", f"/jobs/{ids[0]}/cancel").status_code == 200
+    return project, ids
+
+
+@pytest.mark.parametrize(
+    ("query", "picks"),
+    [
+        ("", [0, 1, 2, 3, 4]),
+        ("&state=queued", [1, 2, 3, 4]),
+        ("&state=cancelled", [0]),
+        ("&state=queued&state=cancelled", [0, 1, 2, 3, 4]),
+        ("&state=running", []),
+        ("&user=bob", [3, 4]),
+        ("&flavor=A100", [3, 4]),
+        ("&flavor=H100&user=alice&state=queued", [1, 2]),
+    ],
+    ids=[
+        "project",
+        "state",
+        "state-cancelled",
+        "two-states",
+        "state-none",
+        "user",
+        "flavor",
+        "all-filters",
+    ],
+)
+@pytest.mark.parametrize("asker", ["admin", "ops", "bob"])
+def test_list_filters(
+    module_api: Api, listed: tuple[str, list[int]], query: str, picks: list[int], asker: str
+) -> None:
+    project, ids = listed
+    page = module_api.get(asker, f"/jobs?project={project}{query}")
+    assert page.status_code == 200, page.text
+    assert [j["id"] for j in page.json()["items"]] == [ids[i] for i in picks]
+    assert page.json()["total"] == len(picks)
+
+
+def test_list_pages(module_api: Api, listed: tuple[str, list[int]]) -> None:
+    api, (project, ids) = module_api, listed
+    seen = []
+    for offset in (0, 2, 4):
+        page = api.get("alice", f"/jobs?project={project}&limit=2&offset={offset}").json()
+        assert (page["total"], page["limit"], page["offset"]) == (5, 2, offset)
+        seen += [j["id"] for j in page["items"]]
+    assert seen == ids
+    past_the_end = api.get("alice", f"/jobs?project={project}&limit=2&offset=10").json()
+    assert (past_the_end["items"], past_the_end["total"]) == ([], 5)
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "says"),
+    [
+        ("limit=0", "limit", "greater than or equal to 1"),
+        ("limit=1001", "limit", "less than or equal to 1000"),
+        ("offset=-1", "offset", "greater than or equal to 0"),
+        ("limit=ten", "limit", "integer"),
+        ("state=bogus", "state.0", "'queued', 'admitted', 'running'"),
+    ],
+    ids=["limit-zero", "limit-too-big", "offset-negative", "limit-not-a-number", "state-unknown"],
+)
+def test_bad_list_queries_are_refused_naming_the_parameter(
+    module_api: Api, query: str, field: str, says: str
+) -> None:
+    response = module_api.get("alice", f"/jobs?{query}")
+    assert_refusal(response, 422, field, says)
+
+
+# --- cancelling ----------------------------------------------------------------------------
+
+
+def test_cancel_a_queued_job(module_api: Api) -> None:
+    api = module_api
+    job = api.submit("bob")
+    response = api.post("bob", f"/jobs/{job['id']}/cancel")
+
+    assert response.status_code == 200, response.text
+    cancelled = response.json()
+    assert cancelled["state"] == "cancelled"
+    assert cancelled["ended_at"] is not None
+    assert "bob" in cancelled["outcome"]
+    assert api.get("alice", f"/jobs/{job['id']}").json()["state"] == "cancelled"
+
+
+@pytest.mark.parametrize(
+    ("owner", "canceller", "status"),
+    [
+        ("bob", "dave", 403),  # a member cannot cancel another member's job
+        ("dave", "bob", 403),
+        ("bob", "alice", 200),  # the PI can
+        ("alice", "admin", 200),  # an admin can
+        ("bob", "ops", 403),  # an operator reads, does not cancel
+        ("bob", "carol", 404),  # an outsider is told no such job
+    ],
+    ids=[
+        "member-other-member",
+        "member-other-member-2",
+        "pi",
+        "admin",
+        "operator",
+        "outsider",
+    ],
+)
+def test_who_may_cancel(module_api: Api, owner: str, canceller: str, status: int) -> None:
+    api = module_api
+    job = api.submit(owner)
+    response = api.post(canceller, f"/jobs/{job['id']}/cancel")
+
+    assert response.status_code == status, response.text
+    expected = "cancelled" if status == 200 else "queued"
+    assert api.job_row(job["id"]).state == expected
+    if status == 403:
+        assert owner in response.json()["detail"]
+
+
+@pytest.mark.parametrize("state", ["cancelled", "succeeded", "failed", "timeout", "lost"])
+def test_cancelling_an_ended_job_is_a_conflict(module_api: Api, state: str) -> None:
+    api = module_api
+    job = api.submit("alice")
+    api.set_job(job["id"], state=state, ended_at=api.clock.now())
+    response = api.post("alice", f"/jobs/{job['id']}/cancel")
+    assert_refusal(response, 409, "job", f"already ended ({state})")
+    assert api.job_row(job["id"]).state == state
+
+
+def test_cancelling_a_running_job_asks_the_loop_to_stop_it(module_api: Api) -> None:
+    api = module_api
+    job = api.submit("alice")
+    api.set_job(job["id"], state="running", started_at=api.clock.now())
+
+    response = api.post("alice", f"/jobs/{job['id']}/cancel")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "running"  # until the loop has stopped it
+    row = api.job_row(job["id"])
+    assert row.cancel_requested_at == api.clock.now()
+    assert "cancel requested by alice" in row.outcome
+
+
+def test_cancelling_a_job_that_does_not_exist(module_api: Api) -> None:
+    assert_refusal(module_api.post("admin", "/jobs/999999/cancel"), 404, "job", "no job 999999")
