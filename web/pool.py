@@ -104,5 +104,6 @@ def build_pool(
             interval_s=settings.loop_interval_s,
             standby_poll_s=settings.leader_poll_s,
             wake_event=wake,
+            min_gap_s=settings.loop_min_gap_s,
         )
     return pool

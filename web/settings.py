@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     port: int = 8000
 
     policy: str = "gpupool"  # gpupool | static | fifo
-    loop_interval_s: float = 0.2  # the scheduling loop runs at least this often
+    loop_interval_s: float = 1.0  # the scheduling loop runs at least this often ...
+    loop_min_gap_s: float = 0.1  # ... and at most this often, however fast jobs arrive
     grace_period_s: float = 120.0  # preempted jobs get this long to stop
     default_max_runtime_s: float = 4 * 3600.0  # for projects that set none
     max_array_size: int = 1000

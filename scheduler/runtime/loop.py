@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,10 +67,11 @@ class SchedulingLoop:
         interval_s: float = 0.2,
         standby_poll_s: float = 1.0,
         wake_event: WakeEvent | None = None,
+        min_gap_s: float = 0.0,
     ) -> None:
         self.source, self.sink, self.dispatcher = source, sink, dispatcher
         self.clock, self.policy, self.leadership = clock, policy, leadership
-        self.interval_s, self.standby_poll_s = interval_s, standby_poll_s
+        self.interval_s, self.standby_poll_s, self.min_gap_s = interval_s, standby_poll_s, min_gap_s
         # Set by whoever submits; a multiprocessing.Event when the loop runs in its own process.
         self._wake: WakeEvent = wake_event or threading.Event()
         self._stopping = threading.Event()
@@ -143,7 +145,11 @@ class SchedulingLoop:
                     log.warning("lost the leader lock; standing by")
                     self.leading = False
                     continue
+                started = time.monotonic()
                 self._guarded(self.tick)
+                # Wakes between ticks are coalesced: at most one tick per min_gap_s, however
+                # fast jobs arrive (each tick reads the whole pool; a burst is one tick's work).
+                self._stopping.wait(max(0.0, self.min_gap_s - (time.monotonic() - started)))
                 self._wake.wait(self.interval_s)
                 self._wake.clear()
         finally:

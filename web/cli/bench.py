@@ -38,7 +38,7 @@ def cycle_command(
 @app.command("api")
 def api_command(
     seconds: Annotated[float, typer.Option(min=1, help="How long to submit for.")] = 10,
-    clients: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 32,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent HTTP clients.")] = 16,
     database_url: Annotated[
         str | None,
         typer.Option(

@@ -51,7 +51,7 @@ def run_server(settings: Settings, dispatcher_name: str, console: Console) -> No
     from web.api.app import create_app
     from web.db import migrate
     from web.pool import build_pool
-    from web.scheduler_process import SchedulerProcess
+    from web.scheduler_process import SchedulerProcess, settle_garbage_collector
 
     if dispatcher_name not in DISPATCHERS:
         raise fail(f"--dispatcher: unknown {dispatcher_name!r}; one of: {', '.join(DISPATCHERS)}")
@@ -64,6 +64,7 @@ def run_server(settings: Settings, dispatcher_name: str, console: Console) -> No
     pool.waker, pool.leader_probe = scheduler.wake, scheduler.leading
     scheduler.start()
     console.print(f"gpupool API on http://{settings.host}:{settings.port} (docs at /docs)")
+    settle_garbage_collector()
     try:
         uvicorn.run(
             create_app(pool),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -31,6 +31,7 @@ from web.services.durations import parse_duration
 from web.services.errors import Conflict, Forbidden, Invalid, NotFound
 
 ANY_FLAVOR = "*"
+JOBS = Job.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +140,25 @@ def prepare(
 
 
 def store(session: Session, submissions: Sequence[list[Job]]) -> None:
-    """Insert prepared submissions (ids assigned on return); arrays get their array id."""
-    session.add_all([job for jobs in submissions for job in jobs])
-    session.flush()
-    arrays = [jobs for jobs in submissions if len(jobs) > 1]
-    for jobs in arrays:
-        for job in jobs:
-            job.array_id = jobs[0].id
-    if arrays:
-        session.flush()
+    """Insert prepared submissions (ids assigned on return); arrays get their array id.
+    One multi-row INSERT ... RETURNING: the ORM's unit of work costs more than the insert."""
+    jobs = [job for batch in submissions for job in batch]
+    if not jobs:
+        return
+    ids = session.execute(
+        insert(JOBS).returning(JOBS.c.id, sort_by_parameter_order=True),
+        [job.model_dump(exclude={"id"}) for job in jobs],
+    ).scalars()
+    for job, job_id in zip(jobs, ids, strict=True):
+        job.id = job_id
+    for batch in submissions:
+        if len(batch) > 1:
+            first = batch[0].id
+            session.execute(
+                update(JOBS).where(JOBS.c.id.in_([job.id for job in batch])).values(array_id=first)
+            )
+            for job in batch:
+                job.array_id = first
 
 
 def by_idempotency_key(session: Session, user: str, key: str) -> list[Job]:
@@ -161,12 +172,18 @@ def stored_by_idempotency_keys(
     found: dict[tuple[str, str], list[Job]] = {}
     if not keys:
         return found
-    # Both columns by IN, so the (user, key, index) unique index serves the lookup.
+    # Both columns by IN, so the (user, key, index) unique index serves the lookup; ids
+    # first, whole jobs only for the keys seen before (rare).
+    pairs = session.execute(
+        select(JOBS.c.id, JOBS.c.user, JOBS.c.idempotency_key)
+        .where(JOBS.c.user.in_({user for user, _ in keys}))
+        .where(JOBS.c.idempotency_key.in_({key for _, key in keys}))
+    ).all()
+    seen = [r.id for r in pairs if (r.user, r.idempotency_key) in keys]
+    if not seen:
+        return found
     rows = session.exec(
-        select(Job)
-        .where(col(Job.user).in_({user for user, _ in keys}))
-        .where(col(Job.idempotency_key).in_({key for _, key in keys}))
-        .order_by(col(Job.array_index))
+        select(Job).where(col(Job.id).in_(seen)).order_by(col(Job.array_index))
     ).all()
     for job in rows:
         assert job.idempotency_key is not None
