@@ -1,4 +1,5 @@
-"""`make bench`: the allocation core's cycle times and the Philly replay under each policy.
+"""`make bench`: the allocation core's cycle times, submissions over HTTP (SQLite and
+PostgreSQL) and the Philly replay under each policy.
 
 Prints one JSON object per benchmark, then a Markdown table of the replays for the README.
 The Philly trace is read from ../shared/traces (never copied into the project); without it
@@ -8,6 +9,7 @@ the replays are skipped with a message.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,8 +43,45 @@ def gpupool(*args: str) -> dict[str, object]:
     return result
 
 
+def bench_api() -> None:
+    """Submissions over HTTP on SQLite, then on PostgreSQL: the server in
+    GPUPOOL_BENCH_DATABASE_URL, or a throwaway one started like the tests' (tests/pg_server.sh)."""
+    gpupool("bench", "api", "--seconds", "20")
+    url = os.environ.get("GPUPOOL_BENCH_DATABASE_URL")
+    if url:
+        gpupool("bench", "api", "--seconds", "20", "--database-url", url)
+        return
+    script = REPO / "tests" / "pg_server.sh"
+    started = subprocess.run([str(script), "start"], capture_output=True, text=True, check=False)
+    if started.returncode != 0:
+        print(
+            f"skipped bench api on PostgreSQL: no server ({started.stderr.strip()})",
+            file=sys.stderr,
+        )
+        return
+    env = dict(
+        line.removeprefix("export ").split("=", 1) for line in started.stdout.split() if "=" in line
+    )
+    try:
+        gpupool(
+            "bench",
+            "api",
+            "--seconds",
+            "20",
+            "--database-url",
+            env["GPUPOOL_TEST_DATABASE_URL"].strip("'\""),
+        )
+    finally:
+        subprocess.run(
+            [str(script), "stop", env.get("GPUPOOL_TEST_PG_DIR", "").strip("'\"")],
+            check=False,
+            capture_output=True,
+        )
+
+
 def main() -> None:
     gpupool("bench", "cycle", "--nodes", "10000", "--pending", "100000", "--projects", "1000")
+    bench_api()
     if not PHILLY.exists():
         print(f"skipped the Philly replays: {PHILLY} is not there", file=sys.stderr)
         return

@@ -46,7 +46,8 @@ def submit_command(
         typer.Argument(
             metavar="-- COMMAND",
             show_default=False,
-            help="What the job runs, after `--`: gpupool submit -p P -g 4 -- python train.py",
+            help="What the job runs, after `--`: gpupool submit -p P -g 4 -- python train.py. "
+            "One quoted argument is a shell command as written: -- 'cd src && python a.py'.",
         ),
     ] = None,
     gpus: Annotated[int, typer.Option("--gpus", "-g", min=1, help="GPUs in all.")] = 1,
@@ -119,7 +120,7 @@ def submit_command(
         runtime_env["working_dir"] = workdir if "://" in workdir else os.path.abspath(workdir)
     body: dict[str, Any] = {
         "project": project,
-        "entrypoint": shlex.join(command),
+        "entrypoint": entrypoint_of(command),
         "gpus": gpus,
         "flavor": flavor,
         "nodes": nodes,
@@ -310,3 +311,9 @@ def cancel_command(
             say(f"Cancelling job {job_id}: it is {job['state']}; it is being stopped")
     if failed:
         raise typer.Exit(code=1)
+
+
+def entrypoint_of(command: list[str]) -> str:
+    """One argument is a shell command as written (`-- 'python a.py && python b.py'`);
+    several are words, quoted so that each reaches the program as given."""
+    return command[0] if len(command) == 1 else shlex.join(command)

@@ -205,6 +205,12 @@ def test_submit_prints_the_job_id_and_queues_the_command(pool: Pool, jiwoo: str)
     assert (job["user"], job["name"]) == ("jiwoo", "train")
 
 
+def test_submit_takes_one_quoted_argument_as_a_shell_command(pool: Pool, jiwoo: str) -> None:
+    script = "cd /tmp && echo $CUDA_VISIBLE_DEVICES; python a.py"
+    done = pool.ok("submit", "-p", "kaist-llm", "--", script, token=jiwoo)
+    assert pool.job(submitted_id(done.out))["entrypoint"] == script
+
+
 def test_submit_takes_the_command_without_dashes_too(pool: Pool, jiwoo: str) -> None:
     done = pool.ok("submit", "-p", "kaist-llm", "python", "eval.py", "-p", "3", token=jiwoo)
     assert pool.job(submitted_id(done.out))["entrypoint"] == "python eval.py -p 3"
