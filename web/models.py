@@ -468,6 +468,18 @@ class AllocationPublic(SQLModel):
     borrowed: bool
 
 
+class Leadership(SQLModel, table=True):
+    """The scheduling loop's fencing token: each new leader bumps `epoch`, and every write
+    of a leader checks that the epoch is still its own, so a leader that lost its lock in
+    the middle of a tick cannot record a stale plan over its successor's."""
+
+    __tablename__ = "leadership"
+    id: int = Field(default=1, primary_key=True)
+    epoch: int = 0
+    holder: str = Field(default="", max_length=200)
+    since: float = 0.0
+
+
 class SubmitResult(SQLModel):
     jobs: list[JobPublic]
     duplicate: bool = False  # the idempotency key was seen before: these are the first jobs

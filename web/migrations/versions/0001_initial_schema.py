@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-22 02:27:21.233129
+Create Date: 2026-11-22 02:56:52.286071
 """
 
 from collections.abc import Sequence
@@ -39,6 +39,14 @@ def upgrade() -> None:
         sa.Column("name", sqlmodel.sql.sqltypes.AutoString(length=63), nullable=False),
         sa.Column("credit_rate", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
+        "leadership",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
+        sa.Column("holder", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
+        sa.Column("since", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "sectors",
@@ -286,6 +294,7 @@ def downgrade() -> None:
     op.drop_table("api_tokens")
     op.drop_table("users")
     op.drop_table("sectors")
+    op.drop_table("leadership")
     op.drop_table("flavors")
     with op.batch_alter_table("changes", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_changes_subject"))
