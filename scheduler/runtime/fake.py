@@ -72,6 +72,10 @@ class InProcessDispatcher:
         with self._lock:
             self._end(self.runs[f"{job_id}-{attempt}"], EventKind.LOST, message)
 
+    def known(self) -> set[str]:
+        with self._lock:
+            return set(self.runs)
+
     def poll(self) -> list[JobEvent]:
         with self._lock:
             now = self.clock.now()

@@ -22,6 +22,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -62,6 +63,17 @@ class LocalProcessDispatcher:
         self._closed = False
         self._lock = threading.Lock()
 
+    def known(self) -> set[str]:
+        with self._lock:
+            return set(self._runs)
+
+    def _scratch(self, order: StartOrder) -> Path:
+        """A job without a working_dir starts in a fresh directory of its own, away from
+        the control plane's data directory."""
+        path = Path(tempfile.gettempdir()) / f"gpupool-jobs-{os.getuid()}" / order.key
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return path
+
     def log_path(self, job_id: str, attempt: int) -> Path:
         return self.log_dir / f"{job_id}-{attempt}.log"
 
@@ -95,7 +107,7 @@ class LocalProcessDispatcher:
                         order.entrypoint,
                         shell=True,
                         start_new_session=True,
-                        cwd=cwd if cwd is not None else self.log_dir,
+                        cwd=cwd if cwd is not None else self._scratch(order),
                         env=env,
                         stdin=subprocess.DEVNULL,
                         stdout=log,

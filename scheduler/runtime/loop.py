@@ -10,15 +10,20 @@ Each tick:
   5. Dispatch   outside the transaction: start admitted attempts, stop preempted and
                 cancelled ones. A start that fails gives its GPUs back and requeues the job.
 
-Only the leader ticks; a standby polls for leadership and, on taking over, first resends
-what its predecessor may have left half done (step 0).
+Only the leader ticks; a standby polls for leadership and, on taking over (step 0), claims
+it in the records, which fences off any earlier leader still half-way through a tick;
+requeues the attempts its dispatcher no longer runs; and resends what its predecessor may
+have left half done.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,11 +31,15 @@ from scheduler.core import Policy, plan
 from scheduler.runtime.ports import (
     Clock,
     DecisionSink,
+    Deposed,
     Dispatcher,
     DispatchError,
+    EventKind,
+    JobEvent,
     Leadership,
     Recorded,
     SnapshotSource,
+    StartOrder,
     StopOrder,
 )
 
@@ -76,6 +85,11 @@ class SchedulingLoop:
         self._wake: WakeEvent = wake_event or threading.Event()
         self._stopping = threading.Event()
         self._unsent_stops: dict[str, StopOrder] = {}
+        # Kept until recorded: a tick that fails to write them must not lose them.
+        self._unapplied: list[JobEvent] = []
+        self._unreported_failures: dict[str, tuple[StartOrder, DispatchError]] = {}
+        self._claimed = False  # whether this leadership was claimed in the records
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.leading = False
         self.ticks = 0
 
@@ -88,18 +102,46 @@ class SchedulingLoop:
         self._wake.set()
 
     def take_over(self) -> Recorded:
-        """Step 0, once per leadership: resend what may have been left half done."""
-        outstanding = self.sink.outstanding(self.clock.now())
+        """Step 0, once per leadership: claim it in the records (which fences off any
+        earlier leader), close what the dispatcher no longer runs, and resend what may have
+        been left half done."""
+        now = self.clock.now()
+        self.sink.claim(self.holder, now)
+        self._claimed = True
+        self._unsent_stops.clear()
+        self._unreported_failures.clear()
+        known = self.dispatcher.known()
+        outstanding = self.sink.outstanding(now)
+        to_start = {order.key for order in outstanding.starts}
+        gone = [
+            JobEvent(
+                job_id,
+                attempt,
+                EventKind.LOST,
+                now,
+                "its process was gone when the scheduler took over (the control plane restarted)",
+            )
+            for job_id, attempt in self.sink.active_attempts()
+            if f"{job_id}-{attempt}" not in known and f"{job_id}-{attempt}" not in to_start
+        ]
+        if gone:
+            log.warning("%d attempts were gone at take-over; requeued", len(gone))
+            self.sink.apply(gone, now)
+        outstanding.stops = [stop for stop in outstanding.stops if stop.key in known]
         self._dispatch(outstanding, TickReport())
         return outstanding
 
     def tick(self) -> TickReport:
+        if not self._claimed:
+            self.take_over()
         report = TickReport()
         now = self.clock.now()
-        events = self.dispatcher.poll()  # 1
-        if events:
-            self.sink.apply(events, now)
-            report.events = len(events)
+        self._unapplied += self.dispatcher.poll()  # 1
+        if self._unapplied:
+            self.sink.apply(self._unapplied, now)
+            report.events = len(self._unapplied)
+            self._unapplied = []
+        self._report_failures()
         snapshot = self.source.snapshot(now)  # 2
         decided = plan(snapshot, self.policy, now)  # 3
         recorded = self.sink.record(snapshot, decided, now)  # 4
@@ -115,8 +157,9 @@ class SchedulingLoop:
                 report.admitted += 1
             except DispatchError as err:
                 log.warning("dispatch of job %s failed: %s", order.key, err)
-                self.sink.dispatch_failed(order, err, self.clock.now())
+                self._unreported_failures[order.key] = (order, err)
                 report.dispatch_failures += 1
+        self._report_failures()
         for stop in recorded.stops:
             self._unsent_stops[stop.key] = stop
         for key, stop in list(self._unsent_stops.items()):
@@ -128,9 +171,23 @@ class SchedulingLoop:
                 log.warning("stop of job %s failed: %s; will retry", key, err)
                 report.failed_stops.append(key)
 
+    def _report_failures(self) -> None:
+        """Give failed starts' GPUs back; one that cannot be recorded now is tried again
+        next tick (until then its job stays admitted, holding its GPUs)."""
+        for key, (order, err) in list(self._unreported_failures.items()):
+            try:
+                self.sink.dispatch_failed(order, err, self.clock.now())
+                del self._unreported_failures[key]
+            except Deposed:
+                raise
+            except Exception:  # the records are unreachable: the failure waits for them
+                log.exception("could not record the failed start of %s; will retry", key)
+                return
+
     def run(self) -> None:
         """Lead when possible, tick while leading, until stop(). Errors in a tick are
-        logged and the next tick tries again; losing the lock drops back to standby."""
+        logged and the next tick tries again; losing the lock (or being fenced off by a
+        newer leader) drops back to standby."""
         try:
             while not self._stopping.is_set():
                 if not self.leading:
@@ -138,12 +195,11 @@ class SchedulingLoop:
                     if not self.leading:
                         self._stopping.wait(self.standby_poll_s)
                         continue
-                    log.info("this loop leads now")
-                    self._unsent_stops.clear()
+                    log.info("this loop leads now (%s)", self.holder)
+                    self._claimed = False
                     self._guarded(self.take_over)
                 elif not self.leadership.held():
-                    log.warning("lost the leader lock; standing by")
-                    self.leading = False
+                    self._stand_by("lost the leader lock")
                     continue
                 started = time.monotonic()
                 self._guarded(self.tick)
@@ -157,8 +213,16 @@ class SchedulingLoop:
                 self.leadership.release()
                 self.leading = False
 
-    def _guarded(self, step: object) -> None:
+    def _stand_by(self, why: str) -> None:
+        log.warning("%s; standing by", why)
+        self.leadership.release()
+        self.leading = False
+        self._claimed = False
+
+    def _guarded(self, step: Callable[[], object]) -> None:
         try:
-            step()  # type: ignore[operator]
+            step()
+        except Deposed:
+            self._stand_by("a newer leader claimed the records")
         except Exception:  # the loop must outlive a bad tick; the error is logged in full
             log.exception("scheduling tick failed; retrying next tick")

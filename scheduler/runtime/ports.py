@@ -89,6 +89,9 @@ class Dispatcher(Protocol):
     def poll(self) -> list[JobEvent]:
         """What happened to started attempts since the last poll."""
 
+    def known(self) -> set[str]:
+        """The keys (StartOrder.key) of the attempts it is running now."""
+
 
 class SnapshotSource(Protocol):
     def snapshot(self, now: float) -> Snapshot: ...
@@ -102,7 +105,15 @@ class Recorded:
     stops: list[StopOrder] = field(default_factory=list)
 
 
+class Deposed(Exception):
+    """Another loop leads now: this one's decisions must not be recorded."""
+
+
 class DecisionSink(Protocol):
+    def claim(self, holder: str, now: float) -> None:
+        """Start a leadership: from now on, the writes of any earlier leader fail (Deposed)
+        and this one's succeed until a later leader claims."""
+
     def record(self, snapshot: Snapshot, plan: Plan, now: float) -> Recorded:
         """Assume the plan in one transaction: admissions hold their GPUs, preemptions and
         cancellations get their stop time, every waiting job its reason."""
@@ -116,6 +127,9 @@ class DecisionSink(Protocol):
     def outstanding(self, now: float) -> Recorded:
         """What a new leader must (re)send: admitted attempts not known to run, stops
         ordered and not yet confirmed. Sending them again is harmless (keys)."""
+
+    def active_attempts(self) -> list[tuple[str, int]]:
+        """(job id, attempt) of every attempt the records say holds GPUs."""
 
 
 class Leadership(Protocol):

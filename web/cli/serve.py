@@ -64,6 +64,12 @@ def run_server(settings: Settings, dispatcher_name: str, console: Console) -> No
     pool.waker, pool.leader_probe = scheduler.wake, scheduler.leading
     scheduler.start()
     console.print(f"gpupool API on http://{settings.host}:{settings.port} (docs at /docs)")
+    if dispatcher_name == "local":
+        console.print(
+            "[yellow]dispatcher 'local':[/] jobs run as processes of this OS user on this "
+            "machine, so they can read what this user can, the pool's database included. "
+            "Use it for a single trusted user; a shared pool runs its jobs on Ray."
+        )
     settle_garbage_collector()
     try:
         uvicorn.run(

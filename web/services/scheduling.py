@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, func, select, update
+from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 from sqlmodel import Session, col
 
 from scheduler import core
 from scheduler.core.fairshare import decay
 from scheduler.runtime.ports import (
+    Deposed,
     DispatchError,
     EventKind,
     JobEvent,
@@ -31,6 +32,7 @@ from web.models import (
     Attempt,
     Job,
     JobState,
+    Leadership,
     Node,
     Project,
     ProjectState,
@@ -47,6 +49,7 @@ N = Node.__table__  # type: ignore[attr-defined]
 P = Project.__table__  # type: ignore[attr-defined]
 Q = Quota.__table__  # type: ignore[attr-defined]
 S = Sector.__table__  # type: ignore[attr-defined]
+L = Leadership.__table__  # type: ignore[attr-defined]
 
 
 class DbSnapshotSource:
@@ -54,8 +57,6 @@ class DbSnapshotSource:
         self.engine = engine
 
     def snapshot(self, now: float) -> core.Snapshot:
-        with write_session(self.engine) as session:
-            expire_projects(session, now)
         with read_session(self.engine) as s:
             nodes = tuple(
                 core.Node(r.name, r.flavor, r.gpus, r.group, core.NodeState(r.state))
@@ -88,7 +89,10 @@ class DbSnapshotSource:
                         P.c.share,
                         P.c.usage_gpu_s,
                         P.c.usage_at,
-                    ).where(P.c.state == ProjectState.ACTIVE.value)
+                    )
+                    .where(P.c.state == ProjectState.ACTIVE.value)
+                    # Past its end: planned as expired now, recorded so by this tick.
+                    .where(or_(P.c.expires_at.is_(None), P.c.expires_at > now))
                 )
             )
             pending_rows = s.execute(
@@ -170,16 +174,42 @@ class DbSnapshotSource:
 class DbDecisionSink:
     def __init__(self, engine: Engine, cancel_grace_s: float, half_life_s: float) -> None:
         self.engine = engine
+        self.epoch: int | None = None  # this leadership's fencing token (see claim)
         self.cancel_grace_s = cancel_grace_s
         self.half_life_s = half_life_s
         # What each waiting job's row says now, so a cycle writes only reasons that changed.
         self._written: dict[int, tuple[str, str, float | None]] = {}
+
+    # --- fencing ---------------------------------------------------------------------------
+
+    def claim(self, holder: str, now: float) -> None:
+        with write_session(self.engine) as s:
+            row = s.execute(select(L.c.epoch).where(L.c.id == 1).with_for_update()).first()
+            epoch = 1 if row is None else row.epoch + 1
+            if row is None:
+                s.execute(L.insert().values(id=1, epoch=epoch, holder=holder, since=now))
+            else:
+                s.execute(
+                    update(L).where(L.c.id == 1).values(epoch=epoch, holder=holder, since=now)
+                )
+        self.epoch = epoch
+        # Another leader may have written reasons since this one last did: write all anew.
+        self._written.clear()
+
+    def _fence(self, s: Session) -> None:
+        """First in every write transaction: the row lock orders it against a newer
+        leader's claim, and a claim made since this leadership's own fails it."""
+        epoch = s.execute(select(L.c.epoch).where(L.c.id == 1).with_for_update()).scalar()
+        if self.epoch is None or epoch != self.epoch:
+            raise Deposed(f"leadership epoch {self.epoch} is over; the records are at {epoch}")
 
     # --- 4. assume -----------------------------------------------------------------------
 
     def record(self, snapshot: core.Snapshot, plan: core.Plan, now: float) -> Recorded:
         recorded = Recorded()
         with write_session(self.engine) as s:
+            self._fence(s)
+            expire_projects(s, now)
             self._admit(s, plan, now, recorded)
             self._preempt(s, plan, now, recorded)
             self._cancel(s, now, recorded)
@@ -353,6 +383,7 @@ class DbDecisionSink:
     def dispatch_failed(self, order: StartOrder, error: DispatchError, now: float) -> None:
         job_id = int(order.job_id)
         with write_session(self.engine) as s:
+            self._fence(s)
             cancelled = s.execute(
                 select(J.c.cancel_requested_at.is_not(None)).where(J.c.id == job_id)
             ).scalar()
@@ -386,6 +417,7 @@ class DbDecisionSink:
     def apply(self, events: list[JobEvent], now: float) -> None:
         """In one transaction, set-based: a busy pool reports hundreds of events a tick."""
         with write_session(self.engine) as s:
+            self._fence(s)
             self._started(s, [e for e in events if e.kind is EventKind.RUNNING])
             self._ended(s, [e for e in events if e.kind is not EventKind.RUNNING])
 
@@ -539,9 +571,12 @@ class DbDecisionSink:
 
     # --- 0. a new leader -----------------------------------------------------------------
 
+    def active_attempts(self) -> list[tuple[str, int]]:
+        with read_session(self.engine) as s:
+            rows = s.execute(select(J.c.id, J.c.attempt).where(J.c.state.in_(ACTIVE))).all()
+        return [(str(r.id), r.attempt) for r in rows]
+
     def outstanding(self, now: float) -> Recorded:
-        # Another leader may have written reasons since this one last did: write all anew.
-        self._written.clear()
         recorded = Recorded()
         with read_session(self.engine) as s:
             jobs = s.exec(select(Job).where(col(Job.state).in_(ACTIVE))).scalars().all()  # type: ignore[call-overload]

@@ -260,6 +260,7 @@ def make_live(engine: Engine, clock: ManualClock, dispatcher: InProcessDispatche
     policy = Policy.gpupool(grace_period_s=GRACE)
     source = DbSnapshotSource(engine)
     sink = DbDecisionSink(engine, GRACE, policy.half_life_s)
+    sink.claim("tests", clock.now())  # tests that record by hand lead, as the loop would
     loop = SchedulingLoop(source, sink, dispatcher, clock, policy, AlwaysLeader())
     return Live(engine, clock, policy, dispatcher, source, sink, loop)
 

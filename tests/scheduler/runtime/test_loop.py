@@ -12,6 +12,7 @@ import pytest
 from scheduler.core import plan
 from scheduler.runtime.fake import InProcessDispatcher
 from scheduler.runtime.ports import (
+    Deposed,
     DispatchError,
     EventKind,
     JobEvent,
@@ -839,3 +840,130 @@ def test_a_job_past_its_max_runtime_is_stopped_and_ends_timeout(
     row = rows.get(job_id)
     assert row.state == JobState.TIMEOUT
     assert rows.open_allocations() == []
+
+
+# --- a new leader: fencing and what the engine no longer runs ---------------------------------
+
+
+def test_a_deposed_leader_records_nothing(rows: PoolRows, live: Live) -> None:
+    rows.pool(nodes=1)
+    rows.project("a", guaranteed=8, limit=8)
+    first = rows.job("a", gpus=8)
+    now = live.clock.now()
+    snapshot = live.source.snapshot(now)
+    stale = plan(snapshot, live.policy, now)  # the old leader plans ...
+
+    successor = live.new_loop()
+    successor.tick()  # ... a new one claims the records and admits the job itself
+    assert rows.get(first).state == JobState.ADMITTED
+
+    with pytest.raises(Deposed):
+        live.sink.record(snapshot, stale, now)  # ... and the old leader's plan is refused
+    with pytest.raises(Deposed):
+        live.sink.apply([JobEvent(str(first), 1, EventKind.SUCCEEDED, now)], now)
+    assert rows.get(first).state == JobState.ADMITTED
+    assert len(rows.open_allocations()) == 1  # the GPUs are held once
+
+
+def test_a_deposed_loop_stands_by_instead_of_ticking_on(rows: PoolRows, live: Live) -> None:
+    rows.pool(nodes=1)
+    rows.project("a", guaranteed=8, limit=8)
+    leadership = CountingLeadership()
+    loop = live.new_loop()
+    loop.leadership = leadership
+    loop.leading = True
+    loop.tick()  # claims epoch n
+    live.new_loop().tick()  # another claims n + 1
+
+    loop._guarded(loop.tick)
+
+    assert loop.leading is False and leadership.released == 1
+
+
+def test_take_over_requeues_attempts_the_engine_no_longer_runs(rows: PoolRows, live: Live) -> None:
+    rows.pool(nodes=1)
+    rows.project("a", guaranteed=8, limit=8)
+    job_id = rows.job("a", gpus=8)
+    live.tick()
+    live.clock.advance(5)
+    live.tick()
+    assert rows.get(job_id).state == JobState.RUNNING
+
+    # The control plane restarts; its dispatcher's processes died with it.
+    live.clock.advance(60)
+    fresh = live.new_loop(InProcessDispatcher(live.clock))
+    fresh.take_over()
+
+    row = rows.get(job_id)
+    assert row.state == JobState.QUEUED and row.reason_code == "lost"
+    assert "control plane restarted" in row.reason
+    assert rows.open_allocations() == []
+    assert rows.attempts(job_id)[0].outcome == "lost"
+    fresh.tick()  # and it runs again, as attempt 2
+    assert rows.get(job_id).state == JobState.ADMITTED and rows.get(job_id).attempt == 2
+
+
+def test_events_are_kept_when_recording_them_fails(rows: PoolRows, live: Live) -> None:
+    rows.pool(nodes=1)
+    rows.project("a", guaranteed=8, limit=8)
+    job_id = rows.job("a", gpus=8)
+    live.tick()
+    live.dispatcher.finish(str(job_id), 1)
+    apply = live.sink.apply
+    calls = []
+
+    def failing_once(events: list[JobEvent], now: float) -> None:
+        calls.append(len(events))
+        if len(calls) == 1:
+            raise RuntimeError("database is locked")
+        apply(events, now)
+
+    live.sink.apply = failing_once  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError):
+        live.tick()
+    live.tick()
+
+    assert calls == [2, 2]  # running and succeeded, both kept for the second try
+    assert rows.get(job_id).state == JobState.SUCCEEDED
+    assert rows.open_allocations() == []
+
+
+def test_a_failed_start_that_cannot_be_recorded_is_recorded_next_tick(
+    rows: PoolRows, live: Live
+) -> None:
+    rows.pool(nodes=1)
+    rows.project("a", guaranteed=8, limit=8)
+    job_id = rows.job("a", gpus=8)
+    live.refuse_with(lambda order: DispatchError("ray is down"))
+    record_failure = live.sink.dispatch_failed
+    tries = []
+
+    def failing_once(order: StartOrder, error: DispatchError, now: float) -> None:
+        tries.append(order.key)
+        if len(tries) == 1:
+            raise RuntimeError("database is locked")
+        record_failure(order, error, now)
+
+    live.sink.dispatch_failed = failing_once  # type: ignore[method-assign]
+    live.tick()
+    assert rows.get(job_id).state == JobState.ADMITTED  # held until the failure is recorded
+    live.refuse_with(lambda order: None)
+    live.tick()
+
+    assert tries == [f"{job_id}-1", f"{job_id}-1"]
+    assert rows.get(job_id).attempt == 2  # released, requeued and admitted again
+    assert rows.attempts(job_id)[0].outcome == "dispatch_failed"
+
+
+class CountingLeadership:
+    def __init__(self) -> None:
+        self.released = 0
+
+    def try_acquire(self) -> bool:
+        return True
+
+    def held(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        self.released += 1
