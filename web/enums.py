@@ -44,6 +44,9 @@ FINAL_JOB_STATES = (
     JobState.TIMEOUT,
     JobState.LOST,
 )
+# The same, as the strings the database stores (for queries and comparisons with rows).
+ACTIVE_JOB_STATE_VALUES: tuple[str, ...] = tuple(s.value for s in ACTIVE_JOB_STATES)
+FINAL_JOB_STATE_VALUES: tuple[str, ...] = tuple(s.value for s in FINAL_JOB_STATES)
 
 
 class NodeStateName(StrEnum):

@@ -9,9 +9,9 @@ from sqlalchemy import func, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from scheduler.core import ANY_FLAVOR
+from web.enums import ACTIVE_JOB_STATE_VALUES, FINAL_JOB_STATE_VALUES
 from web.models import (
-    ACTIVE_JOB_STATES,
-    FINAL_JOB_STATES,
     Allocation,
     AllocationPublic,
     Job,
@@ -30,7 +30,6 @@ from web.services.auth import Principal
 from web.services.durations import parse_duration
 from web.services.errors import Conflict, Forbidden, Invalid, NotFound
 
-ANY_FLAVOR = "*"
 JOBS = Job.__table__  # type: ignore[attr-defined]
 
 
@@ -298,7 +297,7 @@ def fresh_public_jobs(jobs: Sequence[Job]) -> list[JobPublic]:
 
 def public_jobs(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
     """Jobs as callers see them, each with its current attempt's allocations."""
-    held = [j.id for j in jobs if j.state in [s.value for s in ACTIVE_JOB_STATES]]
+    held = [j.id for j in jobs if j.state in ACTIVE_JOB_STATE_VALUES]
     pieces: dict[int, list[AllocationPublic]] = {}
     if held:
         rows = session.exec(
@@ -322,7 +321,7 @@ def cancel(session: Session, asker: Principal, job_id: int, now: float) -> Job:
         raise Forbidden(
             f"job {job_id} is {job.user}'s; only they, the PI or an admin may cancel it"
         )
-    if job.state in [s.value for s in FINAL_JOB_STATES]:
+    if job.state in FINAL_JOB_STATE_VALUES:
         raise Conflict(f"job {job_id} has already ended ({job.state})", field="job")
     if job.state == JobState.QUEUED.value:
         job.state = JobState.CANCELLED.value
