@@ -8,10 +8,11 @@ models turn them into ISO datetimes.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import StringConstraints, field_validator
+from pydantic import ConfigDict, StringConstraints, ValidationInfo, field_validator
 from sqlalchemy import JSON, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -24,6 +25,7 @@ from web.enums import (
     ProjectState,
     Role,
 )
+from web.services.durations import MAX_DURATION_S
 
 __all__ = [
     "ACTIVE_JOB_STATES",
@@ -38,6 +40,57 @@ __all__ = [
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 NAME_RULE = "1-63 characters: a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+MAX_CREDITS = 1e12  # a project's budget, and any one grant or take-back
+
+
+class Input(SQLModel):
+    """What callers send (every *Create, *Update and the like). Refused with a 422 naming
+    the field: numbers that are not finite (NaN, Infinity: JSON parsers take them, nothing
+    downstream can use them), NUL characters in any text, runtime_env's included
+    (PostgreSQL cannot store them), and null for the fields in `not_null` (null is allowed
+    by the type only to mean "not given"; leave such a field out to keep its value)."""
+
+    # Merged into SQLModel's own config (a ConfigDict by another name).
+    model_config = ConfigDict(allow_inf_nan=False)  # type: ignore[assignment]
+    not_null: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None:
+            if info.field_name in cls.not_null:
+                raise ValueError("must not be null; leave it out to keep the current value")
+        elif isinstance(value, str):
+            if "\x00" in value:
+                raise ValueError("must not contain NUL characters (\\x00)")
+        elif isinstance(value, dict | list):
+            _check_nested(value)
+        return value
+
+
+def _check_nested(value: dict[str, Any] | list[Any]) -> None:
+    """Refuse NUL characters (in keys and strings) and non-finite numbers anywhere in a
+    JSON value. Iterative: a body may nest deeper than Python recurses."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError(f"must not contain NUL characters (\\x00); one is at {where!r}")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"numbers must be finite; {where!r} is {item}")
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                path = f"{where}.{key}" if where else str(key)
+                if isinstance(key, str) and "\x00" in key:
+                    raise ValueError(
+                        f"must not contain NUL characters (\\x00); one is in the key {path!r}"
+                    )
+                stack.append((path, inner))
+        elif isinstance(item, list):
+            stack.extend((f"{where}[{i}]", inner) for i, inner in enumerate(item))
 
 
 # --- users and tokens ----------------------------------------------------------------------
@@ -53,14 +106,15 @@ class User(SQLModel, table=True):
     created_at: float = 0.0
 
 
-class UserCreate(SQLModel):
+class UserCreate(Input):
     name: Name
     full_name: str = Field(default="", max_length=200)
     email: str = Field(default="", max_length=200)
     role: Role = Role.RESEARCHER
 
 
-class UserUpdate(SQLModel):
+class UserUpdate(Input):
+    not_null: ClassVar[frozenset[str]] = frozenset({"full_name", "email", "role", "active"})
     full_name: str | None = Field(default=None, max_length=200)
     email: str | None = Field(default=None, max_length=200)
     role: Role | None = None
@@ -88,7 +142,7 @@ class ApiToken(SQLModel, table=True):
     revoked_at: float | None = None
 
 
-class TokenCreate(SQLModel):
+class TokenCreate(Input):
     label: str = Field(default="", max_length=100)
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
@@ -116,7 +170,7 @@ class Sector(SQLModel, table=True):
     weight: float = Field(default=1.0, gt=0)
 
 
-class SectorUpdate(SQLModel):
+class SectorUpdate(Input):
     weight: float = Field(gt=0, le=1_000_000)
 
 
@@ -163,7 +217,7 @@ class Project(SQLModel, table=True):
     decision_note: str = ""
 
 
-class ProjectCreate(SQLModel):
+class ProjectCreate(Input):
     """A project request, as in an allocation-management portal."""
 
     name: Name
@@ -171,19 +225,23 @@ class ProjectCreate(SQLModel):
     sector: str = Field(min_length=1, max_length=63)
     pi: str | None = Field(default=None, max_length=63)  # default: whoever asks
     requested_gpus: int = Field(default=0, ge=0, le=1_000_000)
-    requested_gpu_hours: float = Field(default=0.0, ge=0)
+    requested_gpu_hours: float = Field(default=0.0, ge=0, le=1e9)
     justification: str = Field(default="", max_length=20_000)
 
 
-class ProjectDecision(SQLModel):
+class ProjectDecision(Input):
     note: str = Field(default="", max_length=5_000)
     expires_at: datetime | None = None
 
 
-class ProjectUpdate(SQLModel):
+class ProjectUpdate(Input):
+    """Null resets share (to the sum of the guarantees), default_max_runtime_s (to the
+    pool's) and expires_at (to never); a title cannot be null."""
+
+    not_null: ClassVar[frozenset[str]] = frozenset({"title"})
     title: str | None = Field(default=None, min_length=1, max_length=300)
-    share: float | None = Field(default=None, gt=0)
-    default_max_runtime_s: float | None = Field(default=None, gt=0)
+    share: float | None = Field(default=None, gt=0, le=1_000_000)
+    default_max_runtime_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
     expires_at: datetime | None = None
 
 
@@ -225,7 +283,7 @@ class Membership(SQLModel, table=True):
     role: str = Field(default=MemberRole.MEMBER.value, max_length=16)
 
 
-class MemberCreate(SQLModel):
+class MemberCreate(Input):
     user: str = Field(min_length=1, max_length=63)
     role: MemberRole = MemberRole.MEMBER
 
@@ -245,18 +303,18 @@ class Quota(SQLModel, table=True):
     credit_rate: float | None = None
 
 
-class QuotaUpdate(SQLModel):
+class QuotaUpdate(Input):
     guaranteed: int = Field(ge=0, le=10_000_000)
     limit: int = Field(ge=0, le=10_000_000)
-    credit_rate: float | None = Field(default=None, ge=0)
+    credit_rate: float | None = Field(default=None, ge=0, le=1_000_000)
     note: str = Field(default="", max_length=2_000)
 
 
-class CreditChange(SQLModel):
+class CreditChange(Input):
     """Grant (amount > 0) or take back (amount < 0) credits; or set the budget outright."""
 
-    amount: float | None = None
-    set_to: float | None = Field(default=None, ge=0)
+    amount: float | None = Field(default=None, ge=-MAX_CREDITS, le=MAX_CREDITS)
+    set_to: float | None = Field(default=None, ge=0, le=MAX_CREDITS)
     unlimited: bool = False
     note: str = Field(default="", max_length=2_000)
 
@@ -301,14 +359,14 @@ class Node(SQLModel, table=True):
     last_heartbeat: float | None = None
 
 
-class NodeCreate(SQLModel):
+class NodeCreate(Input):
     name: Name
     flavor: str = Field(min_length=1, max_length=63)
     gpus: int = Field(ge=1, le=64)
     group: str = Field(default="", max_length=63)
 
 
-class NodeDrain(SQLModel):
+class NodeDrain(Input):
     reason: str = Field(default="", max_length=2_000)
 
 
@@ -367,7 +425,7 @@ class Job(SQLModel, table=True):
     outcome: str = ""  # how the last attempt ended, in words
 
 
-class JobCreate(SQLModel):
+class JobCreate(Input):
     """What a researcher submits. `count` > 1 submits an array of identical jobs."""
 
     project: str = Field(min_length=1, max_length=63)
@@ -379,7 +437,7 @@ class JobCreate(SQLModel):
     priority: int = Field(default=0, ge=-1000, le=1000)
     name: str = Field(default="", max_length=200)
     runtime_env: dict[str, Any] = Field(default_factory=dict)
-    count: int = Field(default=1, ge=1)
+    count: int = Field(default=1, ge=1, le=1_000_000)  # and at most max_array_size
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
     @field_validator("entrypoint")

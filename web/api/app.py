@@ -8,12 +8,13 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from web.api.deps import refuse_nul
 from web.api.routes import accounts, jobs, nodes, projects
 from web.db import read_session
 from web.pool import Pool
@@ -49,7 +50,7 @@ def create_app(pool: Pool) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.pool = pool
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", dependencies=[Depends(refuse_nul)])
     for module in (jobs, projects, nodes, accounts):
         api.include_router(module.router)
     app.include_router(api)

@@ -5,15 +5,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from web.db import read_session, write_session
+from web.models import MAX_ID
 from web.pool import Pool
 from web.services.auth import Principal, authenticate
-from web.services.errors import Unauthenticated
+from web.services.errors import Invalid, Unauthenticated
+
+# A job's or token's id in a path: anything out of the ids' range is refused (422) before
+# it reaches the database, which would fail on it.
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 async def get_pool(request: Request) -> Pool:
@@ -60,3 +65,12 @@ def _authenticate(pool: Pool, token: str, now: float) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
+
+
+async def refuse_nul(request: Request) -> None:
+    """Text in a path or query with a NUL character (%00) is refused, naming the parameter:
+    the database cannot compare it, let alone store it."""
+    params = [*request.path_params.items(), *request.query_params.multi_items()]
+    for name, value in params:
+        if isinstance(value, str) and "\x00" in value:
+            raise Invalid("must not contain NUL characters (\\x00)", field=name)

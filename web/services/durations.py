@@ -11,10 +11,15 @@ _UNIT = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|hr|d|day|days)?$", re.ASC
 _UNIT_SECONDS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hr": 3600}
 _UNIT_SECONDS |= {"d": 86400, "day": 86400, "days": 86400}
 ALLOWED = "a duration such as 90s, 30m, 2h, 1d, 1:30:00 or 2-12:00:00 (a bare number is minutes)"
+# The longest time limit the pool takes: a year (a leap one). Longer ones are mistakes, and
+# unbounded ones (1e300 minutes) break the arithmetic of everything that plans with them.
+MAX_DURATION_DAYS = 366
+MAX_DURATION_S = MAX_DURATION_DAYS * 86400.0
 
 
 def parse_duration(text: str, field: str = "time") -> float:
-    """Seconds in `text`; Invalid naming `field` if it does not parse or is not positive."""
+    """Seconds in `text`; Invalid naming `field` if it does not parse, is not positive or is
+    longer than MAX_DURATION_DAYS."""
     value = text.strip().lower()
     seconds: float | None = None
     match = _UNIT.match(value)
@@ -27,6 +32,11 @@ def parse_duration(text: str, field: str = "time") -> float:
         raise Invalid(f"{text!r} is not a duration; give {ALLOWED}", field=field)
     if seconds <= 0:
         raise Invalid(f"must be more than zero, got {text!r}", field=field)
+    if seconds > MAX_DURATION_S:
+        raise Invalid(
+            f"at most {MAX_DURATION_DAYS} days ({MAX_DURATION_DAYS}-00:00:00), got {text!r}",
+            field=field,
+        )
     return seconds
 
 

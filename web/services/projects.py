@@ -10,6 +10,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from web.models import (
+    MAX_CREDITS,
     Allocation,
     CreditChange,
     Flavor,
@@ -244,6 +245,11 @@ def change_credits(
         if new < project.credits_used:
             raise Invalid(
                 f"would leave {new:g} credits, below the {project.credits_used:g} already used",
+                field=field,
+            )
+        if new > MAX_CREDITS:
+            raise Invalid(
+                f"would leave {new:g} credits, over the most a budget may be ({MAX_CREDITS:g})",
                 field=field,
             )
     record_change(session, asker.name, f"project:{name}", "credits", old, new, now, spec.note)

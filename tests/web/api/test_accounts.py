@@ -69,8 +69,21 @@ def test_an_admin_creates_a_user_and_it_is_recorded(module_api: Api) -> None:
         ({"name": "x" * 64}, 422, "name", ["should match pattern"]),
         ({"name": "root", "role": "root"}, 422, "role", ["'researcher', 'admin' or 'operator'"]),
         ({"name": "longmail", "email": "e" * 201}, 422, "email", ["at most 200"]),
+        ({"name": "nul", "full_name": "A\x00B"}, 422, "full_name", ["NUL"]),
+        ({"name": "nul", "email": "a@b\x00"}, 422, "email", ["NUL"]),
+        ({"name": "nul\x00"}, 422, "name", ["should match pattern"]),
     ],
-    ids=["taken", "with-space", "empty", "too-long", "role-unknown", "email-too-long"],
+    ids=[
+        "taken",
+        "with-space",
+        "empty",
+        "too-long",
+        "role-unknown",
+        "email-too-long",
+        "full-name-nul",
+        "email-nul",
+        "name-nul",
+    ],
 )
 def test_bad_users_are_refused(
     module_api: Api, spec: dict[str, Any], status: int, field: str, says: list[str]
@@ -106,8 +119,25 @@ def test_an_admin_changes_a_role_and_it_takes_effect_at_once(module_api: Api) ->
         ("admin", "bob", {"active": "maybe"}, 422, "active"),
         ("bob", "bob", {"role": "admin"}, 403, ""),  # nobody promotes themselves
         ("ops", "bob", {"active": False}, 403, ""),
+        # Null is no value for these (leave a field out to keep it).
+        ("admin", "bob", {"role": None}, 422, "role"),
+        ("admin", "bob", {"active": None}, 422, "active"),
+        ("admin", "bob", {"full_name": None}, 422, "full_name"),
+        ("admin", "bob", {"email": None, "role": "operator"}, 422, "email"),
+        ("admin", "bob", {"full_name": "B\x00b"}, 422, "full_name"),
     ],
-    ids=["unknown-user", "role-unknown", "active-not-a-bool", "self-promotion", "operator"],
+    ids=[
+        "unknown-user",
+        "role-unknown",
+        "active-not-a-bool",
+        "self-promotion",
+        "operator",
+        "role-null",
+        "active-null",
+        "full-name-null",
+        "email-null",
+        "full-name-nul",
+    ],
 )
 def test_bad_user_changes_are_refused(
     module_api: Api, user: str, target: str, change: dict[str, Any], status: int, field: str
@@ -221,6 +251,17 @@ def test_a_token_used_just_before_it_expires_stops_working_when_it_does(api: Api
     assert me(api, created["token"]).status_code == 200
     api.clock.advance(1)
     assert me(api, created["token"]).status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("token_id", "status", "field"),
+    [("1099511627776", 422, "token_id"), ("0", 422, "token_id"), ("2147483647", 404, "token")],
+    ids=["over-32-bits", "zero", "largest"],
+)
+def test_token_ids_out_of_range_are_refused(
+    module_api: Api, token_id: str, status: int, field: str
+) -> None:
+    assert_refusal(module_api.delete("admin", f"/tokens/{token_id}"), status, field)
 
 
 def test_token_lifetimes_are_bounded(module_api: Api) -> None:

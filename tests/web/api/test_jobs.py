@@ -216,6 +216,41 @@ BAD_SPECS = [
     ("name-too-long", "alice", body(name="n" * 201), 422, "name", ["at most 200 characters"]),
     ("runtime-env-not-an-object", "alice", body(runtime_env="x"), 422, "runtime_env", ["dict"]),
     ("key-empty", "alice", body(idempotency_key=""), 422, "idempotency_key", ["at least 1"]),
+    ("count-huge", "alice", body(count=10**12), 422, "count", ["less than or equal"]),
+    ("time-over-a-year", "alice", body(time="367d"), 422, "time", ["at most 366 days"]),
+    ("time-over-a-year-clock", "alice", body(time="8785:00:00"), 422, "time", ["at most 366"]),
+    ("time-huge", "alice", body(time="9" * 32), 422, "time", ["at most 366 days"]),
+    # PostgreSQL cannot store a NUL character: refused up front, never a failed commit.
+    ("project-nul", "alice", body(project="p1\x00"), 422, "project", ["NUL"]),
+    ("entrypoint-nul", "alice", body(entrypoint="python\x00x"), 422, "entrypoint", ["NUL"]),
+    ("name-nul", "alice", body(name="\x00"), 422, "name", ["NUL"]),
+    ("flavor-nul", "alice", body(flavor="H100\x00"), 422, "flavor", ["NUL"]),
+    ("time-nul", "alice", body(time="2h\x00"), 422, "time", ["NUL"]),
+    ("key-nul", "alice", body(idempotency_key="k\x00"), 422, "idempotency_key", ["NUL"]),
+    (
+        "runtime-env-value-nul",
+        "alice",
+        body(runtime_env={"env_vars": {"A": "x\x00y"}}),
+        422,
+        "runtime_env",
+        ["NUL", "'env_vars.A'"],
+    ),
+    (
+        "runtime-env-key-nul",
+        "alice",
+        body(runtime_env={"env_vars": {"A\x00": "x"}}),
+        422,
+        "runtime_env",
+        ["NUL", "key"],
+    ),
+    (
+        "runtime-env-list-nul",
+        "alice",
+        body(runtime_env={"pip": ["torch", "x\x00"]}),
+        422,
+        "runtime_env",
+        ["NUL", "'pip[1]'"],
+    ),
     ("admin-not-a-member", "admin", body(), 403, "project", ["only members of 'p1'"]),
     ("operator-not-a-member", "ops", body(), 403, "project", ["only members of 'p1'"]),
 ]
@@ -249,6 +284,34 @@ def test_only_active_projects_take_jobs(module_api: Api, state: ProjectState) ->
     response = api.post("alice", "/jobs", json=body(project=project, count=3))
     assert_refusal(response, 409, "project", f"is {state.value}", "active projects only")
     assert api.count(Job) == before
+
+
+@pytest.mark.parametrize(
+    ("value", "field", "says"),
+    [
+        ('{"env_vars": {"X": NaN}}', "runtime_env", "'env_vars.X' is nan"),
+        ('{"a": [1, Infinity]}', "runtime_env", "'a[1]' is inf"),
+        ('{"a": {"b": -Infinity}}', "runtime_env", "'a.b' is -inf"),
+    ],
+    ids=["nan", "infinity-in-a-list", "minus-infinity"],
+)
+def test_numbers_that_are_not_finite_are_refused(
+    module_api: Api, value: str, field: str, says: str
+) -> None:
+    """JSON parsers take NaN and Infinity; the JSON a database stores cannot hold them."""
+    api = module_api
+    before = api.count(Job)
+    raw = f'{{"project": "p1", "entrypoint": "x", "gpus": 1, "runtime_env": {value}}}'
+    response = api.post(
+        "alice", "/jobs", content=raw.encode(), headers={"Content-Type": "application/json"}
+    )
+    assert_refusal(response, 422, field, "must be finite", says)
+    assert api.count(Job) == before
+
+
+def test_a_year_is_the_longest_time(module_api: Api) -> None:
+    for time in ("366d", "366-00:00:00", "527040"):
+        assert module_api.submit("alice", time=time)["max_runtime_s"] == 366 * 86400
 
 
 def test_a_body_that_is_not_json_is_refused(module_api: Api) -> None:
@@ -467,3 +530,50 @@ def test_cancelling_a_running_job_asks_the_loop_to_stop_it(module_api: Api) -> N
 
 def test_cancelling_a_job_that_does_not_exist(module_api: Api) -> None:
     assert_refusal(module_api.post("admin", "/jobs/999999/cancel"), 404, "job", "no job 999999")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "field"),
+    [
+        ("GET", "/jobs/1099511627776", 422, "job_id"),
+        ("POST", "/jobs/1099511627776/cancel", 422, "job_id"),
+        ("GET", "/jobs/2147483648", 422, "job_id"),
+        ("GET", "/jobs/0", 422, "job_id"),
+        ("GET", "/jobs/-1", 422, "job_id"),
+        ("GET", "/jobs/2147483647", 404, "job"),
+        ("POST", "/jobs/2147483647/cancel", 404, "job"),
+        ("GET", "/jobs?offset=1099511627776", 422, "offset"),
+    ],
+    ids=[
+        "get-over-32-bits",
+        "cancel-over-32-bits",
+        "get-just-over",
+        "get-zero",
+        "get-negative",
+        "get-largest",
+        "cancel-largest",
+        "offset-over-32-bits",
+    ],
+)
+def test_ids_out_of_range_are_refused_not_sent_to_the_database(
+    module_api: Api, method: str, path: str, status: int, field: str
+) -> None:
+    assert_refusal(module_api.request("admin", method, path), status, field)
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/jobs?user=%00", "user"),
+        ("/jobs?project=p1%00", "project"),
+        ("/jobs?flavor=%00", "flavor"),
+        ("/projects/p1%00", "name"),
+        ("/projects/p1%00/history", "name"),
+        ("/users/%00", "name"),
+    ],
+    ids=["jobs-user", "jobs-project", "jobs-flavor", "project", "history", "user"],
+)
+def test_a_nul_in_a_path_or_query_is_refused_naming_it(
+    module_api: Api, path: str, field: str
+) -> None:
+    assert_refusal(module_api.get("admin", path), 422, field, "NUL")

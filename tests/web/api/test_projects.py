@@ -88,6 +88,12 @@ def test_the_requester_sees_the_new_project_at_once(module_api: Api) -> None:
         ("alice", {"requested_gpus": -1}, 422, "requested_gpus", ["greater than or equal to 0"]),
         ("alice", {"pi": "bob"}, 403, "pi", ["only an administrator"]),
         ("admin", {"pi": "nobody"}, 422, "pi", ["no user 'nobody'"]),
+        ("alice", {"title": "T\x00"}, 422, "title", ["NUL"]),
+        ("alice", {"justification": "\x00"}, 422, "justification", ["NUL"]),
+        ("alice", {"sector": "academia\x00"}, 422, "sector", ["NUL"]),
+        ("alice", {"requested_gpu_hours": "Infinity"}, 422, "requested_gpu_hours", ["finite"]),
+        ("alice", {"requested_gpu_hours": "NaN"}, 422, "requested_gpu_hours", ["finite"]),
+        ("alice", {"requested_gpu_hours": 1e10}, 422, "requested_gpu_hours", ["less than"]),
     ],
     ids=[
         "name-taken",
@@ -98,6 +104,12 @@ def test_the_requester_sees_the_new_project_at_once(module_api: Api) -> None:
         "gpus-negative",
         "researcher-for-another-pi",
         "pi-unknown",
+        "title-nul",
+        "justification-nul",
+        "sector-nul",
+        "gpu-hours-infinite",
+        "gpu-hours-nan",
+        "gpu-hours-huge",
     ],
 )
 def test_bad_project_requests_are_refused(
@@ -235,16 +247,59 @@ def test_the_pi_changes_the_title_and_it_is_recorded(module_api: Api, title: str
         ("admin", {"share": 0}, 422, "share"),
         ("admin", {"default_max_runtime_s": -5}, 422, "default_max_runtime_s"),
         ("admin", {"title": ""}, 422, "title"),
+        # Numbers that are not finite, or past any sensible bound, would reach the loop.
+        ("admin", {"default_max_runtime_s": "Infinity"}, 422, "default_max_runtime_s"),
+        ("admin", {"default_max_runtime_s": "NaN"}, 422, "default_max_runtime_s"),
+        ("admin", {"default_max_runtime_s": 366 * 86400 + 1}, 422, "default_max_runtime_s"),
+        ("admin", {"share": "Infinity"}, 422, "share"),
+        ("admin", {"share": 1e7}, 422, "share"),
+        # A title cannot be null (leave it out to keep it); nor hold a NUL.
+        ("admin", {"title": None}, 422, "title"),
+        ("alice", {"title": None, "default_max_runtime_s": 60}, 422, "title"),
+        ("alice", {"title": "a\x00b"}, 422, "title"),
     ],
-    ids=["pi-share", "pi-end-date", "share-zero", "runtime-negative", "title-empty"],
+    ids=[
+        "pi-share",
+        "pi-end-date",
+        "share-zero",
+        "runtime-negative",
+        "title-empty",
+        "runtime-infinite",
+        "runtime-nan",
+        "runtime-over-a-year",
+        "share-infinite",
+        "share-huge",
+        "title-null",
+        "title-null-with-another",
+        "title-nul",
+    ],
 )
 def test_project_changes_refused(
     module_api: Api, user: str, change: dict[str, Any], status: int, field: str
 ) -> None:
     api = module_api
     name = api.add_project(unique("guarded"), pi="alice")
+    before = api.get("admin", f"/projects/{name}").json()
     assert_refusal(api.patch(user, f"/projects/{name}", json=change), status, field)
     assert history(api, name) == []
+    assert api.get("admin", f"/projects/{name}").json() == before
+
+
+def test_null_resets_the_fields_that_may_be_empty(module_api: Api) -> None:
+    api = module_api
+    name = api.add_project(unique("reset"), pi="alice")
+    change = {
+        "share": 2.0,
+        "default_max_runtime_s": 366 * 86400,
+        "expires_at": "2030-01-01T00:00:00Z",
+    }
+    assert api.patch("admin", f"/projects/{name}", json=change).status_code == 200
+    reset = {"share": None, "default_max_runtime_s": None, "expires_at": None}
+    response = api.patch("admin", f"/projects/{name}", json=reset)
+    assert response.status_code == 200, response.text
+    assert {k: response.json()[k] for k in reset} == reset
+    default = api.pool.settings.default_max_runtime_s
+    assert api.submit("alice", project=name)["max_runtime_s"] == default
 
 
 def test_an_admin_sets_the_share_and_a_new_default_time_applies_to_new_jobs(
@@ -402,8 +457,24 @@ def test_an_admin_sets_quotas_and_every_change_is_recorded(module_api: Api) -> N
             "credit_rate",
             ["greater than or equal to 0"],
         ),
+        (
+            "H100",
+            {"guaranteed": 1, "limit": 2, "credit_rate": "Infinity"},
+            422,
+            "credit_rate",
+            ["finite number"],
+        ),
+        ("H100", {"guaranteed": 1, "limit": 2, "note": "\x00"}, 422, "note", ["NUL"]),
     ],
-    ids=["limit-below-guarantee", "flavor-unknown", "negative", "missing", "rate-negative"],
+    ids=[
+        "limit-below-guarantee",
+        "flavor-unknown",
+        "negative",
+        "missing",
+        "rate-negative",
+        "rate-infinite",
+        "note-nul",
+    ],
 )
 def test_bad_quotas_are_refused_and_nothing_changes(
     module_api: Api, flavor: str, spec: dict[str, Any], status: int, field: str, says: list[str]
@@ -463,6 +534,13 @@ def test_an_admin_changes_credits_and_it_is_recorded(
         ("admin", {"set_to": -1}, 422, "set_to", ["greater than or equal to 0"]),
         ("alice", {"amount": 5}, 403, "", []),
         ("ops", {"amount": 5}, 403, "", []),
+        ("admin", {"amount": "NaN"}, 422, "amount", ["finite number"]),
+        ("admin", {"amount": "Infinity"}, 422, "amount", ["finite number"]),
+        ("admin", {"amount": "-Infinity"}, 422, "amount", ["finite number"]),
+        ("admin", {"set_to": "Infinity"}, 422, "set_to", ["finite number"]),
+        ("admin", {"set_to": 1e13}, 422, "set_to", ["less than or equal"]),
+        ("admin", {"amount": 1e12}, 422, "amount", ["over the most a budget may be"]),
+        ("admin", {"amount": 5, "note": "x\x00"}, 422, "note", ["NUL"]),
     ],
     ids=[
         "none",
@@ -472,6 +550,13 @@ def test_an_admin_changes_credits_and_it_is_recorded(
         "set-negative",
         "pi",
         "op",
+        "amount-nan",
+        "amount-infinite",
+        "amount-minus-infinite",
+        "set-infinite",
+        "set-huge",
+        "over-the-largest-budget",
+        "note-nul",
     ],
 )
 def test_bad_credit_changes_are_refused(
@@ -513,8 +598,14 @@ def test_an_admin_adds_and_reweighs_a_sector_and_it_is_recorded(module_api: Api)
 
 @pytest.mark.parametrize(
     ("weight", "says"),
-    [(0, "greater than 0"), (-1, "greater than 0"), ("heavy", "number")],
-    ids=["zero", "negative", "not-a-number"],
+    [
+        (0, "greater than 0"),
+        (-1, "greater than 0"),
+        ("heavy", "number"),
+        ("Infinity", "finite number"),
+        ("NaN", "finite number"),
+    ],
+    ids=["zero", "negative", "not-a-number", "infinite", "nan"],
 )
 def test_bad_sector_weights_are_refused(module_api: Api, weight: Any, says: str) -> None:
     api, name = module_api, unique("odd")

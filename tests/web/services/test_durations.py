@@ -33,6 +33,9 @@ GOOD = [
     ("2-3", 2 * DAY + 3 * HOUR, "d-h"),
     ("2-3:30", 2 * DAY + 3 * HOUR + 30 * MINUTE, "d-h:m"),
     ("0-0:0:1", 1, "one second, the Slurm way"),
+    ("366d", 366 * DAY, "the longest: a leap year"),
+    ("366-00:00:00", 366 * DAY, "the longest, the Slurm way"),
+    ("8784:00:00", 366 * DAY, "the longest, in hours"),
 ]
 
 BAD = [
@@ -57,6 +60,11 @@ BAD = [
     ("0s", "more than zero", "zero seconds"),
     ("0:00", "more than zero", "a zero clock"),
     ("0-00:00:00", "more than zero", "a zero Slurm time"),
+    ("367d", "at most 366 days", "over a year"),
+    ("366-00:00:01", "at most 366 days", "a second over a year"),
+    ("527041", "at most 366 days", "over a year, in minutes"),
+    ("9" * 400, "at most 366 days", "a number with no end"),
+    ("99999999999:00:00", "at most 366 days", "a clock with no end"),
 ]
 
 

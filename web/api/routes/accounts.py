@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from web.api.deps import CurrentUser, PoolDep, ReadSessionDep, SessionDep
+from web.api.deps import CurrentUser, IdPath, PoolDep, ReadSessionDep, SessionDep
 from web.models import (
     SectorPublic,
     SectorUpdate,
@@ -75,7 +75,7 @@ def list_tokens(
 
 @router.delete("/tokens/{token_id}", response_model=TokenPublic)
 def revoke_token(
-    token_id: int, session: SessionDep, user: CurrentUser, pool: PoolDep
+    token_id: IdPath, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> TokenPublic:
     row = auth.revoke_token(session, user, token_id, pool.clock.now())
     session.commit()

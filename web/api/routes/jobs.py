@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from web.api.deps import CurrentUser, PoolDep, ReadSessionDep, SessionDep
-from web.models import JobCreate, JobPage, JobPublic, JobState, SubmitResult
+from web.api.deps import CurrentUser, IdPath, PoolDep, ReadSessionDep, SessionDep
+from web.models import MAX_ID, JobCreate, JobPage, JobPublic, JobState, SubmitResult
 from web.services import jobs
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -43,7 +43,7 @@ def list_jobs(
     owner: Annotated[str | None, Query(alias="user")] = None,
     flavor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> JobPage:
     return jobs.list_jobs(
         session,
@@ -58,12 +58,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: int, session: ReadSessionDep, user: CurrentUser) -> JobPublic:
+def get_job(job_id: IdPath, session: ReadSessionDep, user: CurrentUser) -> JobPublic:
     return jobs.public_jobs(session, [jobs.get_job(session, user, job_id)])[0]
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
-def cancel_job(job_id: int, session: SessionDep, user: CurrentUser, pool: PoolDep) -> JobPublic:
+def cancel_job(job_id: IdPath, session: SessionDep, user: CurrentUser, pool: PoolDep) -> JobPublic:
     job = jobs.cancel(session, user, job_id, pool.clock.now())
     session.commit()
     pool.job_submitted()
