@@ -224,5 +224,7 @@ class SchedulingLoop:
             step()
         except Deposed:
             self._stand_by("a newer leader claimed the records")
+        except DispatchError as err:  # the engine is away: say so once a tick, no traceback
+            log.warning("the dispatcher cannot answer (%s); retrying next tick", err)
         except Exception:  # the loop must outlive a bad tick; the error is logged in full
             log.exception("scheduling tick failed; retrying next tick")

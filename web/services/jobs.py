@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, insert, update
 from sqlalchemy.exc import IntegrityError
@@ -312,24 +313,62 @@ def public_jobs(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
 
 
 # --- cancelling ----------------------------------------------------------------------------
+# Cancelling writes by conditional UPDATEs, never by writing back a row read before: the
+# scheduling loop may admit a queued job between the read and the write, and a job it
+# admitted holds GPUs that only the loop may give back (by stopping it).
 
 
 def cancel(session: Session, asker: Principal, job_id: int, now: float) -> Job:
-    """Cancel a job: at once if it waits; a running one is stopped by the loop."""
+    """Cancel a job: at once if it waits; one admitted or running is stopped by the loop."""
     job = get_job(session, asker, job_id)
     if not (job.user == asker.name or asker.leads(job.project) or asker.role is Role.ADMIN):
         raise Forbidden(
             f"job {job_id} is {job.user}'s; only they, the PI or an admin may cancel it"
         )
-    if job.state in FINAL_JOB_STATE_VALUES:
-        raise Conflict(f"job {job_id} has already ended ({job.state})", field="job")
-    if job.state == JobState.QUEUED.value:
-        job.state = JobState.CANCELLED.value
-        job.ended_at = now
-        job.reason_code, job.reason = "", ""
-        job.outcome = f"cancelled by {asker.name} while queued"
-    elif job.cancel_requested_at is None:
-        job.cancel_requested_at = now
-        job.outcome = f"cancel requested by {asker.name}"
-    session.add(job)
+    if not (
+        _cancel_queued(session, JOBS.c.id == job_id, now, f"cancelled by {asker.name} while queued")
+        or _request_stop(session, JOBS.c.id == job_id, now, f"cancel requested by {asker.name}")
+    ):
+        # Neither waiting nor running without a cancel requested: ended, or asked already.
+        session.refresh(job)
+        if job.state in FINAL_JOB_STATE_VALUES:
+            raise Conflict(f"job {job_id} has already ended ({job.state})", field="job")
+        return job
+    session.refresh(job)
     return job
+
+
+def cancel_project_jobs(session: Session, project: str, why: str, now: float) -> tuple[int, int]:
+    """Cancel every job of a project that is closing: queued ones at once, admitted and
+    running ones by asking the loop to stop them. (cancelled, asked to stop)."""
+    where = JOBS.c.project == project
+    return _cancel_queued(session, where, now, why), _request_stop(session, where, now, why)
+
+
+def _cancel_queued(session: Session, where: Any, now: float, outcome: str) -> int:
+    result = session.execute(
+        update(JOBS)
+        .where(where)
+        .where(JOBS.c.state == JobState.QUEUED.value)
+        .values(
+            state=JobState.CANCELLED.value,
+            ended_at=now,
+            reason_code="",
+            reason="",
+            est_start=None,
+            reserved_flavor=None,
+            outcome=outcome,
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _request_stop(session: Session, where: Any, now: float, outcome: str) -> int:
+    result = session.execute(
+        update(JOBS)
+        .where(where)
+        .where(JOBS.c.state.in_(ACTIVE_JOB_STATE_VALUES))
+        .where(JOBS.c.cancel_requested_at.is_(None))
+        .values(cancel_requested_at=now, outcome=outcome)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -4,7 +4,7 @@ their members, per-flavor quotas, credits and sectors. Every change is recorded.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
@@ -35,6 +35,7 @@ from web.models import (
 from web.services.auth import Principal
 from web.services.changes import record_change
 from web.services.errors import Conflict, Forbidden, Invalid, NotFound
+from web.services.jobs import cancel_project_jobs
 
 # action -> (states it may start from, state it leads to)
 TRANSITIONS: dict[str, tuple[tuple[ProjectState, ...], ProjectState]] = {
@@ -105,7 +106,9 @@ def decide(
     note: str = "",
     expires_at: datetime | None = None,
 ) -> Project:
-    """approve | activate | deny | close, by an administrator, with a note."""
+    """approve | activate | deny | close, by an administrator, with a note. A project that
+    is closed (or denied) takes its jobs with it: queued ones are cancelled, running ones
+    stopped by the loop."""
     asker.require(Role.ADMIN)
     project = get_project(session, asker, name)
     sources, target = TRANSITIONS[action]
@@ -115,13 +118,43 @@ def decide(
             f"cannot {action} project {name!r}: it is {project.state}; {action} needs {allowed}",
             field="state",
         )
-    record_change(session, asker.name, f"project:{name}", "state", project.state, target, now, note)
+    # An active project past its end date expires at the next scheduling cycle: activating
+    # one (an expired one, say) needs an end date after now.
+    ends = expires_at.timestamp() if expires_at is not None else None
+    if target is ProjectState.ACTIVE and ends is None:
+        ends = project.expires_at
+    if target is not ProjectState.CLOSED and ends is not None and ends <= now:
+        given = "the end date given" if expires_at is not None else "its end date"
+        raise Invalid(
+            f"{given} ({_iso(ends)}) has passed; give a new end date after now ({_iso(now)})",
+            field="expires_at",
+        )
+    subject = f"project:{name}"
+    record_change(session, asker.name, subject, "state", project.state, target, now, note)
     project.state = target.value
     project.decided_by, project.decided_at, project.decision_note = asker.name, now, note
     if expires_at is not None:
         project.expires_at = expires_at.timestamp()
     session.add(project)
+    if target is ProjectState.CLOSED:
+        why = f"project {'denied' if action == 'deny' else 'closed'} by {asker.name}"
+        cancelled, stopping = cancel_project_jobs(session, name, why, now)
+        if cancelled or stopping:
+            record_change(
+                session,
+                asker.name,
+                subject,
+                "jobs",
+                f"{cancelled} queued, {stopping} admitted or running",
+                f"{cancelled} cancelled, {stopping} asked to stop",
+                now,
+                why,
+            )
     return project
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
 def update_project(

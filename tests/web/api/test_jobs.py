@@ -7,9 +7,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from sqlalchemy import update
+from sqlmodel import Session
 
 from tests.web.conftest import Api, assert_refusal, unique
 from web.models import Job, ProjectState
+from web.services import jobs as jobs_service
 
 BASE = {"project": "p1", "entrypoint": "python train.py", "gpus": 1}
 DROP = object()  # as a value in a case: leave the field out
@@ -514,18 +517,87 @@ def test_cancelling_an_ended_job_is_a_conflict(module_api: Api, state: str) -> N
     assert api.job_row(job["id"]).state == state
 
 
-def test_cancelling_a_running_job_asks_the_loop_to_stop_it(module_api: Api) -> None:
+@pytest.mark.parametrize("state", ["admitted", "running"])
+def test_cancelling_an_admitted_or_running_job_asks_the_loop_to_stop_it(
+    module_api: Api, state: str
+) -> None:
     api = module_api
     job = api.submit("alice")
-    api.set_job(job["id"], state="running", started_at=api.clock.now())
+    api.set_job(job["id"], state=state, admitted_at=api.clock.now())
+    asked_at = api.clock.now()
 
     response = api.post("alice", f"/jobs/{job['id']}/cancel")
 
     assert response.status_code == 200, response.text
-    assert response.json()["state"] == "running"  # until the loop has stopped it
+    assert response.json()["state"] == state  # until the loop has stopped it: it holds GPUs
     row = api.job_row(job["id"])
-    assert row.cancel_requested_at == api.clock.now()
+    assert (row.state, row.ended_at) == (state, None)
+    assert row.cancel_requested_at == asked_at
     assert "cancel requested by alice" in row.outcome
+
+    api.clock.advance(5)
+    again = api.post("admin", f"/jobs/{job['id']}/cancel")  # asked already: nothing changes
+    assert again.status_code == 200, again.text
+    assert again.json()["state"] == state
+    row = api.job_row(job["id"])
+    assert row.cancel_requested_at == asked_at and "by alice" in row.outcome
+    api.clock.advance(-5)
+
+
+# What the scheduling loop may do to a job between cancel's read of it (queued) and its
+# write: cancel decides by what the row is when it writes, not by what it read.
+CANCEL_RACES = [
+    # id, the job's state when cancel writes, status, state after, cancel requested
+    ("admitted-meanwhile", "admitted", 200, "admitted", True),
+    ("running-meanwhile", "running", 200, "running", True),
+    ("ended-meanwhile", "succeeded", 409, "succeeded", False),
+    ("cancelled-meanwhile", "cancelled", 409, "cancelled", False),
+    ("still-queued", "queued", 200, "cancelled", False),
+]
+
+
+@pytest.mark.parametrize(
+    ("meanwhile", "status", "after", "requested"),
+    [pytest.param(*case[1:], id=case[0]) for case in CANCEL_RACES],
+)
+def test_a_cancel_racing_the_loop_never_cancels_a_job_that_holds_gpus(
+    module_api: Api,
+    monkeypatch: pytest.MonkeyPatch,
+    meanwhile: str,
+    status: int,
+    after: str,
+    requested: bool,
+) -> None:
+    api = module_api
+    job_id = api.submit("alice")["id"]
+    read = jobs_service.get_job
+    postgresql = api.engine.dialect.name == "postgresql"
+
+    def read_then_the_loop_moves(session: Session, asker: Any, wanted: int) -> Job:
+        job = read(session, asker, wanted)
+        # By the table, not the entity: the job cancel read keeps what it read.
+        jobs = Job.__table__  # type: ignore[attr-defined]
+        change = update(jobs).where(jobs.c.id == wanted).values(state=meanwhile)
+        if postgresql:
+            with api.engine.begin() as loop:  # another connection, committed at once
+                loop.execute(change)
+        else:  # SQLite: this transaction holds the one write lock; the change goes through it
+            session.execute(change)
+        return job
+
+    monkeypatch.setattr(jobs_service, "get_job", read_then_the_loop_moves)
+    response = api.post("alice", f"/jobs/{job_id}/cancel")
+
+    assert response.status_code == status, response.text
+    row = api.job_row(job_id)
+    if status == 409 and not postgresql:
+        after = "queued"  # the refusal rolled back the simulated move with its transaction
+    assert row.state == after
+    assert (row.cancel_requested_at is not None) == requested
+    if status == 200:
+        assert response.json()["state"] == after
+    else:
+        assert_refusal(response, 409, "job", f"already ended ({meanwhile})")
 
 
 def test_cancelling_a_job_that_does_not_exist(module_api: Api) -> None:

@@ -10,8 +10,8 @@ import pytest
 from sqlmodel import col, select
 
 from tests.web.conftest import Api, assert_refusal, unique
-from web.db import read_session
-from web.models import Change, ProjectState
+from web.db import read_session, write_session
+from web.models import Change, Project, ProjectState
 
 
 def iso(seconds: float) -> datetime:
@@ -181,6 +181,59 @@ def test_activation_can_set_the_end_date(module_api: Api) -> None:
     assert at(response.json()["expires_at"]) == datetime(2030, 1, 1, tzinfo=UTC)
 
 
+PAST, FUTURE = "2020-01-01T00:00:00Z", "2030-01-01T00:00:00Z"  # the clock is in 2023
+
+# An active project past its end date expires at the next cycle: activating one so is refused.
+END_DATES = [
+    # id, the project's state, its end date, the decision, the end date given, status
+    ("expired-no-new-date", ProjectState.EXPIRED, PAST, "activate", None, 422),
+    ("expired-new-date-past", ProjectState.EXPIRED, PAST, "activate", PAST, 422),
+    ("expired-new-date-now", ProjectState.EXPIRED, PAST, "activate", "now", 422),
+    ("expired-new-date", ProjectState.EXPIRED, PAST, "activate", FUTURE, 200),
+    ("expired-without-an-end", ProjectState.EXPIRED, None, "activate", None, 200),
+    ("approved-ended-already", ProjectState.APPROVED, PAST, "activate", None, 422),
+    ("approved-with-a-future-end", ProjectState.APPROVED, FUTURE, "activate", None, 200),
+    ("approved-given-a-past-end", ProjectState.APPROVED, None, "activate", PAST, 422),
+    ("approve-with-a-past-end", ProjectState.REQUESTED, None, "approve", PAST, 422),
+    ("close-an-expired-one", ProjectState.EXPIRED, PAST, "close", None, 200),
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "ends", "action", "given", "status"),
+    [pytest.param(*case[1:], id=case[0]) for case in END_DATES],
+)
+def test_activating_needs_an_end_date_after_now(
+    module_api: Api,
+    state: ProjectState,
+    ends: str | None,
+    action: str,
+    given: str | None,
+    status: int,
+) -> None:
+    api = module_api
+    name = api.add_project(unique(state.value), pi="alice", state=state)
+    if ends is not None:
+        with write_session(api.engine) as session:
+            project = session.get(Project, name)
+            assert project is not None
+            project.expires_at = at(ends).timestamp()
+    if given == "now":
+        given = iso(api.clock.now()).isoformat()
+    decision = {} if given is None else {"expires_at": given}
+
+    response = api.post("admin", f"/projects/{name}/{action}", json=decision)
+
+    if status == 200:
+        assert response.status_code == 200, response.text
+        if given is not None:
+            assert at(response.json()["expires_at"]) == at(given)
+    else:
+        assert_refusal(response, 422, "expires_at", "give a new end date after now")
+        assert api.get("admin", f"/projects/{name}").json()["state"] == state.value
+        assert history(api, name) == []
+
+
 def test_an_unknown_decision_is_refused_naming_the_allowed_ones(module_api: Api) -> None:
     response = module_api.post("admin", "/projects/p1/explode", json={})
     assert_refusal(response, 422, "action", "'approve', 'activate', 'deny' or 'close'")
@@ -215,6 +268,59 @@ def test_closing_a_project_stops_its_submissions_at_once(module_api: Api) -> Non
         "alice", "/jobs", json={"project": name, "entrypoint": "python x.py", "gpus": 1}
     )
     assert_refusal(response, 409, "project", "is closed")
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "says"),
+    [
+        (ProjectState.ACTIVE, "close", "project closed by admin"),
+        (ProjectState.EXPIRED, "close", "project closed by admin"),
+        (ProjectState.REQUESTED, "deny", "project denied by admin"),
+    ],
+    ids=["close-active", "close-expired", "deny"],
+)
+def test_closing_a_project_cancels_its_queued_jobs_and_stops_its_running_ones(
+    module_api: Api, state: ProjectState, action: str, says: str
+) -> None:
+    api = module_api
+    name = api.add_project(unique("ending"), pi="alice", members=("bob",))
+    ids = [api.submit(user, project=name)["id"] for user in ("alice", "bob", "bob", "alice")]
+    queued, admitted, running, done = ids
+    api.set_job(admitted, state="admitted", admitted_at=api.clock.now())
+    api.set_job(running, state="running", started_at=api.clock.now())
+    api.set_job(done, state="succeeded", ended_at=api.clock.now(), outcome="exit 0")
+    other = api.submit("alice")  # another project's job is none of this
+    with write_session(api.engine) as session:
+        project = session.get(Project, name)
+        assert project is not None
+        project.state = state.value
+    api.changed()
+    api.clock.advance(30)
+
+    response = api.post("admin", f"/projects/{name}/{action}", json={"note": "funding ended"})
+
+    assert response.status_code == 200, response.text
+    rows = {i: api.job_row(i) for i in ids}
+    assert (rows[queued].state, rows[queued].ended_at) == ("cancelled", api.clock.now())
+    assert rows[queued].outcome == says and rows[queued].reason == ""
+    for held in (admitted, running):  # they hold GPUs: the loop stops them and frees them
+        assert rows[held].state in ("admitted", "running")
+        assert rows[held].cancel_requested_at == api.clock.now()
+        assert rows[held].outcome == says
+    assert (rows[done].state, rows[done].outcome, rows[done].cancel_requested_at) == (
+        "succeeded",
+        "exit 0",
+        None,
+    )
+    assert api.job_row(other["id"]).state == "queued"
+    jobs_entry, state_entry = history(api, name)[:2]
+    assert (state_entry["field"], state_entry["new"]) == ("state", "closed")
+    assert (jobs_entry["actor"], jobs_entry["field"], jobs_entry["note"]) == ("admin", "jobs", says)
+    assert (jobs_entry["old"], jobs_entry["new"]) == (
+        "1 queued, 2 admitted or running",
+        "1 cancelled, 2 asked to stop",
+    )
+    api.clock.advance(-30)
 
 
 # --- changing a project --------------------------------------------------------------------
