@@ -107,7 +107,6 @@ class SchedulingLoop:
         been left half done."""
         now = self.clock.now()
         self.sink.claim(self.holder, now)
-        self._claimed = True
         self._unsent_stops.clear()
         self._unreported_failures.clear()
         known = self.dispatcher.known()
@@ -129,6 +128,7 @@ class SchedulingLoop:
             self.sink.apply(gone, now)
         outstanding.stops = [stop for stop in outstanding.stops if stop.key in known]
         self._dispatch(outstanding, TickReport())
+        self._claimed = True  # only now: a take-over cut short is done again next tick
         return outstanding
 
     def tick(self) -> TickReport:
