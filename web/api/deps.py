@@ -39,8 +39,12 @@ def get_read_session(pool: PoolDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
-ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+# scope="function": the session ends (a write session commits) when the route returns,
+# before its answer is sent; so an answer never tells of what a failed commit lost, and a
+# caller that reads straight after finds what it wrote. (Routes commit before building
+# their answers anyway; the default scope would commit only after the answer was sent.)
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="An API token: gpupool token create")
 

@@ -35,6 +35,7 @@ def create_user(
     spec: UserCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> UserPublic:
     created = users.create_user(session, user, spec, pool.clock.now())
+    session.commit()
     return UserPublic.model_validate(created.model_dump())
 
 
@@ -60,7 +61,11 @@ def create_token(
     name: str, spec: TokenCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> TokenCreated:
     """A new API token. The token is in this answer only; the pool keeps its digest."""
-    return auth.issue_token(session, user, name, pool.clock.now(), spec.label, spec.expires_in_days)
+    created = auth.issue_token(
+        session, user, name, pool.clock.now(), spec.label, spec.expires_in_days
+    )
+    session.commit()
+    return created
 
 
 @router.get("/tokens", response_model=list[TokenPublic])
@@ -93,4 +98,6 @@ def set_sector(
     name: str, spec: SectorUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> SectorPublic:
     sector = projects.set_sector(session, user, name, spec, pool.clock.now())
+    session.commit()
+    pool.pool_changed()  # the loop weighs sectors afresh
     return SectorPublic.model_validate(sector.model_dump())
