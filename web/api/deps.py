@@ -58,8 +58,10 @@ async def get_current_user(
     token, now = credentials.credentials, pool.clock.now()
     principal = pool.principals.get(token, now)
     if principal is None:
+        # Read before the lookup: a revoke that lands while it runs keeps it out of the cache.
+        generation = pool.principals.generation
         principal = await run_in_threadpool(_authenticate, pool, token, now)
-        pool.principals.put(token, principal, now)
+        pool.principals.put(token, principal, now, generation)
     return principal
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import threading
 from dataclasses import dataclass, field, replace
 
 from sqlmodel import Session, col, select
@@ -55,11 +56,21 @@ class PrincipalCache:
     """Recently authenticated tokens, so a burst of requests does not look each one up.
     An entry lives `ttl_s`; whatever changes who a user is (a token revoked, a role, a
     membership) clears the cache of the server it went through, and other replicas follow
-    within `ttl_s`."""
+    within `ttl_s`.
+
+    A lookup that started before a clear() may end after it with what it read before the
+    change (the revoked token still valid): `generation` counts the clears, a lookup reads
+    it before it starts, and put() keeps its answer only if no clear() came in between."""
 
     def __init__(self, ttl_s: float = 5.0, size: int = 10_000) -> None:
         self.ttl_s, self.size = ttl_s, size
         self._entries: dict[str, tuple[float, Principal]] = {}
+        self._generation = 0
+        self._lock = threading.Lock()  # clear() runs in the API's worker threads
+
+    @property
+    def generation(self) -> int:
+        return self._generation
 
     def get(self, token: str, now: float) -> Principal | None:
         entry = self._entries.get(token)
@@ -67,16 +78,24 @@ class PrincipalCache:
             return None
         return entry[1]
 
-    def put(self, token: str, principal: Principal, now: float) -> None:
-        if len(self._entries) >= self.size:
-            self._entries.clear()
+    def put(self, token: str, principal: Principal, now: float, generation: int) -> bool:
+        """Keep `principal` for `token` if it was looked up at `generation` and nothing
+        cleared the cache since; whether it was kept."""
         until = now + self.ttl_s
         if principal.token_expires_at is not None:
             until = min(until, principal.token_expires_at)
-        self._entries[token] = (until, principal)
+        with self._lock:
+            if generation != self._generation:
+                return False
+            if len(self._entries) >= self.size:
+                self._entries.clear()
+            self._entries[token] = (until, principal)
+        return True
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._generation += 1
+            self._entries.clear()
 
 
 def digest(token: str) -> str:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 
 from tests.web.conftest import Api, assert_refusal, unique
+from web.api import deps
 from web.db import read_session
 from web.models import Change
 
@@ -262,6 +263,29 @@ def test_token_ids_out_of_range_are_refused(
     module_api: Api, token_id: str, status: int, field: str
 ) -> None:
     assert_refusal(module_api.delete("admin", f"/tokens/{token_id}"), status, field)
+
+
+def test_a_token_revoked_while_it_is_looked_up_is_not_cached_as_valid(
+    module_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lookup read the token before the revoke committed; it answers that request (it
+    came first), but what it read must not outlive the revoke in the cache."""
+    api = module_api
+    created = api.post("bob", "/users/bob/tokens", json={"label": "racing"}).json()
+    lookup = deps._authenticate
+
+    def lookup_then_revoke(pool: Any, token: str, now: float) -> Any:
+        found = lookup(pool, token, now)
+        if token == created["token"]:  # the revoke lands while this lookup is under way
+            assert api.delete("admin", f"/tokens/{created['id']}").status_code == 200
+        return found
+
+    monkeypatch.setattr(deps, "_authenticate", lookup_then_revoke)
+    assert me(api, created["token"]).status_code == 200
+    monkeypatch.undo()
+
+    refused = me(api, created["token"])
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
 
 
 def test_token_lifetimes_are_bounded(module_api: Api) -> None:
