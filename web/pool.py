@@ -91,7 +91,7 @@ def build_pool(
     engine = engine or make_engine(settings)
     clock = clock or SystemClock()
     limits = SubmitLimits(settings.default_max_runtime_s, settings.max_array_size)
-    pool = Pool(settings, engine, clock, SubmissionIntake(engine, limits))
+    pool = Pool(settings, engine, clock, SubmissionIntake(engine, limits, clock=clock.now))
     if dispatcher is not None:
         policy = replace(Policy.named(settings.policy), grace_period_s=settings.grace_period_s)
         pool.loop = SchedulingLoop(

@@ -5,6 +5,10 @@ read at most `max_age_s` ago, then handed to one writer thread that stores every
 waiting at that moment in one transaction. A request is answered only after that commit, so
 an accepted job survives a crash of the server the instant after. With SQLite (one writer
 at a time) this is the difference between hundreds and thousands of submissions a second.
+
+While submissions keep coming, the writer also reloads the reference data (when it is half
+its maximum age), so requests find it fresh and never wait for it; only the first request
+after a quiet spell, or after a change on this server (`refresh`), loads it itself.
 """
 
 from __future__ import annotations
@@ -12,16 +16,19 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from concurrent.futures import Future
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session
 
 from web.db import read_session, write_session
 from web.models import Job, JobCreate
 from web.services.auth import Principal
+from web.services.errors import ServiceError
 from web.services.jobs import (
     Reference,
     SubmitLimits,
@@ -34,23 +41,45 @@ from web.services.jobs import (
 
 log = logging.getLogger("gpupool.intake")
 
+Answer = Submitted | BaseException
+
 
 @dataclass(slots=True)
 class _Pending:
-    user: str
+    asker: Principal
     key: str | None
     jobs: list[Job]
+    # Refused by the checks: answered so, unless its idempotency key made jobs before.
+    refusal: ServiceError | None = None
     result: Future[Submitted] = field(default_factory=Future)
+
+    @property
+    def user(self) -> str:
+        return self.asker.name
+
+
+class _CommitFailed(Exception):
+    """The COMMIT itself failed: whether the batch is stored is not known, so it is not
+    stored again (a resend with the idempotency key finds out)."""
 
 
 class SubmissionIntake:
     def __init__(
-        self, engine: Engine, limits: SubmitLimits, max_age_s: float = 1.0, max_batch: int = 500
+        self,
+        engine: Engine,
+        limits: SubmitLimits,
+        max_age_s: float = 1.0,
+        max_batch: int = 500,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.engine, self.limits = engine, limits
         self.max_age_s, self.max_batch = max_age_s, max_batch
+        self.clock = clock  # the time the requests' `now` is in
         self._reference: tuple[float, Reference] | None = None
-        self._reference_lock = threading.Lock()
+        # refresh() bumps it; data read before a refresh is not kept after it.
+        self._generation = 0
+        self._swap_lock = threading.Lock()  # the generation check and the store, together
+        self._reference_lock = threading.Lock()  # one synchronous load at a time
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._writer: threading.Thread | None = None
 
@@ -67,28 +96,61 @@ class SubmissionIntake:
 
     def refresh(self) -> None:
         """Forget the reference data (a project, quota or node changed here)."""
-        self._reference = None
+        with self._swap_lock:
+            self._generation += 1
+            self._reference = None
 
     def submit(self, asker: Principal, spec: JobCreate, now: float) -> Future[Submitted]:
         """Check now (raises the service's errors); store with the next group commit."""
-        jobs = prepare(self._current_reference(now), asker, spec, now, self.limits)
+        try:
+            pending = _Pending(
+                asker,
+                spec.idempotency_key,
+                prepare(self.reference(now), asker, spec, now, self.limits),
+            )
+        except ServiceError as refusal:
+            if spec.idempotency_key is None:
+                raise
+            # Perhaps a resend of a submission accepted before (its project has closed
+            # since, its quota was lowered): the writer looks the key up, after whatever
+            # was queued before it, and answers with the first jobs if it finds them.
+            pending = _Pending(asker, spec.idempotency_key, [], refusal)
         if self._writer is None:
             self.start()
-        pending = _Pending(asker.name, spec.idempotency_key, jobs)
         self._queue.put(pending)
         return pending.result
 
-    def _current_reference(self, now: float) -> Reference:
+    def reference(self, now: float) -> Reference:
+        """The reference data, read at most max_age_s before `now`."""
         cached = self._reference
         if cached is not None and now - cached[0] < self.max_age_s:
             return cached[1]
         with self._reference_lock:
             cached = self._reference
             if cached is None or now - cached[0] >= self.max_age_s:
-                with read_session(self.engine) as session:
-                    cached = (now, load_reference(session))
-                self._reference = cached
+                return self._load(now)
         return cached[1]
+
+    def _load(self, now: float) -> Reference:
+        generation = self._generation
+        with read_session(self.engine) as session:
+            reference = load_reference(session)
+        with self._swap_lock:
+            if generation == self._generation:
+                self._reference = (now, reference)
+        return reference
+
+    def _keep_reference_fresh(self) -> None:
+        """In the writer, between batches: reload the reference data once it is half its
+        maximum age, so that the requests of a steady stream never load it themselves."""
+        now = self.clock()
+        cached = self._reference
+        if cached is not None and now - cached[0] < self.max_age_s / 2:
+            return
+        try:
+            self._load(now)
+        except Exception:  # the next request loads it, or says why it cannot
+            log.exception("reloading the submissions' reference data failed")
 
     def _write(self) -> None:
         while True:
@@ -105,56 +167,103 @@ class SubmissionIntake:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(item)
+            # A request that went away before its turn (its future cancelled) is not
+            # stored: it got no answer, so it may come again. From here on, none can be.
+            batch = [item for item in batch if item.result.set_running_or_notify_cancel()]
             try:
-                self._commit(batch)
+                if batch:
+                    self._commit(batch)
             except Exception as err:  # answered to every waiting request; the writer goes on
                 log.exception("storing %d submissions failed", len(batch))
                 for item in batch:
-                    if not item.result.done():
-                        item.result.set_exception(err)
+                    _settle(item.result, err)
+            self._keep_reference_fresh()
 
     def _commit(self, batch: list[_Pending]) -> None:
+        """Store the batch in one transaction; if that fails before its commit, store each
+        submission on its own, so that only a bad one fails (or one whose idempotency key
+        raced in from another server finds its first jobs)."""
         try:
-            with write_session(self.engine) as session:
-                fresh, repeats = self._split(session, batch)
-                store(session, [item.jobs for item in fresh])
-        except IntegrityError:
-            # An idempotency key raced in from another server: store one by one.
-            for item in batch:
-                self._commit_one(item)
-            return
-        for item in fresh:
-            item.result.set_result(Submitted(item.jobs, duplicate=False))
-        for item, earlier in repeats:
-            item.result.set_result(Submitted(earlier, duplicate=True))
+            answers = self._store(batch)
+        except Exception as err:
+            if not _worth_retrying(err):
+                log.error("storing %d submissions failed: %s", len(batch), err)
+                answers = [(item, _cause(err)) for item in batch]
+            else:
+                if len(batch) > 1:
+                    log.warning(
+                        "storing %d submissions together failed (%s); storing them one by one",
+                        len(batch),
+                        type(err).__name__,
+                    )
+                answers = []
+                for item in batch:
+                    try:
+                        answers += self._store([item])
+                    except Exception as one:
+                        log.exception("storing a submission of %s failed", item.user)
+                        answers.append((item, _cause(one)))
+        for item, answer in answers:
+            _settle(item.result, answer)
+
+    def _store(self, batch: list[_Pending]) -> list[tuple[_Pending, Answer]]:
+        """One transaction: each submission's answer, to give once it is committed."""
+        with write_session(self.engine) as session:
+            fresh, answers = self._split(session, batch)
+            store(session, [item.jobs for item in fresh])
+            try:
+                session.commit()
+            except Exception as err:
+                raise _CommitFailed(str(err)) from err
+        return [(item, Submitted(item.jobs, duplicate=False)) for item in fresh] + answers
 
     def _split(
         self, session: Session, batch: list[_Pending]
-    ) -> tuple[list[_Pending], list[tuple[_Pending, list[Job]]]]:
-        """New submissions, and repeats of a key (stored before, or earlier in this batch)."""
+    ) -> tuple[list[_Pending], list[tuple[_Pending, Answer]]]:
+        """New submissions to store, and the answers of the others: repeats of a key
+        (stored before, or earlier in this batch) and refusals."""
         fresh: list[_Pending] = []
-        repeats: list[tuple[_Pending, list[Job]]] = []
+        answers: list[tuple[_Pending, Answer]] = []
         keys = {(item.user, item.key) for item in batch if item.key is not None}
         seen = stored_by_idempotency_keys(session, keys)
         for item in batch:
-            if item.key is None:
-                fresh.append(item)
-                continue
-            known = seen.get((item.user, item.key))
-            if known:
-                repeats.append((item, known))
+            known = seen.get((item.user, item.key)) if item.key is not None else None
+            if item.refusal is not None:
+                # The first jobs, if its maker may still see them; the refusal otherwise.
+                if known and all(item.asker.sees(job.project) for job in known):
+                    answers.append((item, Submitted(known, duplicate=True)))
+                else:
+                    answers.append((item, item.refusal))
+            elif known:
+                answers.append((item, Submitted(known, duplicate=True)))
             else:
                 fresh.append(item)
-                seen[(item.user, item.key)] = item.jobs
-        return fresh, repeats
+                if item.key is not None:
+                    seen[(item.user, item.key)] = item.jobs
+        return fresh, answers
 
-    def _commit_one(self, item: _Pending) -> None:
-        try:
-            with write_session(self.engine) as session:
-                fresh, repeats = self._split(session, [item])
-                store(session, [i.jobs for i in fresh])
-        except Exception as err:
-            item.result.set_exception(err)
-            return
-        earlier = repeats[0][1] if repeats else item.jobs
-        item.result.set_result(Submitted(earlier, duplicate=bool(repeats)))
+
+def _worth_retrying(err: Exception) -> bool:
+    """Whether storing one by one may succeed where the batch failed: not when the commit
+    itself failed (it may have stored the batch) nor when the database is out of reach
+    (each submission would wait for it in turn)."""
+    if isinstance(err, _CommitFailed | OperationalError | InterfaceError):
+        return False
+    return not (isinstance(err, DBAPIError) and err.connection_invalidated)
+
+
+def _cause(err: BaseException) -> BaseException:
+    return err.__cause__ if isinstance(err, _CommitFailed) and err.__cause__ else err
+
+
+def _settle(result: Future[Submitted], answer: Answer) -> None:
+    """Answer a request, unless it was answered (or gave up) already."""
+    if result.done():
+        return
+    try:
+        if isinstance(answer, BaseException):
+            result.set_exception(answer)
+        else:
+            result.set_result(answer)
+    except InvalidStateError:
+        pass

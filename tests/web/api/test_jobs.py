@@ -649,3 +649,48 @@ def test_a_nul_in_a_path_or_query_is_refused_naming_it(
     module_api: Api, path: str, field: str
 ) -> None:
     assert_refusal(module_api.get("admin", path), 422, field, "NUL")
+
+
+# --- resending after the pool changed ------------------------------------------------------
+
+
+def close(api: Api, project: str) -> None:
+    assert api.post("admin", f"/projects/{project}/close", json={}).status_code == 200
+
+
+def lower_the_quota(api: Api, project: str) -> None:
+    quota = {"guaranteed": 0, "limit": 1}
+    assert api.put("admin", f"/projects/{project}/quotas/H100", json=quota).status_code == 200
+
+
+def remove_bob(api: Api, project: str) -> None:
+    assert api.delete("alice", f"/projects/{project}/members/bob").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "status"),
+    [(close, 200), (lower_the_quota, 200), (remove_bob, 422)],
+    ids=["project-closed", "quota-lowered", "no-longer-a-member"],
+)
+def test_a_resent_submission_gets_its_first_jobs_though_it_would_be_refused_now(
+    module_api: Api, change: Any, status: int
+) -> None:
+    """A client that got no answer resends with its key: the jobs it made are its answer,
+    whatever changed since; unless the sender may no longer see them."""
+    api, key = module_api, unique("resent")
+    project = api.add_project(unique("changing"), pi="alice", members=("bob",))
+    spec = body(project=project, gpus=4, flavor="H100", count=2, idempotency_key=key)
+    first = api.post("bob", "/jobs", json=spec)
+    assert first.status_code == 201, first.text
+
+    change(api, project)
+    again = api.post("bob", "/jobs", json=spec)
+
+    assert again.status_code == status, again.text
+    if status == 200:
+        assert again.json()["duplicate"] is True
+        assert [j["id"] for j in again.json()["jobs"]] == [j["id"] for j in first.json()["jobs"]]
+    else:
+        assert_refusal(again, status, "project", "no project")
+    fresh_key = api.post("bob", "/jobs", json=spec | {"idempotency_key": unique("new")})
+    assert fresh_key.status_code in (409, 422), fresh_key.text  # a new submission is refused
