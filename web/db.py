@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
@@ -19,6 +19,9 @@ from web.settings import Settings
 
 READ_ONLY = "gpupool_read_only"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# The PostgreSQL advisory lock migrations take ("gpumigr" in ASCII); the scheduling loop's
+# leader holds another ("gpupool", web/services/leader.py).
+MIGRATION_LOCK_KEY = 0x6770756D696772
 
 
 def make_engine(settings: Settings) -> Engine:
@@ -56,16 +59,26 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+def migrate(engine: Engine) -> tuple[str | None, str | None]:
+    """Bring the schema to the newest revision (idempotent); the revisions before and after.
+
+    On PostgreSQL the migration's transaction first takes an advisory lock of its own, so
+    replicas that start together migrate one at a time: the second waits, then finds the
+    schema new and does nothing. (The lock goes with the transaction.)"""
     from alembic import command
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+        before = MigrationContext.configure(connection).get_current_revision()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+        after = MigrationContext.configure(connection).get_current_revision()
+    return before, after
 
 
 @contextmanager

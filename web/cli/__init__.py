@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from web.cli import accounts, bench, demo, jobs, nodes, projects, quota, serve, simulate
+from web.cli import accounts, bench, db, demo, jobs, nodes, projects, quota, serve, simulate
 
 app = typer.Typer(
     name="gpupool",
@@ -20,6 +20,7 @@ app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
 app.command("simulate")(simulate.simulate_command)
 app.add_typer(bench.app, name="bench")
+app.add_typer(db.app, name="db")
 app.command("submit", context_settings=jobs.SUBMIT_CONTEXT)(jobs.submit_command)
 app.command("queue")(jobs.queue_command)
 app.command("cancel")(jobs.cancel_command)
