@@ -642,8 +642,10 @@ def test_ids_out_of_range_are_refused_not_sent_to_the_database(
         ("/projects/p1%00", "name"),
         ("/projects/p1%00/history", "name"),
         ("/users/%00", "name"),
+        ("/tokens?owner=%00", "owner"),
+        ("/projects?state=active&x=%00", "x"),
     ],
-    ids=["jobs-user", "jobs-project", "jobs-flavor", "project", "history", "user"],
+    ids=["jobs-user", "jobs-project", "jobs-flavor", "project", "history", "user", "owner", "any"],
 )
 def test_a_nul_in_a_path_or_query_is_refused_naming_it(
     module_api: Api, path: str, field: str

@@ -5,9 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
-from web.api.deps import CurrentUser, IdPath, PoolDep, ReadSessionDep, SessionDep
+from web.api.deps import (
+    CurrentUser,
+    IdPath,
+    PoolDep,
+    ReadSessionDep,
+    SessionDep,
+    refuse_nul,
+)
 from web.models import MAX_ID, JobCreate, JobPage, JobPublic, JobState, SubmitResult
 from web.services import jobs
 
@@ -34,7 +41,7 @@ async def submit_job(
     return SubmitResult(jobs=jobs.fresh_public_jobs(result.jobs), duplicate=result.duplicate)
 
 
-@router.get("", response_model=JobPage)
+@router.get("", response_model=JobPage, dependencies=[Depends(refuse_nul)])
 def list_jobs(
     session: ReadSessionDep,
     user: CurrentUser,
