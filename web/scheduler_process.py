@@ -31,6 +31,18 @@ def make_dispatcher(name: str, settings: Settings, clock: Clock) -> Dispatcher:
         from scheduler.runtime.local import LocalProcessDispatcher
 
         return LocalProcessDispatcher(clock, settings.data_dir / "logs")
+    if name == "ray":
+        from scheduler.runtime.ray_dispatcher import RayDispatcher, auth_token
+
+        # Nothing is asked of Ray here: an unreachable or bad address is a warning of the
+        # loop's each tick (submissions queue) until Ray answers.
+        return RayDispatcher(
+            clock,
+            settings.ray_address,
+            token=auth_token(settings.ray_token.get_secret_value()),
+            poll_s=settings.ray_poll_s,
+            grace_s=settings.grace_period_s,
+        )
     if name in ("simulated", "none"):
         from scheduler.runtime.fake import InProcessDispatcher
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# What runs admitted jobs: processes on this machine; nothing, each job "ending" after
-# simulated_run_s; nothing at all (admission only).
-DISPATCHERS = ("local", "simulated", "none")
+# What runs admitted jobs: processes on this machine; Ray jobs on a Ray cluster; nothing,
+# each job "ending" after simulated_run_s; nothing at all (admission only).
+DISPATCHERS = ("local", "ray", "simulated", "none")
 
 
 def default_data_dir() -> Path:
@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     simulated_run_s: float | None = None
     # A standby loop checks for leadership this often.
     leader_poll_s: float = 1.0
+
+    # What runs admitted jobs (one of DISPATCHERS; `serve --dispatcher` sets it). The API
+    # reads jobs' logs from it too.
+    dispatcher: str = "local"
+    # The Ray dispatcher: the Ray dashboard's address (the Jobs API, http://HEAD:8265; empty:
+    # this machine's, http://127.0.0.1:8265) and the cluster's auth token (`ray
+    # get-auth-token`; empty: where Ray's own tools look, RAY_AUTH_TOKEN, the file named by
+    # RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token). Ray is asked about its jobs this often.
+    ray_address: str = ""
+    ray_token: SecretStr = SecretStr("")
+    ray_poll_s: float = 0.5
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -131,6 +131,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gpupool.ray")
 
+DEFAULT_ADDRESS = "http://127.0.0.1:8265"  # the dashboard of a Ray head on this machine
 PIN_PREFIX = "gpupool_node:"
 PIN = 0.001  # of a node's gpupool_node:<name> per job or bundle
 MARK = "gpupool"  # metadata key set to "1" on every job this dispatcher submits
@@ -142,6 +143,46 @@ T = TypeVar("T")
 def pin_resource(node: str) -> str:
     """The custom resource by which a Ray node declares its gpupool name."""
     return PIN_PREFIX + node
+
+
+def dashboard_url(address: str) -> str:
+    """The Jobs API's URL for an address as an operator writes it: empty is this machine's
+    Ray (DEFAULT_ADDRESS), a bare HEAD:PORT is http."""
+    text = address.strip() or DEFAULT_ADDRESS
+    if "://" not in text:
+        text = "http://" + text
+    return text.rstrip("/")
+
+
+def address_problem(url: str) -> str | None:
+    """Why `url` (from dashboard_url) cannot be the Jobs API's address, or None. The SDK
+    would take ray://... as Ray Client (the control plane would become a Ray driver, and
+    block 30 s on a head that does not answer)."""
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("http", "https") or not rest or any(c.isspace() for c in rest):
+        return (
+            f"{url!r} is not the Ray dashboard's URL: give http://HEAD:8265 (the Jobs API), "
+            "not ray://HEAD:10001 (Ray Client) or HEAD:6379 (the GCS)"
+        )
+    return None
+
+
+def auth_token(given: str = "") -> str | None:
+    """The Ray token to send: `given`, else where Ray's own tools find one (RAY_AUTH_TOKEN,
+    the file RAY_AUTH_TOKEN_PATH names, ~/.ray/auth_token); None if there is none. A token
+    sent to a cluster without token auth is ignored by it."""
+    if given.strip():
+        return given.strip()
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return os.environ["RAY_AUTH_TOKEN"].strip()
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH", "") or os.path.join(
+        os.path.expanduser("~"), ".ray", "auth_token"
+    )
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 # The multi-node entrypoint (see the module docstring): argv[1] is the job's own command.
@@ -204,14 +245,16 @@ class RayDispatcher:
         retry_s: float = 5.0,
         adopt_ended_s: float = 7 * 86400.0,
     ) -> None:
-        """`address`: the Ray dashboard's URL (http://head:8265). `poll_s`: poll() asks Ray
+        """`address`: the Ray dashboard's URL (http://head:8265; see dashboard_url: a bad
+        one makes every call a DispatchError, as an unreachable Ray does). `poll_s`: poll() asks Ray
         at most this often (list_jobs returns every job the cluster ever ran). `grace_s`:
         SIGTERM to SIGKILL on a stop. `pending_s`: how long a job may wait in Ray to start
         (or for its group) before it is given up as LOST; PENDING includes installing its
         runtime_env, and Ray itself fails a job PENDING for 15 minutes
         (RAY_JOB_START_TIMEOUT_SECONDS). `python`: the command that runs
         Ray's Python on the nodes (the multi-node launcher's interpreter)."""
-        self.clock, self.address, self.poll_s = clock, address.rstrip("/"), poll_s
+        self.clock, self.address, self.poll_s = clock, dashboard_url(address), poll_s
+        self._bad_address = address_problem(self.address)
         self.grace_s, self.pending_s, self.cpus_per_gpu = grace_s, pending_s, cpus_per_gpu
         self.python, self.timeout_s, self.retry_s = python, timeout_s, retry_s
         self.adopt_ended_s = adopt_ended_s
@@ -456,6 +499,8 @@ class RayDispatcher:
         """Run `action` with a Jobs API client; DispatchError when Ray cannot be reached or
         refuses the token. Ray's own answers (RuntimeError) and the SDK's checks of the
         arguments (TypeError, ValueError) pass through."""
+        if self._bad_address is not None:
+            raise DispatchError(self._bad_address)
         if time.monotonic() < self._down_until:
             raise DispatchError(f"Ray at {self.address} {self._down_error}")
         try:
@@ -475,22 +520,7 @@ class RayDispatcher:
             raise DispatchError(f"Ray at {self.address} {self._down_error}") from err
 
     def _connect(self) -> JobSubmissionClient:
-        try:
-            from ray.job_submission import JobSubmissionClient
-        except ImportError as err:
-            raise DispatchError(f"Ray is not installed here: {err}") from err
-        timeout_s = self.timeout_s
-
-        class Client(JobSubmissionClient):
-            # The SDK sets no timeout: a head that stops answering would hang the loop.
-            def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
-                kwargs.setdefault("timeout", timeout_s)
-                return super()._do_request(method, endpoint, **kwargs)
-
-        try:
-            return Client(self.address, headers=dict(self._headers))
-        except RuntimeError as err:  # the version check answered, but not as a Ray head
-            raise ConnectionError(str(err)) from err
+        return _jobs_client(self.address, self._headers, self.timeout_s)
 
     def _state(self, resource: str, filters: list[Any]) -> list[Any]:
         def listing(_: JobSubmissionClient) -> list[Any]:
@@ -514,6 +544,72 @@ class RayDispatcher:
             raise
         except Exception as err:  # its own errors, odd answers: this refresh goes without
             raise DispatchError(f"Ray's state API: {_short(str(err))}") from err
+
+
+def _jobs_client(address: str, headers: Mapping[str, str], timeout_s: float) -> JobSubmissionClient:
+    """A Jobs API client whose every request has a timeout. Constructing it asks Ray for
+    its version: ConnectionError (or another OSError) if nothing answers as a Ray head."""
+    try:
+        from ray.job_submission import JobSubmissionClient
+    except ImportError as err:
+        raise DispatchError(f"Ray is not installed here: {err}") from err
+
+    class Client(JobSubmissionClient):
+        # The SDK sets no timeout: a head that stops answering would hang the loop.
+        def _do_request(self, method: str, endpoint: str, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", timeout_s)
+            return super()._do_request(method, endpoint, **kwargs)
+
+    try:
+        return Client(address, headers=dict(headers))
+    except RuntimeError as err:  # the version check answered, but not as a Ray head
+        raise ConnectionError(str(err)) from err
+
+
+class UnknownRayJob(DispatchError):
+    """Ray does not know this job (never submitted, or the cluster was restarted since)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+_log_clients: dict[tuple[str, str], JobSubmissionClient] = {}
+_log_clients_lock = threading.Lock()
+
+
+def job_logs(address: str, token: str | None, key: str, timeout_s: float = 10.0) -> str:
+    """The output so far of attempt `key` (job id + attempt: its submission id), read from
+    Ray without a dispatcher (what the API serves; Ray keeps the log on the node that ran
+    the entrypoint). UnknownRayJob if Ray does not know the attempt; DispatchError if Ray
+    cannot be asked (unreachable, refusing the token, a bad address)."""
+    url = dashboard_url(address)
+    problem = address_problem(url)
+    if problem is not None:
+        raise DispatchError(problem)
+    cache_key = (url, token or "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with _log_clients_lock:
+            client = _log_clients.get(cache_key)
+        if client is None:
+            client = _jobs_client(url, headers, timeout_s)
+            with _log_clients_lock:
+                _log_clients[cache_key] = client
+        text: str = client.get_job_logs(key)
+        return text
+    except DispatchError:
+        raise
+    except RuntimeError as err:  # Ray answered with an error
+        if "does not exist" in str(err) or "404" in str(err):
+            raise UnknownRayJob(f"Ray does not know {key}") from err
+        raise DispatchError(f"Ray could not give the logs of {key}: {_short(err)}") from err
+    except Exception as err:
+        with _log_clients_lock:
+            _log_clients.pop(cache_key, None)
+        why = _unreachable(err)
+        if why is None:
+            raise DispatchError(f"Ray could not give the logs of {key}: {_line(err)}") from err
+        raise DispatchError(f"Ray at {url} {why}: {_short(_first(str(err)))}") from err
 
 
 def group_name(key: str) -> str:

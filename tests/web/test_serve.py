@@ -41,7 +41,9 @@ def seeded(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]
 
 
 class Server:
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(
+        self, settings: Settings, log: Path, args: tuple[str, ...] = ("--dispatcher", "none")
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = os.environ | {
@@ -53,7 +55,7 @@ class Server:
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "web.cli", "serve", "--dispatcher", "none"],
+                [sys.executable, "-m", "web.cli", "serve", *args],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -204,3 +206,29 @@ def wait_for_admission(url: str, token: str, job_id: int, timeout: float = 20) -
             return True
         time.sleep(0.1)
     return False
+
+
+def test_an_unreachable_ray_keeps_the_api_up_and_jobs_queued(
+    seeded: tuple[Settings, str], servers: list[Server], tmp_path: Path
+) -> None:
+    """--dispatcher ray with nothing at the Ray address: the API answers and takes jobs, the
+    loop leads and says once a tick that Ray cannot be reached; the jobs wait, queued."""
+    settings, token = seeded
+    ray = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    server = Server(settings, tmp_path / "ray.log", ("--dispatcher", "ray", "--ray-address", ray))
+    servers.append(server)
+    server.wait(leader=True)
+    job_id = submit(server.url, token, "while-ray-is-away")
+    assert job_id is not None
+    deadline = time.time() + 20
+    while f"Ray at {ray} is unreachable" not in server.log.read_text():
+        assert time.time() < deadline, server.log.read_text()
+        time.sleep(0.2)
+    answer = httpx.get(
+        f"{server.url}/api/v1/jobs/{job_id}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert answer.json()["state"] == "queued"
+    assert server.health() == {"status": "ok", "leader": True}
+    assert "Traceback" not in server.log.read_text()

@@ -32,10 +32,23 @@ DatabaseOption = Annotated[
     ),
 ]
 DispatcherOption = Annotated[
-    str,
+    str | None,
     typer.Option(
-        help="What runs admitted jobs: 'local' (processes on this machine), 'simulated' (nothing "
-        "runs; each job 'ends' after GPUPOOL_SIMULATED_RUN_S seconds) or 'none' (admit only)."
+        show_default=False,
+        help="What runs admitted jobs: 'local' (processes on this machine; the default), 'ray' "
+        "(Ray jobs on the Ray cluster at --ray-address), 'simulated' (nothing runs; each job "
+        "'ends' after GPUPOOL_SIMULATED_RUN_S seconds) or 'none' (admit only) "
+        "[env GPUPOOL_DISPATCHER].",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        metavar="URL",
+        show_default=False,
+        help="The Ray dashboard's address, for --dispatcher ray (default http://127.0.0.1:8265) "
+        "[env GPUPOOL_RAY_ADDRESS]. Ray's token: GPUPOOL_RAY_TOKEN, else RAY_AUTH_TOKEN, "
+        "RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token.",
     ),
 ]
 
@@ -45,7 +58,14 @@ def settings_from(**given: Any) -> Settings:
     return Settings(**{k: v for k, v in given.items() if v is not None})
 
 
-def run_server(settings: Settings, dispatcher_name: str, console: Console) -> None:
+def check_dispatcher(settings: Settings) -> None:
+    if settings.dispatcher not in DISPATCHERS:
+        raise fail(
+            f"--dispatcher: unknown {settings.dispatcher!r}; one of: {', '.join(DISPATCHERS)}"
+        )
+
+
+def run_server(settings: Settings, console: Console) -> None:
     import uvicorn
 
     from web.api.app import create_app
@@ -53,8 +73,8 @@ def run_server(settings: Settings, dispatcher_name: str, console: Console) -> No
     from web.pool import build_pool
     from web.scheduler_process import SchedulerProcess, settle_garbage_collector
 
-    if dispatcher_name not in DISPATCHERS:
-        raise fail(f"--dispatcher: unknown {dispatcher_name!r}; one of: {', '.join(DISPATCHERS)}")
+    check_dispatcher(settings)
+    dispatcher_name = settings.dispatcher
     pool = build_pool(settings, dispatcher=None)  # the API's part; the loop runs beside it
     migrate(pool.engine)
     logging.basicConfig(
@@ -70,6 +90,14 @@ def run_server(settings: Settings, dispatcher_name: str, console: Console) -> No
             "machine, so they can read what this user can, the pool's database included. "
             "Use it for a single trusted user; a shared pool runs its jobs on Ray."
         )
+    elif dispatcher_name == "ray":
+        from scheduler.runtime.ray_dispatcher import address_problem, dashboard_url
+
+        url = dashboard_url(settings.ray_address)
+        console.print(f"dispatcher 'ray': jobs run on the Ray cluster at {url}")
+        problem = address_problem(url)
+        if problem is not None:
+            console.print(f"[yellow]warning:[/] {problem}; jobs wait until it is fixed")
     settle_garbage_collector()
     try:
         uvicorn.run(
@@ -90,12 +118,22 @@ def serve_command(
     port: PortOption = None,
     data_dir: DataDirOption = None,
     database_url: DatabaseOption = None,
-    dispatcher: DispatcherOption = "local",
+    dispatcher: DispatcherOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Run the control plane: the REST API and the scheduling loop (one leader per database;
-    a second `serve` on the same database stands by and takes over when the first stops)."""
-    settings = settings_from(host=host, port=port, data_dir=data_dir, database_url=database_url)
-    run_server(settings, dispatcher, Console(stderr=True))
+    a second `serve` on the same database stands by and takes over when the first stops).
+    With --dispatcher ray, a Ray that cannot be reached keeps no one from submitting: the
+    loop warns, and jobs wait until Ray answers."""
+    settings = settings_from(
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        database_url=database_url,
+        dispatcher=dispatcher,
+        ray_address=ray_address,
+    )
+    run_server(settings, Console(stderr=True))
 
 
 def up_command(
@@ -105,19 +143,23 @@ def up_command(
     pool_file: Annotated[
         Path, typer.Option("--pool", help="Pool to seed an empty database with.")
     ] = EXAMPLE_POOL,
-    dispatcher: DispatcherOption = "local",
+    dispatcher: DispatcherOption = None,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Run gpupool on its embedded defaults: SQLite under the data directory, seeded from the
     example pool (sectors, projects, quotas, users), API and scheduling loop on 127.0.0.1.
     Prints the URL and an admin token, and saves both for the CLI."""
     console = Console()
-    settings = settings_from(host=host, port=port, data_dir=data_dir)
+    settings = settings_from(
+        host=host, port=port, data_dir=data_dir, dispatcher=dispatcher, ray_address=ray_address
+    )
+    check_dispatcher(settings)
     token = seed_and_token(settings, pool_file)
     config = save_client_config(settings, token)
     console.print(f"[bold]gpupool[/] is starting at http://{settings.host}:{settings.port}")
     console.print(f"admin token: {token}")
     console.print(f"(saved for the CLI in {config}; try: gpupool queue, gpupool nodes)")
-    run_server(settings, dispatcher, Console(stderr=True))
+    run_server(settings, Console(stderr=True))
 
 
 def seed_and_token(settings: Settings, pool_file: Path) -> str:
