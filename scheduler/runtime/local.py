@@ -75,7 +75,7 @@ class LocalProcessDispatcher:
         return path
 
     def log_path(self, job_id: str, attempt: int) -> Path:
-        return self.log_dir / f"{job_id}-{attempt}.log"
+        return log_file(self.log_dir, job_id, attempt)
 
     def start(self, order: StartOrder) -> None:
         with self._lock:
@@ -185,6 +185,11 @@ class LocalProcessDispatcher:
         else:
             kind, message = EventKind.FAILED, f"killed by signal {_signal_name(-code)}"
         return JobEvent(order.job_id, order.attempt, kind, now, message)
+
+
+def log_file(log_dir: Path, job_id: str, attempt: int) -> Path:
+    """Where an attempt's output goes (the API reads it from there: web/services/logs.py)."""
+    return log_dir / f"{job_id}-{attempt}.log"
 
 
 def _env_vars(runtime_env: Mapping[str, Any]) -> dict[str, str]:

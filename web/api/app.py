@@ -25,11 +25,19 @@ from web.services.errors import (
     NotFound,
     ServiceError,
     Unauthenticated,
+    Unavailable,
 )
 
 log = logging.getLogger("gpupool.api")
 
-STATUS = {Invalid: 422, NotFound: 404, Forbidden: 403, Conflict: 409, Unauthenticated: 401}
+STATUS = {
+    Invalid: 422,
+    NotFound: 404,
+    Forbidden: 403,
+    Conflict: 409,
+    Unauthenticated: 401,
+    Unavailable: 503,
+}
 
 
 def create_app(pool: Pool) -> FastAPI:

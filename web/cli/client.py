@@ -254,6 +254,25 @@ class Client:
     ) -> Any:
         """The decoded JSON answer; ApiError if the server refuses. A server that cannot be
         reached or answers nonsense ends the command here (exit 1)."""
+        response = self.send(method, path, params=params, body=body)
+        try:
+            return response.json()
+        except ValueError:
+            raise error(
+                f"{self.target.server} answered {method} {path} with something that is not "
+                "JSON; is it a gpupool server?"
+            ) from None
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> httpx.Response:
+        """The server's answer as it came (for answers that are not JSON); ApiError if the
+        server refuses. A server that cannot be reached ends the command here (exit 1)."""
         server = self.target.server
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != []}
         try:
@@ -273,13 +292,7 @@ class Client:
         except httpx.HTTPError as err:
             raise error(f"talking to the gpupool server at {server} failed: {err}") from None
         if response.is_success:
-            try:
-                return response.json()
-            except ValueError:
-                raise error(
-                    f"{server} answered {method} {path} with something that is not JSON; "
-                    "is it a gpupool server?"
-                ) from None
+            return response
         raise _api_error(response)
 
     def call(

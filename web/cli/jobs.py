@@ -1,10 +1,13 @@
-"""`gpupool submit`, `gpupool queue`, `gpupool cancel`: jobs, as sbatch, squeue and scancel."""
+"""`gpupool submit`, `gpupool queue`, `gpupool cancel`, `gpupool logs`: jobs, as sbatch,
+squeue, scancel and `tail [-f]` of a job's output."""
 
 from __future__ import annotations
 
 import os
 import re
 import shlex
+import sys
+import time as clock
 from typing import Annotated, Any
 
 import typer
@@ -30,7 +33,7 @@ from web.cli.client import (
     table,
     usage_error,
 )
-from web.enums import JobState
+from web.enums import FINAL_JOB_STATE_VALUES, JobState
 
 # After the first word of the command, every argument is the command's (as with sbatch's
 # script arguments): `gpupool submit -p P -g 1 python train.py --lr 3e-4` works without `--`.
@@ -311,6 +314,87 @@ def cancel_command(
             say(f"Cancelling job {job_id}: it is {job['state']}; it is being stopped")
     if failed:
         raise typer.Exit(code=1)
+
+
+FOLLOW_POLL_S = 1.0  # `logs -f` asks for more this often
+
+
+def logs_command(
+    job_id: Annotated[int, typer.Argument(metavar="JOBID", help="The job.")],
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep printing what the job writes until it ends (a requeued job: attempt "
+            "after attempt).",
+        ),
+    ] = False,
+    attempt: Annotated[
+        int | None,
+        typer.Option(
+            "--attempt", min=1, show_default=False, help="This attempt (default: the latest)."
+        ),
+    ] = None,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """A job's output (stdout and stderr together) as it ran: from its log file (the local
+    dispatcher) or from Ray. With -f, waits for the job to start and follows it to its end,
+    then says how it ended (on stderr)."""
+    client = connect(server, token)
+    number, offset, waiting_said = attempt, 0, False
+    while True:
+        try:
+            answer = client.send(
+                "GET", f"/jobs/{job_id}/logs", params={"attempt": number, "offset": offset}
+            )
+        except ApiError as err:
+            if not (follow and err.status == 503):
+                client.fail(err)
+            if not waiting_said:  # Ray cannot answer now: a follower waits for it
+                client.report(err)
+                waiting_said = True
+            clock.sleep(FOLLOW_POLL_S)
+            continue
+        waiting_said = False
+        header = answer.headers
+        got, end, size = (int(header[f"X-Gpupool-{n}"]) for n in ("Attempt", "Log-End", "Log-Size"))
+        write_out(answer.content)
+        offset = end
+        if end < size:
+            continue  # more is there already
+        if not follow:
+            return
+        state, done = header["X-Gpupool-Job-State"], header["X-Gpupool-Log-Done"] == "1"
+        if got == 0 and state not in FINAL_JOB_STATE_VALUES:  # not admitted yet
+            clock.sleep(FOLLOW_POLL_S)
+            continue
+        number = got
+        if done and attempt is None and int(header["X-Gpupool-Job-Attempt"]) > got:
+            number, offset = got + 1, 0  # requeued and admitted again: its next attempt
+            note(f"--- job {job_id}, attempt {number} ---")
+            continue
+        if (done and attempt is not None) or state in FINAL_JOB_STATE_VALUES:
+            ended = client.get(f"/jobs/{job_id}")
+            how = f" ({ended['outcome']})" if ended.get("outcome") else ""
+            note(
+                f"job {job_id} {ended['state']}{how}" if attempt is None else f"attempt {got} ended"
+            )
+            return
+        clock.sleep(FOLLOW_POLL_S)
+
+
+def write_out(data: bytes) -> None:
+    """Bytes to stdout as they came (a log is what the job wrote, in whatever encoding)."""
+    if not data:
+        return
+    try:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+    except BrokenPipeError:  # `gpupool logs 5 | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(code=0) from None
 
 
 def entrypoint_of(command: list[str]) -> str:

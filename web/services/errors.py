@@ -33,3 +33,7 @@ class Conflict(ServiceError):
 
 class Unauthenticated(ServiceError):
     """No valid token."""
+
+
+class Unavailable(ServiceError):
+    """Something the pool depends on (Ray, say) cannot answer now; try again later."""

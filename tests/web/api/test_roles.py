@@ -75,6 +75,21 @@ def dave_job(api: Api) -> int:
     return int(api.submit("dave", entrypoint=f"python {SECRET}.py", name=SECRET)["id"])
 
 
+def dave_running_job_with_output(api: Api) -> int:
+    """dave's job in p1, running its first attempt, which has printed p1's secret."""
+    job_id = dave_job(api)
+    api.set_job(job_id, state="running", attempt=1)
+    logs = api.pool.settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (logs / f"{job_id}-1.log").write_text(f"the {SECRET}\n")
+    return job_id
+
+
+def the_output(api: Api, user: str, response: httpx.Response) -> None:
+    assert response.text == f"the {SECRET}\n"
+    assert response.headers["content-type"].startswith("text/plain")
+
+
 def requested_project(api: Api) -> str:
     return api.add_project(
         unique("req"), pi="alice", members=("bob",), state=ProjectState.REQUESTED
@@ -139,6 +154,11 @@ ROWS = [
     Row(
         "GET", "/api/v1/jobs/{job_id}", lambda api: (f"/jobs/{dave_job(api)}", None),
         admin=OK, operator=OK, pi=OK, member=OK, outsider=404,
+    ),
+    Row(
+        "GET", "/api/v1/jobs/{job_id}/logs",
+        lambda api: (f"/jobs/{dave_running_job_with_output(api)}/logs", None),
+        admin=OK, operator=OK, pi=OK, member=OK, outsider=404, check=the_output,
     ),
     Row(
         "POST", "/api/v1/jobs/{job_id}/cancel",
@@ -366,6 +386,7 @@ def test_another_projects_things_look_exactly_like_things_that_do_not_exist(
     job = dave_job(api)
     pairs = [
         (f"/jobs/{job}", "/jobs/987654", str(job), "987654"),
+        (f"/jobs/{job}/logs", "/jobs/987654/logs", str(job), "987654"),
         ("/projects/p1", "/projects/zz", "'p1'", "'zz'"),
         ("/projects/p1/history", "/projects/zz/history", "'p1'", "'zz'"),
     ]

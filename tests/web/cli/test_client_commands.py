@@ -108,14 +108,18 @@ def client_env(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    root = tmp_path_factory.mktemp("cli")
+    yield from running_up(tmp_path_factory.mktemp("cli"), "none")
+
+
+def running_up(root: Path, dispatcher: str) -> Iterator[Pool]:
+    """`gpupool up --dispatcher DISPATCHER` on a data directory under `root`, until closed."""
     env = client_env(root)
     port = free_port()
     data = root / "data"
     log = root / "server.log"
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [*CLI, "up", "--dispatcher", "none", "--port", str(port), "--data-dir", str(data)],
+            [*CLI, "up", "--dispatcher", dispatcher, "--port", str(port), "--data-dir", str(data)],
             cwd=REPO,
             env=env,
             stdout=out,

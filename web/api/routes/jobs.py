@@ -1,4 +1,4 @@
-"""Jobs: submit, list, read, cancel."""
+"""Jobs: submit, list, read, cancel, logs."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from web.api.deps import (
 )
 from web.models import MAX_ID, JobCreate, JobPage, JobPublic, JobState, SubmitResult
 from web.services import jobs
+from web.services.logs import read_logs
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
@@ -75,3 +76,47 @@ def cancel_job(job_id: IdPath, session: SessionDep, user: CurrentUser, pool: Poo
     session.commit()
     pool.job_submitted()
     return jobs.public_jobs(session, [job])[0]
+
+
+LOG_HEADERS = {
+    "X-Gpupool-Attempt": "the attempt these logs are of (0: the job has not been admitted yet)",
+    "X-Gpupool-Job-Attempt": "the job's latest attempt",
+    "X-Gpupool-Job-State": "the job's state",
+    "X-Gpupool-Log-End": "the offset after this answer: ask from there for what follows",
+    "X-Gpupool-Log-Size": "the log's length now (more to read while End < Size)",
+    "X-Gpupool-Log-Done": "1 once the attempt is over: its log will not grow",
+}
+
+
+@router.get(
+    "/{job_id}/logs",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"text/plain": {}},
+            "description": "The attempt's output (bytes from `offset`, at most 4 MiB)",
+            "headers": {name: {"description": text} for name, text in LOG_HEADERS.items()},
+        }
+    },
+)
+def job_logs(
+    job_id: IdPath,
+    user: CurrentUser,
+    pool: PoolDep,
+    attempt: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    offset: Annotated[int, Query(ge=0, le=2**53)] = 0,
+) -> Response:
+    """A job's output: of its latest attempt, or of `attempt`; from byte `offset` on. A
+    follower (`gpupool logs -f`) asks again from X-Gpupool-Log-End until
+    X-Gpupool-Log-Done, then goes on to the next attempt until the job has ended."""
+    found = read_logs(pool.engine, pool.settings, user, job_id, attempt, offset)
+    headers = {
+        "X-Gpupool-Attempt": str(found.attempt),
+        "X-Gpupool-Job-Attempt": str(found.job_attempt),
+        "X-Gpupool-Job-State": found.state,
+        "X-Gpupool-Log-End": str(found.end),
+        "X-Gpupool-Log-Size": str(found.size),
+        "X-Gpupool-Log-Done": "1" if found.done else "0",
+        "Cache-Control": "no-store",
+    }
+    return Response(found.text, media_type="text/plain; charset=utf-8", headers=headers)
