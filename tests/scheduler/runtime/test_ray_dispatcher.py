@@ -386,8 +386,8 @@ def test_a_job_ray_cannot_place_is_given_up_after_pending_s(cluster: LocalRayClu
     d.start(single)
     d.start(gang)
 
-    lost = wait_for(d, single.key, ENDED, timeout_s=15)[-1]
-    gang_lost = wait_for(d, gang.key, ENDED, timeout_s=30)[-1]
+    lost = wait_for(d, single.key, ENDED, timeout_s=60)[-1]
+    gang_lost = wait_for(d, gang.key, ENDED, timeout_s=60)[-1]
 
     assert lost.kind is EventKind.LOST
     assert lost.message == (
