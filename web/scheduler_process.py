@@ -102,8 +102,15 @@ def _main(
     pool = build_pool(settings, make_dispatcher(dispatcher, settings, clock), clock, wake=wake)
     loop = pool.loop
     assert loop is not None
-    signal.signal(signal.SIGTERM, lambda *_: loop.stop())
-    signal.signal(signal.SIGINT, lambda *_: loop.stop())
+
+    def stop_loop(*_: object) -> None:
+        # Not loop.stop() here: the handler runs in the thread that may be waiting on the
+        # wake event, and setting a multiprocessing Event from within its own wait()
+        # deadlocks (set() waits for the sleepers to wake).
+        threading.Thread(target=loop.stop, name="stop", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop_loop)
+    signal.signal(signal.SIGINT, stop_loop)
 
     def watch_parent() -> None:
         while os.getppid() == parent:

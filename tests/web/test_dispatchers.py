@@ -3,6 +3,7 @@ token and grace period of the settings, and Ray's own token file when no token i
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,26 @@ def test_an_address_that_is_not_the_dashboards_fails_every_call_without_waiting(
         d.known()
     assert not caught.value.permanent
     assert d.poll() == []
+
+
+def test_the_loop_process_stops_at_once_when_asked(settings: Settings) -> None:
+    """SIGTERM to the loop's process (SchedulerProcess.stop) ends it within a tick: its
+    handler must not set the wake event from inside that event's own wait (a deadlock that
+    made every stop wait for the 30 s kill)."""
+    from web.db import make_engine, migrate
+    from web.scheduler_process import SchedulerProcess
+
+    engine = make_engine(settings)
+    migrate(engine)
+    engine.dispose()
+    loop = SchedulerProcess(settings.model_copy(update={"loop_interval_s": 5.0}), "none")
+    loop.start()
+    deadline = time.monotonic() + 30
+    while not loop.leading():  # it is waiting on its wake event now, between ticks
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    time.sleep(0.5)
+    began = time.monotonic()
+    loop.stop(timeout=20)
+    assert time.monotonic() - began < 5
+    assert loop.process.exitcode == 0
