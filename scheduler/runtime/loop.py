@@ -89,6 +89,8 @@ class SchedulingLoop:
         self._unapplied: list[JobEvent] = []
         self._unreported_failures: dict[str, tuple[StartOrder, DispatchError]] = {}
         self._claimed = False  # whether this leadership was claimed in the records
+        self._engine_error: str | None = None  # what the dispatcher said when it last failed
+        self._engine_warned_at = 0.0
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.leading = False
         self.ticks = 0
@@ -224,7 +226,20 @@ class SchedulingLoop:
             step()
         except Deposed:
             self._stand_by("a newer leader claimed the records")
-        except DispatchError as err:  # the engine is away: say so once a tick, no traceback
-            log.warning("the dispatcher cannot answer (%s); retrying next tick", err)
+        except DispatchError as err:  # the engine is away: no traceback, and said once a
+            self._engine_away(str(err))  # minute while it stays away the same way
         except Exception:  # the loop must outlive a bad tick; the error is logged in full
             log.exception("scheduling tick failed; retrying next tick")
+        else:
+            if self._engine_error is not None:
+                log.info("the dispatcher answers again")
+                self._engine_error = None
+
+    def _engine_away(self, error: str, every_s: float = 60.0) -> None:
+        now = time.monotonic()
+        if error != self._engine_error or now - self._engine_warned_at >= every_s:
+            log.warning("the dispatcher cannot answer (%s); retrying each tick", error)
+            self._engine_warned_at = now
+        else:
+            log.debug("the dispatcher cannot answer (%s)", error)
+        self._engine_error = error
