@@ -11,6 +11,7 @@ import pytest
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from tests.scheduler.runtime.ray_cluster import LocalRayCluster
     from web.settings import Settings
 
 SMALL_POOL = """
@@ -39,6 +40,27 @@ name = "b"
 sector = "research"
 quotas = { H100 = { guaranteed = 8, limit = 16 } }
 """
+
+
+# --- Ray -----------------------------------------------------------------------------------
+# One local Ray cluster for the whole session (starting one takes 5 to 10 s here): a head and
+# two worker "nodes" with fake GPUs, gpu-01 and gpu-02 (4 GPUs each), token auth on (see
+# tests/scheduler/runtime/ray_cluster.py). Tests that use it leave nothing running in it, and
+# each keeps to job ids of its own (Ray keeps every submission id it was given).
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[LocalRayCluster]:
+    from tests.scheduler.runtime.ray_cluster import LocalRayCluster, RayUnavailable
+
+    try:
+        cluster = LocalRayCluster.start({"gpu-01": 4, "gpu-02": 4})
+    except (RayUnavailable, OSError) as err:
+        pytest.skip(f"cannot start a local Ray cluster here: {err}")
+    try:
+        yield cluster
+    finally:
+        cluster.close()
 
 
 @pytest.fixture

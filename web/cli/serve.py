@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from web.cli.simulate import fail
 from web.settings import DISPATCHERS, Settings
+
+if TYPE_CHECKING:
+    from web.ray_head import LocalRayHead
 
 # The database layer and the server load inside the commands that need them, so that every
 # other command starts quickly.
@@ -148,7 +153,9 @@ def up_command(
 ) -> None:
     """Run gpupool on its embedded defaults: SQLite under the data directory, seeded from the
     example pool (sectors, projects, quotas, users), API and scheduling loop on 127.0.0.1.
-    Prints the URL and an admin token, and saves both for the CLI."""
+    Prints the URL and an admin token, and saves both for the CLI. With --dispatcher ray and
+    no --ray-address, uses the Ray running on this machine, or starts a Ray head for as long
+    as it runs (this machine's GPUs, or simulated ones for the pool's nodes)."""
     console = Console()
     settings = settings_from(
         host=host, port=port, data_dir=data_dir, dispatcher=dispatcher, ray_address=ray_address
@@ -159,7 +166,89 @@ def up_command(
     console.print(f"[bold]gpupool[/] is starting at http://{settings.host}:{settings.port}")
     console.print(f"admin token: {token}")
     console.print(f"(saved for the CLI in {config}; try: gpupool queue, gpupool nodes)")
-    run_server(settings, Console(stderr=True))
+    head = None
+    if settings.dispatcher == "ray":
+        settings, head = local_ray(settings, console)
+    if head is not None:
+        # uvicorn re-raises the SIGTERM it stopped for; by default that ends the process
+        # before the head is stopped below.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        run_server(settings, Console(stderr=True))
+    finally:
+        if head is not None:
+            Console(stderr=True).print("stopping the Ray head gpupool started")
+            head.stop()
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def local_ray(settings: Settings, console: Console) -> tuple[Settings, LocalRayHead | None]:
+    """For `up --dispatcher ray`: the Ray given (--ray-address), else the one answering on
+    this machine, else a head started here (its token in the settings). Never fails: a Ray
+    that cannot be had is the loop's warning, and jobs wait."""
+    import threading
+
+    from pydantic import SecretStr
+
+    from scheduler.runtime.clock import SystemClock
+    from scheduler.runtime.ray_dispatcher import DEFAULT_ADDRESS, auth_token
+    from web.db import make_engine
+    from web.ray_head import LocalRayHead, gpus_here, head_token, plan_head, probe
+
+    if settings.ray_address:
+        return settings, None  # the operator's Ray: nothing to start
+    found = probe(DEFAULT_ADDRESS, auth_token(settings.ray_token.get_secret_value()))
+    if found == "ray":
+        console.print(f"using the Ray running at {DEFAULT_ADDRESS}")
+        return settings, None
+    if found is not None:
+        why = (
+            "refuses gpupool's token (set GPUPOOL_RAY_TOKEN: ray get-auth-token)"
+            if found == "refused"
+            else "is not a Ray dashboard"
+        )
+        console.print(f"[yellow]warning:[/] {DEFAULT_ADDRESS} {why}; jobs wait until Ray answers")
+        return settings, None
+    engine = make_engine(settings)
+    try:
+        plan = plan_head(engine, gpus_here(), SystemClock().now())
+    finally:
+        engine.dispose()
+    token = head_token(settings.data_dir)
+    head = LocalRayHead(plan, token, settings.data_dir / "ray-head.log")
+    what = (
+        f"{plan.gpus} simulated GPUs for the pool's {len(plan.nodes)} nodes"
+        if plan.simulated
+        else f"this machine's {plan.gpus} GPUs as node {next(iter(plan.nodes))}"
+        + (" (added to the pool)" if plan.seeded else "")
+    )
+    console.print(f"starting a Ray head on this machine: {what} (log: {head.log})")
+    if not plan.simulated:
+        console.print(
+            "[yellow]note:[/] jobs the pool places on its other nodes wait for those to join "
+            "Ray (ray start --address=THIS:6379 --resources='{\"gpupool_node:NAME\": 1}'), "
+            "else they are lost and requeued; drain the ones that will not (gpupool nodes drain)"
+        )
+    try:
+        head.start()
+    except OSError as err:
+        console.print(f"[yellow]warning:[/] could not start Ray: {err}; jobs wait for a Ray")
+        return settings, None
+    started = time.monotonic()
+
+    def report() -> None:
+        problem = head.wait_ready()
+        if problem is None:
+            took = time.monotonic() - started
+            console.print(f"Ray head ready at {head.address} in {took:.1f} s")
+        else:
+            console.print(f"[yellow]warning:[/] the Ray head did not start: {problem}")
+
+    threading.Thread(target=report, name="ray-head-ready", daemon=True).start()
+    return settings.model_copy(update={"ray_token": SecretStr(token)}), head
 
 
 def seed_and_token(settings: Settings, pool_file: Path) -> str:

@@ -1,8 +1,9 @@
 """The Ray dispatcher against a real local Ray cluster (tests/scheduler/runtime/ray_cluster.py):
 a head and two worker "nodes" with fake GPUs, gpu-01 and gpu-02 (4 GPUs each), started once
-for this module with token auth on. Jobs print where they ran (GPUPOOL_TEST_NODE is each
-node's own name) and which GPUs they got, and the tests read that back with get_job_logs.
-Without a working Ray, the tests that need a cluster are skipped with the reason."""
+for the test session with token auth on (tests/conftest.py). Jobs print where they ran
+(GPUPOOL_TEST_NODE is each node's own name) and which GPUs they got, and the tests read that
+back with get_job_logs. Without a working Ray, the tests that need a cluster are skipped with
+the reason. Job ids here count from 1; other modules on the same cluster keep to their own."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import itertools
 import json
 import shlex
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,22 +34,16 @@ from scheduler.runtime.ray_dispatcher import (
     _log_tail,
     submission,
 )
-from tests.scheduler.runtime.ray_cluster import LocalRayCluster, RayUnavailable, free_port
+from tests.scheduler.runtime.ray_cluster import LocalRayCluster, free_port
 
 ENDED = {EventKind.SUCCEEDED, EventKind.FAILED, EventKind.STOPPED, EventKind.LOST}
 _ids = itertools.count(1)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[LocalRayCluster]:
-    try:
-        ray_cluster = LocalRayCluster.start({"gpu-01": 4, "gpu-02": 4})
-    except (RayUnavailable, OSError) as err:
-        pytest.skip(f"cannot start a local Ray cluster here: {err}")
-    try:
-        yield ray_cluster
-    finally:
-        ray_cluster.close()
+@pytest.fixture
+def cluster(ray_cluster: LocalRayCluster) -> LocalRayCluster:
+    """The session's cluster (tests/conftest.py)."""
+    return ray_cluster
 
 
 def dispatcher(cluster: LocalRayCluster, **options: Any) -> RayDispatcher:
