@@ -42,16 +42,24 @@ def seeded(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, str]]
 
 class Server:
     def __init__(
-        self, settings: Settings, log: Path, args: tuple[str, ...] = ("--dispatcher", "none")
+        self,
+        settings: Settings,
+        log: Path,
+        args: tuple[str, ...] = ("--dispatcher", "none"),
+        env: dict[str, str] | None = None,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = os.environ | {
-            "GPUPOOL_DATA_DIR": str(settings.data_dir),
-            "GPUPOOL_DATABASE_URL": settings.database_url,
-            "GPUPOOL_PORT": str(self.port),
-            "GPUPOOL_LEADER_POLL_S": "0.2",
-        }
+        env = (
+            os.environ
+            | {
+                "GPUPOOL_DATA_DIR": str(settings.data_dir),
+                "GPUPOOL_DATABASE_URL": settings.database_url,
+                "GPUPOOL_PORT": str(self.port),
+                "GPUPOOL_LEADER_POLL_S": "0.2",
+            }
+            | (env or {})
+        )
         self.log = log
         with log.open("wb") as out:
             self.process = subprocess.Popen(
