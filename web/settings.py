@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     # RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token). Ray is asked about its jobs this often.
     ray_address: str = ""
     ray_token: SecretStr = SecretStr("")
-    ray_poll_s: float = 0.5
+    ray_poll_s: float = 0.25
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -208,12 +208,35 @@ class SchedulingLoop:
                 # Wakes between ticks are coalesced: at most one tick per min_gap_s, however
                 # fast jobs arrive (each tick reads the whole pool; a burst is one tick's work).
                 self._stopping.wait(max(0.0, self.min_gap_s - (time.monotonic() - started)))
-                self._wake.wait(self.interval_s)
+                self._wait_for_work(time.monotonic() + self.interval_s)
                 self._wake.clear()
         finally:
             if self.leading:
                 self.leadership.release()
                 self.leading = False
+
+    def _wait_for_work(self, until: float) -> None:
+        """Until `until` (time.monotonic()), a wake, or news from the dispatcher. One that
+        says how often it wants polling (`poll_every_s`, None: not now) is polled at that
+        pace between ticks, and the next tick comes as soon as it reports something: a job
+        running or ended is recorded within that, not within interval_s."""
+        while not self._stopping.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            every: float | None = getattr(self.dispatcher, "poll_every_s", None)
+            if self._wake.wait(left if every is None else min(left, max(every, 0.01))):
+                return
+            if every is None:
+                continue
+            try:
+                events = self.dispatcher.poll()
+            except Exception:  # the tick polls again, and says what goes wrong
+                log.debug("polling between ticks failed", exc_info=True)
+                return
+            if events:
+                self._unapplied += events
+                return
 
     def _stand_by(self, why: str) -> None:
         log.warning("%s; standing by", why)

@@ -92,6 +92,10 @@ class Dispatcher(Protocol):
     def known(self) -> set[str]:
         """The keys (StartOrder.key) of the attempts it is running now."""
 
+    # Optional: `poll_every_s: float | None`, how often the loop should poll it between
+    # ticks now (None: no need), so that what it sees is recorded within that (see
+    # SchedulingLoop._wait_for_work). Dispatchers without it are polled once a tick.
+
 
 class SnapshotSource(Protocol):
     def snapshot(self, now: float) -> Snapshot: ...

@@ -275,6 +275,12 @@ class RayDispatcher:
 
     # -- the Dispatcher port ------------------------------------------------------------
 
+    @property
+    def poll_every_s(self) -> float | None:
+        """While it follows attempts, the loop polls it this often between ticks: Ray does
+        not call back, and a job's start or end is recorded within poll_s of Ray's."""
+        return self.poll_s if self._runs else None
+
     def start(self, order: StartOrder) -> None:
         with self._lock:
             if order.key in self._runs:

@@ -967,3 +967,56 @@ class CountingLeadership:
 
     def release(self) -> None:
         self.released += 1
+
+
+class PolledBetweenTicks(InProcessDispatcher):
+    """A dispatcher that asks to be polled often (as the Ray dispatcher does while it
+    follows jobs: Ray does not call back)."""
+
+    poll_every_s: float | None = 0.05
+
+
+@pytest.mark.parametrize("asks", [True, False])
+def test_a_dispatcher_that_asks_is_polled_between_ticks_and_its_news_ticks_at_once(
+    live: Live, rows: PoolRows, manual_clock: ManualClock, asks: bool
+) -> None:
+    import threading
+    import time
+
+    from scheduler.core import Policy
+    from scheduler.runtime.loop import SchedulingLoop
+    from web.services.scheduling import DbDecisionSink, DbSnapshotSource
+
+    from .conftest import AlwaysLeader
+
+    rows.pool(nodes=1)
+    rows.project("a")
+    job = rows.job("a", gpus=1)
+    dispatcher = (PolledBetweenTicks if asks else InProcessDispatcher)(manual_clock)
+    policy = Policy.gpupool(grace_period_s=GRACE)
+    loop = SchedulingLoop(  # a tick every 30 s unless something happens
+        DbSnapshotSource(live.engine),
+        DbDecisionSink(live.engine, GRACE, policy.half_life_s),
+        dispatcher,
+        manual_clock,
+        policy,
+        AlwaysLeader(),
+        interval_s=30.0,
+    )
+    runner = threading.Thread(target=loop.run)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while rows.get(job).state != JobState.RUNNING.value:  # a start is news too
+            loop.wake()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.2)  # the loop waits for its next tick now
+        dispatcher.finish(str(job), 1)  # the job ends in the engine; no one wakes the loop
+        deadline = time.monotonic() + 1.0
+        while rows.get(job).state != JobState.SUCCEEDED.value and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert (rows.get(job).state == JobState.SUCCEEDED.value) is asks
+    finally:
+        loop.stop()
+        runner.join(timeout=10)
