@@ -582,3 +582,22 @@ def test_a_node_missing_once_from_rays_list_stops_nothing() -> None:
     d.fake.set(start.key, "STOPPED")
     [lost] = d.poll()
     assert (lost.kind, lost.message) == (EventKind.LOST, "node gpu-02 left")
+
+
+def test_job_logs_without_a_dispatcher_tell_an_unknown_job_from_a_ray_away(
+    cluster: LocalRayCluster,
+) -> None:
+    from scheduler.runtime.ray_dispatcher import UnknownRayJob, job_logs
+
+    d = dispatcher(cluster)
+    start = order((("gpu-01", 1),), "echo hello from $GPUPOOL_JOB_ID")
+    d.start(start)
+    wait_for(d, start.key, ENDED)
+    assert f"hello from {start.job_id}" in job_logs(cluster.address, cluster.token, start.key)
+    with pytest.raises(UnknownRayJob):
+        job_logs(cluster.address, cluster.token, "999999-1")
+    with pytest.raises(DispatchError, match="refused the token") as refused:
+        job_logs(cluster.address, "not-the-token", start.key)
+    assert not isinstance(refused.value, UnknownRayJob)
+    with pytest.raises(DispatchError, match="is unreachable"):
+        job_logs(f"http://127.0.0.1:{free_port()}", cluster.token, start.key)
