@@ -137,19 +137,26 @@ def probe(address: str, token: str | None, timeout_s: float = 1.0) -> str | None
     return "ray" if is_ray else "other"
 
 
-def head_command(plan: HeadPlan, ray: str) -> list[str]:
+def head_command(
+    plan: HeadPlan,
+    ray: str,
+    gcs_port: int = GCS_PORT,
+    dashboard_port: int = DASHBOARD_PORT,
+    extra: tuple[str, ...] = (),
+) -> list[str]:
     resources = {pin_resource(name): 1 for name in plan.nodes}
     return [
         ray,
         "start",
         "--head",
         "--block",
-        f"--port={GCS_PORT}",
+        f"--port={gcs_port}",
         "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={DASHBOARD_PORT}",
+        f"--dashboard-port={dashboard_port}",
         f"--num-gpus={plan.gpus}",
         f"--resources={json.dumps(resources, separators=(',', ':'))}",
         "--disable-usage-stats",
+        *extra,
     ]
 
 
@@ -167,9 +174,24 @@ def head_env(token: str, base: Mapping[str, str] | None = None) -> dict[str, str
 class LocalRayHead:
     """A `ray start --head --block` process this gpupool started (and stops)."""
 
-    def __init__(self, plan: HeadPlan, token: str, log: Path) -> None:
+    def __init__(
+        self,
+        plan: HeadPlan,
+        token: str,
+        log: Path,
+        gcs_port: int = GCS_PORT,
+        dashboard_port: int = DASHBOARD_PORT,
+        extra: tuple[str, ...] = (),
+    ) -> None:
+        """`extra`: more `ray start` options (a private --temp-dir, ports of its own: the
+        benchmark's head beside any other Ray of the machine)."""
         self.plan, self.token, self.log = plan, token, log
-        self.address = DEFAULT_ADDRESS
+        self.ports, self.extra = (gcs_port, dashboard_port), extra
+        self.address = (
+            DEFAULT_ADDRESS
+            if dashboard_port == DASHBOARD_PORT
+            else f"http://127.0.0.1:{dashboard_port}"
+        )
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -179,7 +201,7 @@ class LocalRayHead:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                head_command(self.plan, str(ray)),
+                head_command(self.plan, str(ray), *self.ports, extra=self.extra),
                 env=head_env(self.token),
                 stdin=subprocess.DEVNULL,
                 stdout=out,

@@ -1,5 +1,6 @@
 """`make bench`: the allocation core's cycle times, submissions over HTTP (SQLite and
-PostgreSQL) and the Philly replay under each policy.
+PostgreSQL), jobs through the whole path on a local Ray (one at a time and in a burst with a
+control-plane restart) and the Philly replay under each policy.
 
 Prints one JSON object per benchmark, then a Markdown table of the replays for the README.
 The Philly trace is read from ../shared/traces (never copied into the project); without it
@@ -82,6 +83,8 @@ def bench_api() -> None:
 def main() -> None:
     gpupool("bench", "cycle", "--nodes", "10000", "--pending", "100000", "--projects", "1000")
     bench_api()
+    gpupool("bench", "dispatch", "--jobs", "50", "--rate", "0.5", "--compare-ray")
+    gpupool("bench", "dispatch", "--jobs", "50", "--restart")
     if not PHILLY.exists():
         print(f"skipped the Philly replays: {PHILLY} is not there", file=sys.stderr)
         return

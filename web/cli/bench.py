@@ -63,3 +63,35 @@ def api_command(
     for key, value in result.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     Console().print(table)
+
+
+@app.command("dispatch")
+def dispatch_command(
+    jobs: Annotated[int, typer.Option(min=1, help="Jobs to run (1 GPU each).")] = 50,
+    nodes: Annotated[int, typer.Option(min=1, help="8-GPU nodes (simulated) in Ray.")] = 8,
+    run_s: Annotated[float, typer.Option(min=0.1, help="How long each job runs.")] = 2.0,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Submissions per second (0: all at once).")
+    ] = 0.0,
+    restart: Annotated[
+        bool, typer.Option(help="SIGKILL the server half-way through and start it again.")
+    ] = False,
+    compare_ray: Annotated[
+        bool, typer.Option(help="Then the same jobs straight to Ray, for comparison.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Short jobs through the whole path on a local Ray (a head of its own, a real server):
+    admission to RUNNING, throughput, and nothing lost or run twice."""
+    from web.bench_dispatch import bench_dispatch
+
+    result = bench_dispatch(jobs, nodes, run_s, rate, restart, compare_ray)
+    if as_json:
+        print(json.dumps(result))
+        return
+    table = Table(title="gpupool bench dispatch")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    Console().print(table)
