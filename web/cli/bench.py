@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,15 +24,7 @@ def cycle_command(
 ) -> None:
     """Time one scheduling cycle on a busy synthetic pool, full and incremental."""
     result = bench_cycle(nodes, pending, projects, repeats)
-    if as_json:
-        print(json.dumps(result))
-        return
-    table = Table(title="gpupool bench cycle")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
+    show(result, "cycle", as_json)
 
 
 @app.command("api")
@@ -54,15 +46,7 @@ def api_command(
     from web.bench import bench_api
 
     result = bench_api(seconds, clients, database_url, nodes, run_s)
-    if as_json:
-        print(json.dumps(result))
-        return
-    table = Table(title="gpupool bench api")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
-    Console().print(table)
+    show(result, "api", as_json)
 
 
 @app.command("dispatch")
@@ -86,10 +70,15 @@ def dispatch_command(
     from web.bench_dispatch import bench_dispatch
 
     result = bench_dispatch(jobs, nodes, run_s, rate, restart, compare_ray)
+    show(result, "dispatch", as_json)
+
+
+def show(result: dict[str, Any], bench: str, as_json: bool) -> None:
+    """One JSON object, or a table of the figures for people."""
     if as_json:
         print(json.dumps(result))
         return
-    table = Table(title="gpupool bench dispatch")
+    table = Table(title=f"gpupool bench {bench}")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in result.items():
