@@ -134,3 +134,20 @@ def engine(settings: Settings) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+CLOCK_START = 1_700_000_000.0  # test clocks start here (2023-11-14), an ordinary epoch time
+
+
+class ManualClock:
+    """The Clock port, moved only by the test."""
+
+    def __init__(self, t: float = CLOCK_START) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> float:
+        self.t += seconds
+        return self.t

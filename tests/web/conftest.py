@@ -21,7 +21,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func
 from sqlmodel import select
 
-from tests.conftest import PG_SKIP_REASON, PG_URL_VARIABLE, _fresh_pg_database
+from tests.conftest import (
+    CLOCK_START,
+    PG_SKIP_REASON,
+    PG_URL_VARIABLE,
+    ManualClock,
+    _fresh_pg_database,
+)
 from web.api.app import create_app
 from web.db import make_engine, migrate, read_session, write_session
 from web.models import (
@@ -44,7 +50,7 @@ from web.settings import Settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-START = 1_700_000_000.0  # the pool's clock starts here (2023-11-14)
+START = CLOCK_START  # the pool's clock starts here
 
 POOL_TOML = """
 [simulation]
@@ -138,19 +144,6 @@ _names = itertools.count(1)
 def unique(prefix: str) -> str:
     """A name no other test uses (tests sharing `module_api` keep apart by these)."""
     return f"{prefix}-{next(_names)}"
-
-
-class ManualClock:
-    """The pool's clock, moved only by the test."""
-
-    def __init__(self, now: float = START) -> None:
-        self.t = now
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @dataclass

@@ -26,6 +26,7 @@ from scheduler.core import Policy
 from scheduler.runtime.fake import InProcessDispatcher
 from scheduler.runtime.loop import SchedulingLoop, TickReport
 from scheduler.runtime.ports import Dispatcher, DispatchError, StartOrder
+from tests.conftest import CLOCK_START, ManualClock
 from web.db import write_session
 from web.models import (
     Allocation,
@@ -46,23 +47,9 @@ from web.models import (
 from web.services.auth import Principal
 from web.services.scheduling import DbDecisionSink, DbSnapshotSource
 
-T0 = 1_700_000_000.0  # the clock's start: an ordinary epoch time
+T0 = CLOCK_START  # the clock's start
 GRACE = 120.0  # preemption and cancel grace period, as Settings.grace_period_s
 HOUR = 3600.0
-
-
-class ManualClock:
-    """The Clock port, moved only by the test."""
-
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> float:
-        self.t += seconds
-        return self.t
 
 
 class AlwaysLeader:
