@@ -6,6 +6,7 @@ schema is created and upgraded by Alembic (web/migrations), never by create_all.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlmodel import Session
 from web.settings import Settings
 
 READ_ONLY = "gpupool_read_only"
+_CURSORS = "gpupool_open_cursors"
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # The PostgreSQL advisory lock migrations take ("gpumigr" in ASCII); the scheduling loop's
 # leader holds another ("gpupool", web/services/leader.py).
@@ -36,6 +38,8 @@ def make_engine(settings: Settings) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+        event.listen(engine, "after_cursor_execute", _sqlite_track_cursor)
+        event.listen(engine.pool, "checkin", _sqlite_close_cursors)
         return engine
     return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
 
@@ -57,6 +61,20 @@ def _sqlite_begin(connection: Connection) -> None:
     # another writer committed in between. Read-only sessions begin deferred and never wait.
     read_only = connection.get_execution_options().get(READ_ONLY, False)
     connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def _sqlite_track_cursor(
+    connection: Connection, cursor: Any, statement: str, params: Any, context: Any, many: bool
+) -> None:
+    connection.info.setdefault(_CURSORS, weakref.WeakSet()).add(cursor)
+
+
+def _sqlite_close_cursors(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    # A result left half-read keeps its statement open, and SQLite keeps that statement's
+    # read snapshot after ROLLBACK: every later read on this pooled connection would see
+    # the database as it was. Closing the cursors when the connection is given back ends it.
+    for cursor in list(record.info.pop(_CURSORS, ())):
+        cursor.close()
 
 
 def migrate(engine: Engine) -> tuple[str | None, str | None]:

@@ -169,3 +169,26 @@ def test_gpupool_db_upgrade_says_what_went_wrong_and_hides_the_password(tmp_path
     assert done.returncode == 2
     assert "127.0.0.1:1/pool" in done.stderr and "s3cret" not in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_half_read_result_does_not_leave_its_connection_reading_the_past(
+    settings: Settings, engine: Engine
+) -> None:
+    """SQLite keeps a half-read statement's snapshot past ROLLBACK; the connection must not
+    carry it back to the pool (the next reads on it would see old data forever)."""
+    from sqlalchemy import text
+
+    from web.db import read_session, write_session
+
+    with write_session(engine) as s:
+        s.execute(text("INSERT INTO sectors (name, weight) VALUES ('a', 1), ('b', 1)"))
+    with read_session(engine) as s:
+        rows = s.execute(text("SELECT weight FROM sectors ORDER BY name")).scalars()
+        assert next(iter(rows)) == 1.0  # and the rest is never read
+    other = make_engine(settings)  # another writer, as another process would be
+    with write_session(other) as s:
+        s.execute(text("UPDATE sectors SET weight = 5"))
+    other.dispose()
+    for _ in range(3):  # whichever pooled connection answers
+        with read_session(engine) as s:
+            assert s.execute(text("SELECT weight FROM sectors")).scalars().all() == [5.0, 5.0]
