@@ -2,7 +2,9 @@
 
 Each tick:
   1. Events     what the dispatcher saw since the last tick (running, ended, stopped) is
-                applied to the records.
+                applied to the records; and, from a dispatcher that can tell, which nodes
+                the engine has: a node that left it goes down (no new jobs there), one
+                that is back returns to service.
   2. Snapshot   the pool as the records have it.
   3. Plan       scheduler.core.plan: pure, the same as the simulator runs.
   4. Assume     the sink records the plan in one transaction: admitted jobs hold their GPUs
@@ -37,6 +39,7 @@ from scheduler.runtime.ports import (
     EventKind,
     JobEvent,
     Leadership,
+    NodeSighting,
     Recorded,
     SnapshotSource,
     StartOrder,
@@ -144,6 +147,7 @@ class SchedulingLoop:
             report.events = len(self._unapplied)
             self._unapplied = []
         self._report_failures()
+        self._sight_nodes(now)
         snapshot = self.source.snapshot(now)  # 2
         decided = plan(snapshot, self.policy, now)  # 3
         recorded = self.sink.record(snapshot, decided, now)  # 4
@@ -151,6 +155,16 @@ class SchedulingLoop:
         self._dispatch(recorded, report)  # 5
         self.ticks += 1
         return report
+
+    def _sight_nodes(self, now: float) -> None:
+        sight: Callable[[], NodeSighting | None] | None = getattr(
+            self.dispatcher, "sight_nodes", None
+        )
+        sighting = sight() if sight is not None else None
+        if sighting is not None:
+            changed = self.sink.sight_nodes(sighting, now)
+            if changed:
+                log.info("nodes changed with the engine's node list: %s", ", ".join(changed))
 
     def _dispatch(self, recorded: Recorded, report: TickReport) -> None:
         for order in recorded.starts:

@@ -70,6 +70,16 @@ class JobEvent:
     message: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class NodeSighting:
+    """Which pool nodes the engine has now (by gpupool name), from a dispatcher that can
+    tell. A registered node missing from `present` is taken out of service with
+    `absent_reason`, and returns to service once it is present again."""
+
+    present: frozenset[str]
+    absent_reason: str
+
+
 class DispatchError(Exception):
     """A start the dispatcher refused. Permanent: the job cannot run as given (say, a
     runtime_env the engine rejects) and fails; otherwise it is requeued."""
@@ -95,6 +105,10 @@ class Dispatcher(Protocol):
     # Optional: `poll_every_s: float | None`, how often the loop should poll it between
     # ticks now (None: no need), so that what it sees is recorded within that (see
     # SchedulingLoop._wait_for_work). Dispatchers without it are polled once a tick.
+    #
+    # Optional: `sight_nodes() -> NodeSighting | None`, the nodes the engine has, when it
+    # has a new answer (None: nothing new, or it cannot tell now). Dispatchers without it
+    # leave node health to the agents.
 
 
 class SnapshotSource(Protocol):
@@ -134,6 +148,11 @@ class DecisionSink(Protocol):
 
     def active_attempts(self) -> list[tuple[str, int]]:
         """(job id, attempt) of every attempt the records say holds GPUs."""
+
+    def sight_nodes(self, sighting: NodeSighting, now: float) -> list[str]:
+        """Take the nodes in service that the engine lacks out of it (down, with the
+        sighting's reason), return to service those taken out for that reason that it has
+        again; the names of the nodes changed."""
 
 
 class Leadership(Protocol):

@@ -70,6 +70,10 @@ Ray timestamps (ends, and starts seen only after the end) are Ray's, when the cl
 behind them (a wall clock). Each refresh is one list_jobs and one node list (the state API),
 and one placement-group query per multi-node job waiting for its group.
 
+Nodes: `sight_nodes()` lists Ray's live nodes every `nodes_every_s`; the loop takes a
+registered node Ray lacks (in two lists in a row) out of service, down with ABSENT_REASON, so
+no job is planned where Ray cannot run it, and returns it to service once Ray has it again.
+
 Stop: `stop_job` sends SIGTERM to the entrypoint and all its processes; Ray itself sends
 SIGKILL after RAY_JOB_STOP_WAIT_TIME_S (default 3 s), which its job supervisor reads from its
 environment, i.e. from the job's runtime_env: every job gets `grace_s` there (the pool's
@@ -121,6 +125,7 @@ from scheduler.runtime.ports import (
     DispatchError,
     EventKind,
     JobEvent,
+    NodeSighting,
     StartOrder,
     StopOrder,
 )
@@ -136,6 +141,7 @@ PIN_PREFIX = "gpupool_node:"
 PIN = 0.001  # of a node's gpupool_node:<name> per job or bundle
 MARK = "gpupool"  # metadata key set to "1" on every job this dispatcher submits
 MAX_EVENTS = 1000  # per poll(): a take-over may find a long history of ended jobs
+ABSENT_REASON = "not in the Ray cluster (no live Ray node declares gpupool_node:<its name>)"
 
 T = TypeVar("T")
 
@@ -244,6 +250,7 @@ class RayDispatcher:
         timeout_s: float = 10.0,
         retry_s: float = 5.0,
         adopt_ended_s: float = 7 * 86400.0,
+        nodes_every_s: float = 10.0,
     ) -> None:
         """`address`: the Ray dashboard's URL (http://head:8265; see dashboard_url: a bad
         one makes every call a DispatchError, as an unreachable Ray does). `poll_s`: poll() asks Ray
@@ -252,12 +259,15 @@ class RayDispatcher:
         (or for its group) before it is given up as LOST; PENDING includes installing its
         runtime_env, and Ray itself fails a job PENDING for 15 minutes
         (RAY_JOB_START_TIMEOUT_SECONDS). `python`: the command that runs
-        Ray's Python on the nodes (the multi-node launcher's interpreter)."""
+        Ray's Python on the nodes (the multi-node launcher's interpreter). `nodes_every_s`:
+        how often sight_nodes() lists Ray's nodes."""
         self.clock, self.address, self.poll_s = clock, dashboard_url(address), poll_s
         self._bad_address = address_problem(self.address)
         self.grace_s, self.pending_s, self.cpus_per_gpu = grace_s, pending_s, cpus_per_gpu
         self.python, self.timeout_s, self.retry_s = python, timeout_s, retry_s
-        self.adopt_ended_s = adopt_ended_s
+        self.adopt_ended_s, self.nodes_every_s = adopt_ended_s, nodes_every_s
+        self._next_sighting = 0.0
+        self._last_alive: set[str] | None = None  # the node list sight_nodes() saw last
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._jobs_client: JobSubmissionClient | None = None
         self._state_client: StateApiClient | None = None
@@ -339,6 +349,22 @@ class RayDispatcher:
                 f"{e.job_id}-{e.attempt}" for e in self._events if e.kind is not EventKind.RUNNING
             }
             return set(self._runs) | unreported
+
+    def sight_nodes(self) -> NodeSighting | None:
+        """The pool nodes Ray has (a node counts as present if it was alive in either of
+        the last two node lists: missing once takes no node out), at most every
+        `nodes_every_s`; None in between, and when Ray cannot be asked."""
+        with self._lock:
+            if time.monotonic() < self._next_sighting:
+                return None
+            self._next_sighting = time.monotonic() + self.nodes_every_s
+            alive = self._alive_nodes()
+            if alive is None:
+                return None
+            last, self._last_alive = self._last_alive, alive
+            if last is None:
+                return None
+            return NodeSighting(frozenset(alive | last), ABSENT_REASON)
 
     # -- more -----------------------------------------------------------------------------
 

@@ -86,7 +86,10 @@ def set_drain(
     if node is None:
         raise NotFound(f"no node {name!r}", field="node")
     if node.state == NodeStateName.DOWN.value:
-        raise Conflict(f"node {name!r} is down; it returns when its agent reports again")
+        raise Conflict(
+            f"node {name!r} is down ({node.state_reason or 'no reason given'}); it returns to "
+            "service by itself once it is back"
+        )
     target = NodeStateName.DRAINING if draining else NodeStateName.UP
     record_change(
         session, asker.name, f"node:{name}", "state", node.state, target.value, now, reason

@@ -20,6 +20,7 @@ from scheduler.runtime.ports import (
     DispatchError,
     EventKind,
     JobEvent,
+    NodeSighting,
     Recorded,
     StartOrder,
     StopOrder,
@@ -34,11 +35,13 @@ from web.models import (
     JobState,
     Leadership,
     Node,
+    NodeStateName,
     Project,
     ProjectState,
     Quota,
     Sector,
 )
+from web.services.changes import record_change
 from web.services.projects import expire_projects
 
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
@@ -568,6 +571,44 @@ class DbDecisionSink:
                 )
                 row.usage_at = max(row.usage_at, latest)
                 s.add(row)
+
+    # --- 1. nodes the engine has ------------------------------------------------------------
+
+    def sight_nodes(self, sighting: NodeSighting, now: float) -> list[str]:
+        """Nodes in service the engine lacks go down with the sighting's reason (their jobs
+        are the dispatcher's to report lost); nodes down for that very reason that it has
+        again come back up. Draining nodes, and nodes down for another reason (an agent's
+        missed heartbeats), are left as they are."""
+        up, down = NodeStateName.UP.value, NodeStateName.DOWN.value
+        with read_session(self.engine) as s:
+            rows = s.execute(select(N.c.name, N.c.state, N.c.state_reason)).all()
+        leaving = [r.name for r in rows if r.state == up and r.name not in sighting.present]
+        back = [
+            r.name
+            for r in rows
+            if r.state == down
+            and r.state_reason == sighting.absent_reason
+            and r.name in sighting.present
+        ]
+        if not leaving and not back:
+            return []
+        changed = []
+        with write_session(self.engine) as s:
+            self._fence(s)
+            for names, old, new, reason in (
+                (leaving, up, down, sighting.absent_reason),
+                (back, down, up, ""),
+            ):
+                for name in names:
+                    query = update(N).where(N.c.name == name).where(N.c.state == old)
+                    if old == down:
+                        query = query.where(N.c.state_reason == sighting.absent_reason)
+                    result = s.execute(query.values(state=new, state_reason=reason))
+                    if result.rowcount:  # type: ignore[attr-defined]
+                        note = sighting.absent_reason if new == down else "back in the engine"
+                        record_change(s, "scheduler", f"node:{name}", "state", old, new, now, note)
+                        changed.append(name)
+        return changed
 
     # --- 0. a new leader -----------------------------------------------------------------
 

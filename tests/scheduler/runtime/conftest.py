@@ -169,6 +169,13 @@ class PoolRows:
             assert row is not None
             return row
 
+    def node_state(self, name: str) -> tuple[str, str]:
+        """The node's state and the reason for it."""
+        with Session(self.engine) as s:
+            row = s.get(Node, name)
+            assert row is not None
+            return row.state, row.state_reason
+
     def project_row(self, name: str) -> Project:
         with Session(self.engine) as s:
             row = s.get(Project, name)

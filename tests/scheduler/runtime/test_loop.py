@@ -8,6 +8,7 @@ comes back as events on the *next* tick's poll.
 from __future__ import annotations
 
 import pytest
+from sqlmodel import select
 
 from scheduler.core import plan
 from scheduler.runtime.fake import InProcessDispatcher
@@ -16,12 +17,13 @@ from scheduler.runtime.ports import (
     DispatchError,
     EventKind,
     JobEvent,
+    NodeSighting,
     StartOrder,
     StopOrder,
     StopWhy,
 )
-from web.db import write_session
-from web.models import JobState, Project, ProjectState, Quota
+from web.db import read_session, write_session
+from web.models import Change, JobState, Node, Project, ProjectState, Quota
 from web.services import jobs
 
 from .conftest import (
@@ -1020,3 +1022,84 @@ def test_a_dispatcher_that_asks_is_polled_between_ticks_and_its_news_ticks_at_on
     finally:
         loop.stop()
         runner.join(timeout=10)
+
+
+# --- nodes the engine has ----------------------------------------------------------------------
+
+GONE = "not in the engine"
+
+
+class SightingDispatcher(InProcessDispatcher):
+    """Says which nodes the engine has when the test sets `present` (once per setting)."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        super().__init__(clock)
+        self.present: set[str] | None = None
+
+    def sight_nodes(self) -> NodeSighting | None:
+        present, self.present = self.present, None
+        return None if present is None else NodeSighting(frozenset(present), GONE)
+
+
+def test_a_node_the_engine_lacks_goes_down_and_comes_back_when_it_returns(
+    rows: PoolRows, manual_clock: ManualClock
+) -> None:
+    rows.pool(nodes=2)
+    rows.project("a", guaranteed=16, limit=16)
+    engine = SightingDispatcher(manual_clock)
+    live = make_live(rows.engine, manual_clock, engine)
+    engine.present = {"h1"}
+    live.tick()
+    assert rows.node_state("h2") == ("down", GONE)
+    assert rows.node_state("h1") == ("up", "")
+    job = rows.job("a", gpus=8)
+    live.tick()
+    assert pieces_of(rows.allocations(job)) == {("h1", 8)}
+    second = rows.job("a", gpus=8)
+    live.tick()
+    assert rows.get(second).state == JobState.QUEUED  # h2 is down: nothing planned there
+
+    engine.present = {"h1", "h2"}
+    live.tick()
+    assert rows.node_state("h2") == ("up", "")
+    live.tick()
+    assert pieces_of(rows.allocations(second)) == {("h2", 8)}
+    with read_session(rows.engine) as s:
+        changes = s.exec(select(Change).where(Change.subject == "node:h2")).all()
+        seen = [(c.actor, c.old, c.new) for c in changes]
+    assert seen == [
+        ("scheduler", "up", "down"),
+        ("scheduler", "down", "up"),
+    ]
+
+
+def test_nodes_drained_or_down_for_another_reason_are_left_as_they_are(
+    rows: PoolRows, manual_clock: ManualClock
+) -> None:
+    rows.pool(nodes=3)
+    with write_session(rows.engine) as s:
+        for name, state, reason in (("h1", "draining", "maintenance"), ("h2", "down", "agent")):
+            node = s.get(Node, name)
+            assert node is not None
+            node.state, node.state_reason = state, reason
+    engine = SightingDispatcher(manual_clock)
+    live = make_live(rows.engine, manual_clock, engine)
+    engine.present = set()
+    live.tick()
+    engine.present = {"h1", "h2", "h3"}
+    live.tick()
+    assert rows.node_state("h1") == ("draining", "maintenance")
+    assert rows.node_state("h2") == ("down", "agent")
+    assert rows.node_state("h3") == ("up", "")
+
+
+def test_a_deposed_leader_takes_no_node_out(rows: PoolRows, manual_clock: ManualClock) -> None:
+    rows.pool(nodes=2)
+    engine = SightingDispatcher(manual_clock)
+    live = make_live(rows.engine, manual_clock, engine)
+    live.tick()
+    live.new_loop().take_over()  # a newer leader claims the records
+    engine.present = {"h1"}
+    with pytest.raises(Deposed):
+        live.tick()
+    assert rows.node_state("h2") == ("up", "")

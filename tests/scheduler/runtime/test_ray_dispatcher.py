@@ -27,6 +27,7 @@ from scheduler.runtime.ports import (
     StopWhy,
 )
 from scheduler.runtime.ray_dispatcher import (
+    ABSENT_REASON,
     GANG_LAUNCHER,
     PIN,
     RayDispatcher,
@@ -402,10 +403,19 @@ def test_a_node_that_leaves_mid_job_loses_its_job(cluster: LocalRayCluster) -> N
     d.start(start)
     wait_for(d, start.key, {EventKind.RUNNING})
 
+    sightings = dispatcher(cluster, nodes_every_s=0.0)
+    assert sightings.sight_nodes() is None  # one node list is not enough to judge
+    seen = sightings.sight_nodes()
+    assert seen is not None and "gpu-03" in seen.present
+
     cluster.kill_node("gpu-03")
     events = wait_for(d, start.key, ENDED, timeout_s=30)
 
     assert (events[-1].kind, events[-1].message) == (EventKind.LOST, "node gpu-03 left")
+    seen = sightings.sight_nodes()  # the list before the kill may still have it
+    seen = sightings.sight_nodes()
+    assert seen is not None and "gpu-03" not in seen.present
+    assert seen.absent_reason == ABSENT_REASON
 
 
 # --- without Ray -----------------------------------------------------------------------------
@@ -582,6 +592,24 @@ def test_a_node_missing_once_from_rays_list_stops_nothing() -> None:
     d.fake.set(start.key, "STOPPED")
     [lost] = d.poll()
     assert (lost.kind, lost.message) == (EventKind.LOST, "node gpu-02 left")
+
+
+def test_nodes_are_sighted_at_most_every_nodes_every_s_and_absent_only_twice_in_a_row() -> None:
+    d = FakeRayDispatcher()
+    d.nodes_every_s = 0.0
+    assert d.sight_nodes() is None  # the first list: nothing to compare with yet
+    d.alive = {"gpu-01"}
+    seen = d.sight_nodes()
+    assert seen is not None and seen.present == {"gpu-01", "gpu-02"}  # missing once
+    seen = d.sight_nodes()
+    assert seen is not None and seen.present == {"gpu-01"}  # twice: gone
+    d.alive = None  # the state API did not answer: no judgement
+    assert d.sight_nodes() is None
+
+    d.nodes_every_s = 3600.0
+    d.alive = {"gpu-01", "gpu-02"}
+    assert d.sight_nodes() is not None
+    assert d.sight_nodes() is None  # not again within nodes_every_s
 
 
 def test_job_logs_without_a_dispatcher_tell_an_unknown_job_from_a_ray_away(
