@@ -4,7 +4,8 @@ What it declares (HeadPlan):
 - a machine with GPUs (nvidia-smi lists them): those GPUs, as one gpupool node named after
   the machine (seeded in the database with the pool's first flavor when it is missing);
 - a machine without: simulated GPUs, one `gpupool_node:<name>` for every node of the
-  database that is not down and as many GPUs as they have together. The pool's nodes are
+  database that is not down (or down only because a Ray of before lacked it) and as many
+  GPUs as they have together. The pool's nodes are
   then labels on this one machine, as the local dispatcher takes them: a job lands on "its"
   node and Ray hands it GPU indices of the head (a job of 4 GPUs sees 4 in
   CUDA_VISIBLE_DEVICES). One Ray node cannot hold a multi-node job's placement group
@@ -38,9 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import col, or_, select
 
-from scheduler.runtime.ray_dispatcher import DEFAULT_ADDRESS, pin_resource
+from scheduler.runtime.ray_dispatcher import ABSENT_REASON, DEFAULT_ADDRESS, pin_resource
 from web.db import read_session, write_session
 from web.enums import NodeStateName
 from web.models import Flavor, Node
@@ -84,7 +85,13 @@ def plan_head(engine: Engine, gpus: int, now: float, hostname: str | None = None
     if gpus <= 0:
         with read_session(engine) as session:
             rows = session.exec(
-                select(Node.name, Node.gpus).where(Node.state != NodeStateName.DOWN.value)
+                select(Node.name, Node.gpus).where(
+                    # Down only because Ray lacked it (a Ray of before): it is back now.
+                    or_(
+                        col(Node.state) != NodeStateName.DOWN.value,
+                        col(Node.state_reason) == ABSENT_REASON,
+                    )
+                )
             ).all()
         nodes = {name: count for name, count in rows}
         return HeadPlan(nodes, sum(nodes.values()), simulated=True)

@@ -42,6 +42,7 @@ def make_dispatcher(name: str, settings: Settings, clock: Clock) -> Dispatcher:
             token=auth_token(settings.ray_token.get_secret_value()),
             poll_s=settings.ray_poll_s,
             grace_s=settings.grace_period_s,
+            keep_ended_s=settings.ray_keep_ended_days * 86400.0,
         )
     if name in ("simulated", "none"):
         from scheduler.runtime.fake import InProcessDispatcher

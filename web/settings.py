@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     ray_address: str = ""
     ray_token: SecretStr = SecretStr("")
     ray_poll_s: float = 0.25
+    # Ray keeps ended jobs' records (and so their logs) this long; older ones are deleted,
+    # or every poll of Ray would read the cluster's whole history.
+    ray_keep_ended_days: float = Field(default=7.0, gt=0)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -83,10 +83,17 @@ Ray stays PENDING (Ray stops it the moment it would start) and is reported STOPP
 The wall-time limit is the control plane's TIMEOUT stop, delivered like any stop.
 
 Restart-safe: nothing is kept outside Ray. `known()` reads `list_jobs`, adopts every gpupool
-job still PENDING or RUNNING (and any that ended within `adopt_ended_s`, whose end the next
+job still PENDING or RUNNING (and any that ended within `keep_ended_s`, whose end the next
 `poll()` reports: a job that ended while the control plane was down is then recorded as it
 ended, not lost and run again), and returns their keys. Jobs keep running while the control
 plane is down or restarting; a dispatcher never stops jobs on shutdown.
+
+Ray's job records: Ray keeps every job it ever ran, and `list_jobs` returns them all, so
+each refresh would grow with the cluster's age. The dispatcher deletes the records of its
+own jobs that ended more than `keep_ended_s` ago (at most DELETE_PER_REFRESH per refresh):
+their ends were recorded long before, and their logs (which Ray finds through the record)
+are no longer served. A key is never submitted again once its attempt has ended, so a
+deleted record cannot let an attempt run twice.
 
 Faults: Ray unreachable (or refusing the token) -> DispatchError (not permanent) from
 start/stop/known, and for `retry_s` after it every call fails at once instead of waiting
@@ -107,6 +114,7 @@ it is given (a warning is logged).
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -141,6 +149,7 @@ PIN_PREFIX = "gpupool_node:"
 PIN = 0.001  # of a node's gpupool_node:<name> per job or bundle
 MARK = "gpupool"  # metadata key set to "1" on every job this dispatcher submits
 MAX_EVENTS = 1000  # per poll(): a take-over may find a long history of ended jobs
+DELETE_PER_REFRESH = 100  # Ray job records deleted per refresh, at most (see keep_ended_s)
 ABSENT_REASON = "not in the Ray cluster (no live Ray node declares gpupool_node:<its name>)"
 
 T = TypeVar("T")
@@ -249,7 +258,7 @@ class RayDispatcher:
         python: str = "python",
         timeout_s: float = 10.0,
         retry_s: float = 5.0,
-        adopt_ended_s: float = 7 * 86400.0,
+        keep_ended_s: float = 7 * 86400.0,
         nodes_every_s: float = 10.0,
     ) -> None:
         """`address`: the Ray dashboard's URL (http://head:8265; see dashboard_url: a bad
@@ -258,14 +267,16 @@ class RayDispatcher:
         SIGTERM to SIGKILL on a stop. `pending_s`: how long a job may wait in Ray to start
         (or for its group) before it is given up as LOST; PENDING includes installing its
         runtime_env, and Ray itself fails a job PENDING for 15 minutes
-        (RAY_JOB_START_TIMEOUT_SECONDS). `python`: the command that runs
+        (RAY_JOB_START_TIMEOUT_SECONDS). `keep_ended_s`: how long Ray keeps the records
+        (and so the logs) of ended jobs, and how far back a take-over looks for jobs that
+        ended while no one followed them. `python`: the command that runs
         Ray's Python on the nodes (the multi-node launcher's interpreter). `nodes_every_s`:
         how often sight_nodes() lists Ray's nodes."""
         self.clock, self.address, self.poll_s = clock, dashboard_url(address), poll_s
         self._bad_address = address_problem(self.address)
         self.grace_s, self.pending_s, self.cpus_per_gpu = grace_s, pending_s, cpus_per_gpu
         self.python, self.timeout_s, self.retry_s = python, timeout_s, retry_s
-        self.adopt_ended_s, self.nodes_every_s = adopt_ended_s, nodes_every_s
+        self.keep_ended_s, self.nodes_every_s = keep_ended_s, nodes_every_s
         self._next_sighting = 0.0
         self._last_alive: set[str] | None = None  # the node list sight_nodes() saw last
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -394,12 +405,22 @@ class RayDispatcher:
             if job.submission_id and (job.metadata or {}).get(MARK) == "1"
         }
         now = time.monotonic()
+        oldest = (time.time() - self.keep_ended_s) * 1000  # Ray's times: wall clock, ms
         if adopt:
-            oldest = (time.time() - self.adopt_ended_s) * 1000  # Ray's times: wall clock, ms
             for key, job in ours.items():
                 ended = job.status.is_terminal()
                 if key not in self._runs and (not ended or (job.end_time or 0) >= oldest):
                     self._runs[key] = _adopted(key, job, now)
+        self._forget_old(
+            [
+                key
+                for key, job in ours.items()
+                if key not in self._runs
+                and job.status.is_terminal()
+                and job.end_time is not None
+                and job.end_time < oldest
+            ]
+        )
         # Also for jobs just ended: a job whose node died ends FAILED in Ray.
         alive = self._alive_nodes() if self._runs else None
         if alive is not None:
@@ -407,6 +428,21 @@ class RayDispatcher:
             self._absent = {n: self._absent.get(n, 0) + 1 for n in wanted if n not in alive}
         for run in list(self._runs.values()):
             self._follow(run, ours.get(run.key), alive, now)
+
+    def _forget_old(self, keys: list[str]) -> None:
+        """Delete Ray's records of these ended jobs (see keep_ended_s), a few per refresh."""
+        for key in keys[:DELETE_PER_REFRESH]:
+            try:
+                self._call(functools.partial(_delete_job, key=key))
+            except DispatchError:
+                return  # Ray is away: next refresh
+            except RuntimeError as err:  # Ray refused this one; the others may go
+                log.warning("could not delete Ray's record of %s: %s", key, _short(err))
+        if keys:
+            log.info(
+                "deleted Ray's records of %d jobs ended long ago",
+                min(len(keys), DELETE_PER_REFRESH),
+            )
 
     def _follow(
         self, run: _Run, job: JobDetails | None, alive: set[str] | None, now: float
@@ -642,6 +678,10 @@ def job_logs(address: str, token: str | None, key: str, timeout_s: float = 10.0)
         if why is None:
             raise DispatchError(f"Ray could not give the logs of {key}: {_line(err)}") from err
         raise DispatchError(f"Ray at {url} {why}: {_short(_first(str(err)))}") from err
+
+
+def _delete_job(jobs: JobSubmissionClient, key: str) -> bool:
+    return bool(jobs.delete_job(key))
 
 
 def group_name(key: str) -> str:

@@ -40,8 +40,9 @@ DispatcherOption = Annotated[
     str | None,
     typer.Option(
         show_default=False,
-        help="What runs admitted jobs: 'local' (processes on this machine; the default), 'ray' "
-        "(Ray jobs on the Ray cluster at --ray-address), 'simulated' (nothing runs; each job "
+        help="What runs admitted jobs: 'ray' (Ray jobs on the Ray cluster at --ray-address; "
+        "the default of `up`), 'local' (processes on this machine as this OS user; the default "
+        "of `serve`), 'simulated' (nothing runs; each job "
         "'ends' after GPUPOOL_SIMULATED_RUN_S seconds) or 'none' (admit only) "
         "[env GPUPOOL_DISPATCHER].",
     ),
@@ -71,7 +72,6 @@ def check_dispatcher(settings: Settings) -> None:
 
 
 def run_server(settings: Settings, console: Console) -> None:
-    import uvicorn
 
     from web.api.app import create_app
     from web.db import migrate
@@ -105,8 +105,23 @@ def run_server(settings: Settings, console: Console) -> None:
             console.print(f"[yellow]warning:[/] {problem}; jobs wait until it is fixed")
     settle_garbage_collector()
     try:
-        uvicorn.run(
-            create_app(pool),
+        signum = serve_until_signal(create_app(pool), settings)
+    finally:
+        scheduler.stop()
+    if signum is not None:
+        console.print(f"gpupool stopped ({signal.Signals(signum).name})")
+
+
+def serve_until_signal(app: Any, settings: Settings) -> int | None:
+    """Serve `app` until SIGINT or SIGTERM; the signal that ended it, if one did. Uvicorn
+    shuts down gracefully on either and then raises it again for the handler it found;
+    with Python's own, that is a KeyboardInterrupt inside the event loop, and a traceback
+    for the user. The handler installed here takes it instead."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app,
             host=settings.host,
             port=settings.port,
             loop="uvloop",
@@ -114,8 +129,21 @@ def run_server(settings: Settings, console: Console) -> None:
             access_log=False,
             log_level="warning",
         )
+    )
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not server.started:  # before uvicorn took over its signals: just leave
+            raise SystemExit(128 + signum)
+        received.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
     finally:
-        scheduler.stop()
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+    return received[0] if received else None
 
 
 def serve_command(
@@ -153,10 +181,13 @@ def up_command(
 ) -> None:
     """Run gpupool on its embedded defaults: SQLite under the data directory, seeded from the
     example pool (sectors, projects, quotas, users), API and scheduling loop on 127.0.0.1.
-    Prints the URL and an admin token, and saves both for the CLI. With --dispatcher ray and
-    no --ray-address, uses the Ray running on this machine, or starts a Ray head for as long
-    as it runs (this machine's GPUs, or simulated ones for the pool's nodes)."""
+    Prints the URL and an admin token, and saves both for the CLI. Jobs run on Ray (unless
+    --dispatcher or GPUPOOL_DISPATCHER says otherwise): without --ray-address, the Ray
+    running on this machine, or a Ray head started for as long as `up` runs (this
+    machine's GPUs, or simulated ones for the pool's nodes)."""
     console = Console()
+    if dispatcher is None and not os.environ.get("GPUPOOL_DISPATCHER"):
+        dispatcher = "ray"
     settings = settings_from(
         host=host, port=port, data_dir=data_dir, dispatcher=dispatcher, ray_address=ray_address
     )
@@ -169,20 +200,12 @@ def up_command(
     head = None
     if settings.dispatcher == "ray":
         settings, head = local_ray(settings, console)
-    if head is not None:
-        # uvicorn re-raises the SIGTERM it stopped for; by default that ends the process
-        # before the head is stopped below.
-        signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         run_server(settings, Console(stderr=True))
     finally:
         if head is not None:
             Console(stderr=True).print("stopping the Ray head gpupool started")
             head.stop()
-
-
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 def local_ray(settings: Settings, console: Console) -> tuple[Settings, LocalRayHead | None]:
@@ -228,9 +251,9 @@ def local_ray(settings: Settings, console: Console) -> tuple[Settings, LocalRayH
     console.print(f"starting a Ray head on this machine: {what} (log: {head.log})")
     if not plan.simulated:
         console.print(
-            "[yellow]note:[/] jobs the pool places on its other nodes wait for those to join "
-            "Ray (ray start --address=THIS:6379 --resources='{\"gpupool_node:NAME\": 1}'), "
-            "else they are lost and requeued; drain the ones that will not (gpupool nodes drain)"
+            "[yellow]note:[/] the pool's other nodes are down (not in the Ray cluster) until "
+            "they join Ray (ray start --address=THIS:6379 "
+            "--resources='{\"gpupool_node:NAME\": 1}'); nothing is placed on them until then"
         )
     try:
         head.start()

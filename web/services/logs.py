@@ -98,8 +98,9 @@ def _read(settings: Settings, job_id: int, attempt: int, active: bool) -> bytes:
             if active:
                 return b""  # admitted, its start not sent to Ray yet
             raise NotFound(
-                f"Ray has no logs of job {job_id} attempt {attempt} (it never started, or "
-                "the Ray cluster was restarted since)",
+                f"Ray has no logs of job {job_id} attempt {attempt} (it never started, it "
+                f"ended more than {settings.ray_keep_ended_days:g} days ago, or the Ray "
+                "cluster was restarted since)",
                 field="job",
             ) from err
         except DispatchError as err:

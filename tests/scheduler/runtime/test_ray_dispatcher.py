@@ -28,6 +28,7 @@ from scheduler.runtime.ports import (
 )
 from scheduler.runtime.ray_dispatcher import (
     ABSENT_REASON,
+    DELETE_PER_REFRESH,
     GANG_LAUNCHER,
     PIN,
     RayDispatcher,
@@ -331,8 +332,13 @@ def test_a_new_dispatcher_finds_what_runs_and_what_ended_meanwhile(
     assert EventKind.RUNNING in kinds(wait_for(after, running.key, {EventKind.RUNNING}))
     after.stop(StopOrder(running.job_id, 1, 2.0, StopWhy.CANCELLED))
     assert wait_for(after, running.key, ENDED)[-1].kind is EventKind.STOPPED
-    # Without the window for ended jobs, known() is what Ray runs now.
-    assert running.key not in dispatcher(cluster, adopt_ended_s=0).known()
+    # Without the window for ended jobs, known() is what Ray runs now, and Ray's records
+    # of gpupool's ended jobs are deleted (every ended one in this session's cluster).
+    forgetful = dispatcher(cluster, keep_ended_s=0)
+    assert running.key not in forgetful.known()
+    for _ in range(20):  # DELETE_PER_REFRESH per refresh: the session may have many
+        forgetful.known()
+    assert submissions(cluster, ended.key) == submissions(cluster, running.key) == 0
 
 
 def test_ray_unreachable_is_a_dispatch_error_that_is_not_permanent() -> None:
@@ -538,6 +544,10 @@ class FakeJobs:
         self.stopped.append(key)
         return True
 
+    def delete_job(self, key: str) -> bool:
+        del self.jobs[key]
+        return True
+
 
 class FakeRayDispatcher(RayDispatcher):
     """A RayDispatcher over FakeJobs, with the alive nodes set by the test."""
@@ -592,6 +602,29 @@ def test_a_node_missing_once_from_rays_list_stops_nothing() -> None:
     d.fake.set(start.key, "STOPPED")
     [lost] = d.poll()
     assert (lost.kind, lost.message) == (EventKind.LOST, "node gpu-02 left")
+
+
+def test_rays_records_of_jobs_ended_long_ago_are_deleted_a_few_per_refresh() -> None:
+    d = FakeRayDispatcher()
+    d.keep_ended_s = 86400.0
+    long_ago = int((time.time() - 2 * 86400) * 1000)
+    for i in range(DELETE_PER_REFRESH + 5):
+        old = order((("gpu-01", 1),), "true", job_id=f"old{i}")
+        d.fake.submit_job(**submission(old, 1.0, 1.0))
+        d.fake.jobs[old.key].status = d.fake.status.SUCCEEDED
+        d.fake.jobs[old.key].end_time = long_ago
+    recent = order((("gpu-01", 1),), "true", job_id="recent")
+    d.fake.submit_job(**submission(recent, 1.0, 1.0))
+    d.fake.jobs[recent.key].status = d.fake.status.SUCCEEDED
+    d.fake.jobs[recent.key].end_time = int(time.time() * 1000)
+    d.fake.submit_job(id="not-ours", submission_id="other-1", entrypoint="true", metadata={})
+    d.fake.jobs["other-1"].status = d.fake.status.SUCCEEDED
+    d.fake.jobs["other-1"].end_time = long_ago
+
+    d.known()
+    assert len(d.fake.jobs) == 5 + 2  # at most DELETE_PER_REFRESH at a time
+    d.known()
+    assert set(d.fake.jobs) == {recent.key, "other-1"}  # kept: recent, and not gpupool's
 
 
 def test_nodes_are_sighted_at_most_every_nodes_every_s_and_absent_only_twice_in_a_row() -> None:
