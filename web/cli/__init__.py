@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from web.cli import accounts, bench, db, demo, jobs, nodes, projects, quota, serve, simulate
+from web.cli import accounts, agent, bench, db, demo, jobs, nodes, projects, quota, serve, simulate
 
 app = typer.Typer(
     name="gpupool",
@@ -19,6 +19,7 @@ app.command("up")(serve.up_command)
 app.command("serve")(serve.serve_command)
 app.command("demo")(demo.demo_command)
 app.command("simulate")(simulate.simulate_command)
+app.command("agent")(agent.agent_command)
 app.add_typer(bench.app, name="bench")
 app.add_typer(db.app, name="db")
 app.command("submit", context_settings=jobs.SUBMIT_CONTEXT)(jobs.submit_command)
