@@ -115,6 +115,7 @@ def agent_command(
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per POST
     try:
         reader = make_reader(settings)
     except ReaderUnavailable as problem:
