@@ -84,3 +84,20 @@ def show(result: dict[str, Any], bench: str, as_json: bool) -> None:
     for key, value in result.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     Console().print(table)
+
+
+@app.command("agent")
+def agent_command(
+    polls: Annotated[int, typer.Option(min=1, help="Polls to time.")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The node agent's own CPU time per poll of 8 GPUs (real pynvml on the tests' fake NVML,
+    real processes attributed, reports POSTed to a loopback server)."""
+    from agents.bench import BenchUnavailable, bench_agent
+    from web.cli.simulate import fail
+
+    try:
+        result = bench_agent(polls)
+    except BenchUnavailable as problem:
+        raise fail(str(problem)) from None
+    show(result, "agent", as_json)
