@@ -72,6 +72,8 @@ class NvmlReader:
         # Newer calls first; a driver that lacks one makes us use the older one for good.
         self._memory_v2 = True
         self._temperature_v = True
+        self._event_set: Any = None
+        self._event_error = ""  # why no Xid can be read at all, if so
         try:
             self._driver = str(nvml.nvmlSystemGetDriverVersion())
         except nvml.NVMLError as error:
@@ -85,10 +87,14 @@ class NvmlReader:
                 f"NVML started but cannot count the GPUs ({error}): check the NVIDIA driver "
                 f"(nvidia-smi should list the GPUs), {SIMULATED_HINT}"
             ) from error
+        try:
+            self._event_set = nvml.nvmlEventSetCreate()
+        except nvml.NVMLError as error:
+            self._event_error = f"cannot watch Xid events: {error}"
+            log.error("NVML: %s", self._event_error)
         self._gpus = [self._open_gpu(index) for index in range(count)]
-        self._event_set: Any = None
-        self._event_error = ""
-        self._watch_xids()
+        if not self._gpus:
+            log.warning("NVML sees no GPU on this node")
 
     # --- GpuReader ---------------------------------------------------------------------
 
@@ -123,7 +129,7 @@ class NvmlReader:
 
     def close(self) -> None:
         nvml = self._nvml
-        if getattr(self, "_event_set", None) is not None:
+        if self._event_set is not None:
             try:
                 nvml.nvmlEventSetFree(self._event_set)
             except nvml.NVMLError as error:
@@ -167,27 +173,22 @@ class NvmlReader:
         except nvml.NVMLError as error:
             gpu.mig_capable = True  # asked again at every poll, where the error shows
             log.warning("GPU %d: NVML cannot tell its MIG mode: %s", gpu.index, error)
+        self._watch_xids(gpu)
 
-    def _watch_xids(self) -> None:
+    def _watch_xids(self, gpu: PhysicalGpu) -> None:
+        """Register the GPU for critical Xid events."""
         nvml = self._nvml
-        try:
-            self._event_set = nvml.nvmlEventSetCreate()
-        except nvml.NVMLError as error:
-            self._event_error = f"cannot watch Xid events: {error}"
-            log.error("NVML: %s", self._event_error)
+        if self._event_set is None:
             return
-        for gpu in self._gpus:
-            if gpu.handle is None:
-                continue
-            try:
-                nvml.nvmlDeviceRegisterEvents(
-                    gpu.handle, nvml.nvmlEventTypeXidCriticalError, self._event_set
-                )
-            except self._unsupported:
-                log.warning("GPU %d (%s): NVML gives no Xid events for it", gpu.index, gpu.uuid)
-            except nvml.NVMLError as error:
-                gpu.setup_errors["xids"] = f"cannot watch Xid events: {error}"
-                log.error("GPU %d (%s): cannot watch Xid events: %s", gpu.index, gpu.uuid, error)
+        try:
+            nvml.nvmlDeviceRegisterEvents(
+                gpu.handle, nvml.nvmlEventTypeXidCriticalError, self._event_set
+            )
+        except self._unsupported:
+            log.warning("GPU %d (%s): NVML gives no Xid events for it", gpu.index, gpu.uuid)
+        except nvml.NVMLError as error:
+            gpu.setup_errors["xids"] = f"cannot watch Xid events: {error}"
+            log.error("GPU %d (%s): cannot watch Xid events: %s", gpu.index, gpu.uuid, error)
 
     # --- one poll ------------------------------------------------------------------------
 
@@ -293,7 +294,9 @@ class NvmlReader:
         uncorrected = self._field(
             errors, "ecc_uncorrected", lambda: self._ecc(handle, corrected=False)
         )
-        running = self._field(errors, "processes", lambda: self._processes(handle)) or []
+        running = []
+        if processes:
+            running = self._field(errors, "processes", lambda: self._processes(handle)) or []
         if len(running) > MAX_PROCESSES_PER_GPU:
             errors["processes"] = (
                 f"{len(running)} processes; the first {MAX_PROCESSES_PER_GPU} kept"
@@ -320,7 +323,7 @@ class NvmlReader:
             ecc_corrected=corrected,
             ecc_uncorrected=uncorrected,
             xids=xids or [],
-            processes=running if processes else [],
+            processes=running,
             errors=errors,
         )
 

@@ -224,6 +224,38 @@ def test_xids_not_watched_are_said_so(nvml_probe: Probe) -> None:
         assert second["errors"] == {"xids": "cannot watch Xid events: Unknown Error"}
 
 
+def test_no_event_set_means_no_xid_and_says_so(nvml_probe: Probe) -> None:
+    state = FakeNvmlState(
+        gpus=[FakeGpu(uuid="GPU-a"), FakeGpu(uuid="GPU-b")],
+        failures=[FakeFailure("nvmlEventSetCreate", UNKNOWN)],
+    )
+    samples = nvml_probe(state).poll()
+    assert [s["errors"] for s in samples] == [
+        {"xids": "cannot watch Xid events: Unknown Error"}
+    ] * 2
+    assert samples[0]["power_w"] == 70.0
+
+
+def test_a_gpu_nvml_cannot_open_is_reported_and_tried_again(
+    nvml_probe: Probe, state_path: Path
+) -> None:
+    state = FakeNvmlState(
+        gpus=[FakeGpu(uuid="GPU-a", util_gpu=12)],
+        failures=[FakeFailure("nvmlDeviceGetHandleByIndex_v2", GPU_IS_LOST)],
+    )
+    probe = nvml_probe(state)
+    (lost,) = probe.poll()
+    assert (lost["uuid"], lost["util_gpu_pct"], lost["errors"]) == (
+        "unknown-gpu-0",
+        None,
+        {"handle": "GPU is lost"},
+    )
+    state.failures.clear()
+    write_state(state_path, state)
+    (back,) = probe.poll()
+    assert (back["uuid"], back["util_gpu_pct"], back["errors"]) == ("GPU-a", 12.0, {})
+
+
 def test_a_value_outside_the_schema_is_absent_with_a_reason(nvml_probe: Probe) -> None:
     state = FakeNvmlState(gpus=[FakeGpu(uuid="GPU-a", util_gpu=4_294_967_295)])
     (sample,) = nvml_probe(state).poll()
