@@ -184,7 +184,7 @@ class Reporter:
                 timeout=self._timeout_s if timeout_s is None else timeout_s,
             )
         except httpx.HTTPError as error:
-            return self._away(f"cannot reach {self._client.base_url}: {describe(error)}")
+            return self._away(f"cannot reach {self._client.base_url}: {describe(error)}", batch)
         status = response.status_code
         if 200 <= status < 300:
             self._delivered(batch, response)
@@ -215,8 +215,8 @@ class Reporter:
             return "rejected"
         if status == 429 or status >= 500:
             wait = retry_after(response)
-            return self._away(f"the server answered {status}: {detail}", wait)
-        return self._refused(status, detail)
+            return self._away(f"the server answered {status}: {detail}", batch, wait)
+        return self._refused(status, detail, batch)
 
     def _delivered(self, batch: list[NodeReport], response: httpx.Response) -> None:
         if self._failures:
@@ -246,7 +246,7 @@ class Reporter:
             log.info("the server asks for a report every %g s", wanted)
             self.server_interval_s = wanted
 
-    def _away(self, why: str, wait_s: float | None = None) -> Outcome:
+    def _away(self, why: str, batch: list[NodeReport], wait_s: float | None = None) -> Outcome:
         """The server is away or busy: back off."""
         self._failures += 1
         self.stats.failed_posts += 1
@@ -255,10 +255,11 @@ class Reporter:
             wait_s = base * (0.5 + 0.5 * self._jitter())
         wait_s = min(wait_s, self._retry_max_s)
         self._retry_at = self._clock() + wait_s
-        log.warning("%s; %d report(s) waiting, next attempt in %.1f s", why, self.pending(), wait_s)
+        waiting = self.pending() + len(batch)
+        log.warning("%s; %d report(s) waiting, next attempt in %.1f s", why, waiting, wait_s)
         return "retry"
 
-    def _refused(self, status: int, detail: str) -> Outcome:
+    def _refused(self, status: int, detail: str, batch: list[NodeReport]) -> Outcome:
         """The server refuses us (token, node, address): say what to check, retry slowly."""
         self._failures += 1
         self.stats.failed_posts += 1
@@ -276,7 +277,8 @@ class Reporter:
             what = f"the server refused the reports (HTTP {status}: {detail})"
         wait_s = self._refused_retry_s * (0.5 + 0.5 * self._jitter())
         self._retry_at = self._clock() + wait_s
-        log.error("%s; %d report(s) kept, trying again in %.0f s", what, self.pending(), wait_s)
+        kept = self.pending() + len(batch)
+        log.error("%s; %d report(s) kept, trying again in %.0f s", what, kept, wait_s)
         return "refused"
 
     def _trim(self) -> None:

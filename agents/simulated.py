@@ -130,11 +130,14 @@ class SimulatedReader:
             pid = int(entry.name)
             try:
                 key = (pid, start_time(self._proc, pid))
-                devices = self._scanned.get(key)
-                if devices is None:
-                    devices = job_devices((entry / "environ").read_bytes(), len(self._gpus))
             except (OSError, ValueError, IndexError):
-                continue  # gone, or not ours to read: not shown (the NVML reader would show it)
+                continue  # gone meanwhile
+            devices = self._scanned.get(key)
+            if devices is None:
+                try:
+                    devices = job_devices((entry / "environ").read_bytes(), len(self._gpus))
+                except OSError:
+                    devices = ()  # gone, or not ours to read: not shown (NVML would show it)
             seen[key] = devices
             for index in devices:
                 found.setdefault(index, []).append(pid)
