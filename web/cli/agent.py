@@ -26,7 +26,7 @@ def agent_command(
         typer.Option(
             metavar="URL",
             show_default=False,
-            help="The control plane, http(s)://HOST:PORT [env GPUPOOL_AGENT_SERVER].",
+            help="The control plane, http(s)://HOST:PORT (env GPUPOOL_AGENT_SERVER).",
             rich_help_panel=SETTINGS_PANEL,
         ),
     ] = None,
@@ -35,7 +35,8 @@ def agent_command(
         typer.Option(
             metavar="TOKEN",
             show_default=False,
-            help="This node's own token [env GPUPOOL_AGENT_TOKEN].",
+            help="This node's own token (env GPUPOOL_AGENT_TOKEN: better there, a flag shows "
+            "in ps).",
             rich_help_panel=SETTINGS_PANEL,
         ),
     ] = None,
@@ -45,7 +46,7 @@ def agent_command(
             metavar="NAME",
             show_default=False,
             help="The node's name in the pool (default: the host's short name) "
-            "[env GPUPOOL_AGENT_NODE].",
+            "(env GPUPOOL_AGENT_NODE).",
             rich_help_panel=SETTINGS_PANEL,
         ),
     ] = None,
@@ -55,7 +56,7 @@ def agent_command(
             metavar="SECONDS",
             show_default=False,
             help="Seconds between polls, until the server asks otherwise (default 5) "
-            "[env GPUPOOL_AGENT_INTERVAL_S].",
+            "(env GPUPOOL_AGENT_INTERVAL_S).",
             rich_help_panel=SETTINGS_PANEL,
         ),
     ] = None,
@@ -65,7 +66,7 @@ def agent_command(
             metavar="N",
             show_default=False,
             help="Report N simulated GPUs instead of reading NVML: a demo without GPUs "
-            "[env GPUPOOL_AGENT_SIMULATED_GPUS].",
+            "(env GPUPOOL_AGENT_SIMULATED_GPUS).",
             rich_help_panel=SETTINGS_PANEL,
         ),
     ] = None,
@@ -75,7 +76,7 @@ def agent_command(
             metavar="FILE",
             show_default=False,
             help="TOML config file (default /etc/gpupool/agent.toml, if present) "
-            "[env GPUPOOL_AGENT_CONFIG].",
+            "(env GPUPOOL_AGENT_CONFIG).",
             rich_help_panel=SETTINGS_PANEL,
         ),
     ] = None,
