@@ -71,7 +71,6 @@ class Reporter:
         retry_max_s: float = 60.0,
         refused_retry_s: float = 60.0,
         final_timeout_s: float = 3.0,
-        transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         jitter: Callable[[], float] = random.random,
     ) -> None:
@@ -83,7 +82,6 @@ class Reporter:
             base_url=server,
             headers={"Authorization": f"Bearer {token}", "User-Agent": "gpupool-agent"},
             timeout=timeout_s,
-            transport=transport,
         )
         self._buffer_size = buffer_size
         self._batch_size = batch_size
