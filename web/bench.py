@@ -112,9 +112,9 @@ def bench_api(
                 ).token
                 for i in range(PROJECTS)
             ]
-        server = _start_server(settings, run_s, Path(tmp) / "server.log")
+        server = start_server(settings, run_s, Path(tmp) / "server.log")
         try:
-            _wait_healthy(settings, server, Path(tmp) / "server.log")
+            wait_healthy(settings, server, Path(tmp) / "server.log")
             # The load generator's own garbage collection would stall every client at once
             # and show up as server latency: it makes nothing cyclic, so it runs without.
             gc.disable()
@@ -155,7 +155,9 @@ def bench_api(
     }
 
 
-def _start_server(settings: Settings, run_s: float, log: Path) -> subprocess.Popen[bytes]:
+def start_server(settings: Settings, run_s: float, log: Path) -> subprocess.Popen[bytes]:
+    """`gpupool serve --dispatcher simulated` on the settings' database and port; each job
+    "runs" `run_s` seconds."""
     env = os.environ | {
         "GPUPOOL_DATA_DIR": str(settings.data_dir),
         "GPUPOOL_DATABASE_URL": settings.database_url,
@@ -172,7 +174,7 @@ def _start_server(settings: Settings, run_s: float, log: Path) -> subprocess.Pop
         )
 
 
-def _wait_healthy(settings: Settings, server: subprocess.Popen[bytes], log: Path) -> None:
+def wait_healthy(settings: Settings, server: subprocess.Popen[bytes], log: Path) -> None:
     import httpx
 
     deadline = time.time() + 60
@@ -238,7 +240,7 @@ async def _drive(
                 ).encode() + body
                 started = time.perf_counter()
                 writer.write(request)
-                status, answer = await _read_response(reader)
+                status, answer = await read_response(reader)
                 latencies.append((time.perf_counter() - started) * 1000)
                 if status == 201:
                     accepted.extend(job["id"] for job in json.loads(answer)["jobs"])
@@ -251,7 +253,7 @@ async def _drive(
     return accepted, latencies, errors
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split()[1])

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 from pydantic import ConfigDict, StringConstraints, ValidationInfo, field_validator
-from sqlalchemy import JSON, Column, Index, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from web.enums import (
@@ -536,6 +536,159 @@ class Leadership(SQLModel, table=True):
     epoch: int = 0
     holder: str = Field(default="", max_length=200)
     since: float = 0.0
+
+
+# --- node agents: tokens, telemetry, per-job usage ------------------------------------------
+
+
+class NodeToken(SQLModel, table=True):
+    """A node agent's credential: it may report for its node and do nothing else."""
+
+    __tablename__ = "node_tokens"
+    id: int | None = Field(default=None, primary_key=True)
+    node: str = Field(foreign_key="nodes.name", index=True, max_length=63)
+    label: str = Field(default="", max_length=100)
+    prefix: str = Field(max_length=16)
+    digest: str = Field(unique=True, max_length=64)  # sha256 of the secret
+    created_at: float = 0.0
+    created_by: str = Field(default="", max_length=63)
+    revoked_at: float | None = None
+
+
+class NodeTokenCreate(Input):
+    label: str = Field(default="", max_length=100)
+
+
+class NodeTokenPublic(SQLModel):
+    id: int
+    node: str
+    label: str
+    prefix: str
+    created_at: datetime
+    created_by: str
+    revoked_at: datetime | None
+
+
+class NodeTokenCreated(NodeTokenPublic):
+    token: str  # shown once, here
+
+
+class GpuStatusPublic(SQLModel):
+    """A GPU as its node's agent last reported it (agents.schema.GpuSample, without the
+    Xid events; `last_xid` is the latest one), and the job attempts its processes belong
+    to (`jobs`: [job id, attempt] pairs)."""
+
+    index: int
+    uuid: str
+    name: str = ""
+    mig_parent_uuid: str | None = None
+    util_gpu_pct: float | None = None
+    util_mem_pct: float | None = None
+    mem_used_bytes: int | None = None
+    mem_total_bytes: int | None = None
+    power_w: float | None = None
+    energy_mj: int | None = None
+    temp_c: float | None = None
+    ecc_corrected: int | None = None
+    ecc_uncorrected: int | None = None
+    last_xid: int | None = None
+    processes: list[dict[str, Any]] = []
+    errors: dict[str, str] = {}
+    jobs: list[tuple[int, int]] = []
+
+
+class NodeGpusPublic(SQLModel):
+    node: str
+    state: NodeStateName
+    state_reason: str = ""
+    reader: str = ""  # nvml, or simulated
+    driver_version: str = ""
+    at: datetime | None = None  # when the agent read the GPUs (its clock)
+    received_at: datetime | None = None  # when the report came (the server's)
+    gpus: list[GpuStatusPublic]
+
+
+class NodeTelemetry(SQLModel, table=True):
+    """The latest report of a node's agent (one row per node, replaced by each report):
+    the heartbeat (`received_at`, by the server's clock), the resend guard (`boot`, `seq`)
+    and each GPU's latest sample with the jobs its processes belong to (`gpus`, a list of
+    agents.schema.GpuSample as dicts, each with "jobs": [[job_id, attempt], ...])."""
+
+    __tablename__ = "node_telemetry"
+    node: str = Field(foreign_key="nodes.name", primary_key=True, max_length=63)
+    boot: str = Field(default="", max_length=64)
+    seq: int = 0
+    reports: int = 0  # reports taken from this node, all runs of its agent together
+    reader: str = Field(default="", max_length=16)
+    driver_version: str = Field(default="", max_length=200)
+    at: float = 0.0  # the agent's clock: when the GPUs were read
+    received_at: float = 0.0
+    gpus: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
+
+
+class GpuMinute(SQLModel, table=True):
+    """One GPU's telemetry over one minute (the history charts read), kept for
+    GPUPOOL_TELEMETRY_HISTORY_DAYS. Sums and sample counts, so that minutes written in
+    parts (a restart, two servers) add up."""
+
+    __tablename__ = "gpu_minutes"
+    __table_args__ = (Index("ix_gpu_minutes_node_minute", "node", "minute"),)
+    uuid: str = Field(primary_key=True, max_length=96)
+    minute: int = Field(primary_key=True, index=True)  # seconds since the epoch // 60
+    node: str = Field(max_length=63)
+    gpu_index: int = 0
+    samples: int = 0
+    util_gpu_samples: int = 0
+    util_gpu_sum: float = 0.0
+    util_mem_sum: float = 0.0
+    power_w_sum: float = 0.0
+    power_samples: int = 0
+    mem_used_max: int | None = Field(default=None, sa_column=Column(BigInteger))
+    temp_max: float | None = None
+
+
+class GpuMinutePublic(SQLModel):
+    uuid: str
+    node: str
+    gpu_index: int
+    minute: datetime
+    util_gpu_pct: float | None
+    util_mem_pct: float | None
+    power_w: float | None
+    mem_used_bytes: int | None
+    temp_c: float | None
+
+
+class JobUsage(SQLModel, table=True):
+    """What the agents saw a job attempt use, from the GPUs its processes ran on: GPU-seconds
+    (between consecutive samples; a GPU shared by k jobs gives each 1/k), GPU-seconds
+    weighted by utilization, energy from the GPUs' energy-counter deltas (and the
+    GPU-seconds those cover: a counter that went backwards covers none), the peak memory
+    on any one of its GPUs."""
+
+    __tablename__ = "job_usage"
+    job_id: int = Field(foreign_key="jobs.id", primary_key=True)
+    attempt: int = Field(primary_key=True)
+    gpu_s: float = 0.0
+    busy_gpu_s: float = 0.0  # sum of utilization/100 x seconds
+    util_gpu_s: float = 0.0  # the GPU-seconds whose utilization was known
+    energy_j: float = 0.0
+    energy_gpu_s: float = 0.0
+    peak_mem_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+
+class JobUsagePublic(SQLModel):
+    job_id: int
+    attempt: int
+    gpu_s: float
+    mean_util_pct: float | None  # over the GPU-seconds whose utilization was known
+    energy_kwh: float
+    energy_gpu_s: float
+    peak_mem_bytes: int
+    first_at: datetime | None
+    last_at: datetime | None
 
 
 class SubmitResult(SQLModel):

@@ -14,11 +14,12 @@ from scheduler.runtime.clock import SystemClock
 from scheduler.runtime.loop import SchedulingLoop, WakeEvent
 from scheduler.runtime.ports import Clock, Dispatcher
 from web.db import make_engine
-from web.services.auth import PrincipalCache
+from web.services.auth import PrincipalCache, TokenCache
 from web.services.intake import SubmissionIntake
 from web.services.jobs import SubmitLimits
 from web.services.leader import leadership_for
 from web.services.scheduling import DbDecisionSink, DbSnapshotSource
+from web.services.telemetry import TelemetryIngest, TelemetryLimits
 from web.settings import Settings
 
 
@@ -28,7 +29,9 @@ class Pool:
     engine: Engine
     clock: Clock
     intake: SubmissionIntake
+    telemetry: TelemetryIngest
     principals: PrincipalCache = field(default_factory=PrincipalCache)
+    node_tokens: TokenCache[str] = field(default_factory=TokenCache)  # agent token -> node
     loop: SchedulingLoop | None = None
     # Wakes a loop that runs elsewhere (its own process: see web/scheduler_process.py).
     waker: Callable[[], None] | None = None
@@ -41,15 +44,18 @@ class Pool:
 
     def start(self) -> None:
         self.intake.start()
+        self.telemetry.start()
         self.start_loop()
 
     def stop(self) -> None:
         self.stop_loop()
         self.intake.stop()
+        self.telemetry.stop()
 
     def identities_changed(self) -> None:
         """A token, role or membership changed: look callers up afresh."""
         self.principals.clear()
+        self.node_tokens.clear()
 
     def pool_changed(self) -> None:
         """A project, quota or node changed: submissions check against fresh data."""
@@ -91,12 +97,23 @@ def build_pool(
     engine = engine or make_engine(settings)
     clock = clock or SystemClock()
     limits = SubmitLimits(settings.default_max_runtime_s, settings.max_array_size)
-    pool = Pool(settings, engine, clock, SubmissionIntake(engine, limits, clock=clock.now))
+    pool = Pool(
+        settings,
+        engine,
+        clock,
+        SubmissionIntake(engine, limits, clock=clock.now),
+        TelemetryIngest(engine, telemetry_limits(settings), clock=clock.now),
+    )
     if dispatcher is not None:
         policy = replace(Policy.named(settings.policy), grace_period_s=settings.grace_period_s)
         pool.loop = SchedulingLoop(
             DbSnapshotSource(engine),
-            DbDecisionSink(engine, settings.grace_period_s, policy.half_life_s),
+            DbDecisionSink(
+                engine,
+                settings.grace_period_s,
+                policy.half_life_s,
+                heartbeat_timeout_s=settings.agent_heartbeat_timeout_s,
+            ),
             dispatcher,
             clock,
             policy,
@@ -107,3 +124,12 @@ def build_pool(
             min_gap_s=settings.loop_min_gap_s,
         )
     return pool
+
+
+def telemetry_limits(settings: Settings) -> TelemetryLimits:
+    return TelemetryLimits(
+        interval_s=settings.agent_interval_s,
+        max_gap_s=settings.telemetry_max_gap_s,
+        max_future_s=settings.telemetry_max_future_s,
+        history_days=settings.telemetry_history_days,
+    )

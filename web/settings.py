@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     default_max_runtime_s: float = 4 * 3600.0  # for projects that set none
     max_array_size: int = 1000
     max_request_bytes: int = 64 * 1024
+    max_report_bytes: int = 8 * 1024 * 1024  # a node agent's batch of reports
     # The "simulated" dispatcher pretends each job runs this long (None: until cancelled).
     simulated_run_s: float | None = None
     # A standby loop checks for leadership this often.
@@ -51,6 +52,17 @@ class Settings(BaseSettings):
     # Ray keeps ended jobs' records (and so their logs) this long; older ones are deleted,
     # or every poll of Ray would read the cluster's whole history.
     ray_keep_ended_days: float = Field(default=7.0, gt=0)
+
+    # Node agents: how often they should report; a node whose agent has reported before
+    # and then stays silent this long goes down (its jobs are requeued); a GPU's time
+    # between two reports counts towards its jobs' usage up to telemetry_max_gap_s; a
+    # report may be this far ahead of the server's clock; per-minute history is kept
+    # this many days.
+    agent_interval_s: float = Field(default=5.0, gt=0)
+    agent_heartbeat_timeout_s: float = Field(default=60.0, gt=0)
+    telemetry_max_gap_s: float = Field(default=60.0, gt=0)
+    telemetry_max_future_s: float = Field(default=300.0, ge=0)
+    telemetry_history_days: float = Field(default=30.0, gt=0)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -4,7 +4,8 @@ Each tick:
   1. Events     what the dispatcher saw since the last tick (running, ended, stopped) is
                 applied to the records; and, from a dispatcher that can tell, which nodes
                 the engine has: a node that left it goes down (no new jobs there), one
-                that is back returns to service.
+                that is back returns to service. Nodes whose agents went silent go down,
+                their jobs are requeued (lost) and stopped, in case they still run.
   2. Snapshot   the pool as the records have it.
   3. Plan       scheduler.core.plan: pure, the same as the simulator runs.
   4. Assume     the sink records the plan in one transaction: admitted jobs hold their GPUs
@@ -148,6 +149,8 @@ class SchedulingLoop:
             self._unapplied = []
         self._report_failures()
         self._sight_nodes(now)
+        for stop in self.sink.take_down_silent_nodes(now):
+            self._unsent_stops[stop.key] = stop  # sent in step 5
         snapshot = self.source.snapshot(now)  # 2
         decided = plan(snapshot, self.policy, now)  # 3
         recorded = self.sink.record(snapshot, decided, now)  # 4

@@ -39,6 +39,7 @@ class StopWhy(StrEnum):
     PREEMPTED = "preempted"
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
+    NODE_DOWN = "node down"  # its node went silent: the attempt was requeued already
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,10 @@ class DecisionSink(Protocol):
 
     def active_attempts(self) -> list[tuple[str, int]]:
         """(job id, attempt) of every attempt the records say holds GPUs."""
+
+    def take_down_silent_nodes(self, now: float) -> list[StopOrder]:
+        """Nodes whose agents stopped reporting go down, and the attempts on them end lost
+        (requeued); the stops to send them, in case they still run."""
 
     def sight_nodes(self, sighting: NodeSighting, now: float) -> list[str]:
         """Take the nodes in service that the engine lacks out of it (down, with the

@@ -1,4 +1,5 @@
-"""The HTTP application: /api/v1 (thin routers over web/services), /healthz, /docs."""
+"""The HTTP application: /api/v1 (thin routers over web/services), /healthz, /metrics,
+/docs."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from web.api.deps import refuse_nul
-from web.api.routes import accounts, jobs, nodes, projects
+from web.api.deps import CurrentUser, ReadSessionDep, refuse_nul
+from web.api.routes import accounts, agents, jobs, nodes, projects
 from web.db import read_session
+from web.models import Role
 from web.pool import Pool
 from web.services.errors import (
     Conflict,
@@ -27,6 +29,8 @@ from web.services.errors import (
     Unauthenticated,
     Unavailable,
 )
+from web.services.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from web.services.metrics import render_metrics
 
 log = logging.getLogger("gpupool.api")
 
@@ -60,6 +64,7 @@ def create_app(pool: Pool) -> FastAPI:
     app.state.pool = pool
     api = APIRouter(prefix="/api/v1")
     api.include_router(jobs.router)  # its routes that take text in a path or query say so
+    api.include_router(agents.router)
     for module in (projects, nodes, accounts):  # names in their paths
         api.include_router(module.router, dependencies=[Depends(refuse_nul)])
     app.include_router(api)
@@ -69,6 +74,13 @@ def create_app(pool: Pool) -> FastAPI:
         with read_session(pool.engine) as session:
             session.execute(text("SELECT 1"))
         return {"status": "ok", "leader": pool.leading()}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def metrics(session: ReadSessionDep, user: CurrentUser) -> Response:
+        """The pool in Prometheus' text format (dcgm-exporter's GPU metrics and gpupool_*
+        gauges), for operators and admins: scrape with an operator's token."""
+        user.require(Role.OPERATOR, Role.ADMIN)
+        return Response(render_metrics(session), media_type=METRICS_CONTENT_TYPE)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, err: ServiceError) -> JSONResponse:
@@ -91,7 +103,12 @@ def create_app(pool: Pool) -> FastAPI:
             {"detail": f"internal error; the server logged it as {incident}"}, status_code=500
         )
 
-    app.add_middleware(BodySizeLimit, max_bytes=pool.settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=pool.settings.max_request_bytes,
+        # An agent back from an outage sends what it buffered in few requests.
+        larger={"/api/v1/agents/reports": pool.settings.max_report_bytes},
+    )
     return app
 
 
@@ -106,19 +123,21 @@ def _field_error(error: Mapping[str, Any]) -> dict[str, str]:
 
 
 class BodySizeLimit:
-    """Refuse request bodies over max_bytes with 413, before anything reads them."""
+    """Refuse request bodies over max_bytes (or the limit `larger` sets for a path) with
+    413, before anything reads them."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
+        self.app, self.max_bytes, self.larger = app, max_bytes, larger or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get(scope["path"], self.max_bytes)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit():
-            if int(length) > self.max_bytes:
-                await self._refuse(send)
+            if int(length) > limit:
+                await self._refuse(send, limit)
             else:  # the server reads no more than the length said
                 await self.app(scope, receive, send)
             return
@@ -129,8 +148,8 @@ class BodySizeLimit:
             message = await receive()
             messages.append(message)
             seen += len(message.get("body", b""))
-            if seen > self.max_bytes:
-                await self._refuse(send)
+            if seen > limit:
+                await self._refuse(send, limit)
                 return
             if message["type"] != "http.request" or not message.get("more_body", False):
                 break
@@ -140,9 +159,9 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         response = JSONResponse(
-            {"detail": f"request body over the limit of {self.max_bytes} bytes", "field": "body"},
+            {"detail": f"request body over the limit of {limit} bytes", "field": "body"},
             status_code=413,
         )
         await response({"type": "http"}, _no_receive, send)

@@ -73,6 +73,26 @@ def dispatch_command(
     show(result, "dispatch", as_json)
 
 
+@app.command("ingest")
+def ingest_command(
+    seconds: Annotated[float, typer.Option(min=1, help="How long the agents report for.")] = 15,
+    nodes: Annotated[
+        int, typer.Option(min=1, help="Nodes (8 GPUs and one job each), each with its agent.")
+    ] = 10_000,
+    clients: Annotated[int, typer.Option(min=1, help="Concurrent HTTP connections.")] = 32,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL server to make a scratch database on (default SQLite)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Node agents' reports per second through a real server, with latency and losses."""
+    from web.bench_ingest import bench_ingest
+
+    result = bench_ingest(seconds, nodes, clients, database_url)
+    show(result, "ingest", as_json)
+
+
 def show(result: dict[str, Any], bench: str, as_json: bool) -> None:
     """One JSON object, or a table of the figures for people."""
     if as_json:

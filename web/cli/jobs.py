@@ -24,6 +24,7 @@ from web.cli.client import (
     clock_time,
     connect,
     elapsed,
+    local_time,
     note,
     now,
     parse_time,
@@ -401,3 +402,53 @@ def entrypoint_of(command: list[str]) -> str:
     """One argument is a shell command as written (`-- 'python a.py && python b.py'`);
     several are words, quoted so that each reaches the program as given."""
     return command[0] if len(command) == 1 else shlex.join(command)
+
+
+def job_command(
+    job_id: Annotated[int, typer.Argument(metavar="JOBID", help="The job.")],
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """One job in full (as scontrol show job), with what the node agents saw each attempt
+    use: GPU-seconds, mean utilization, energy, peak memory on one GPU."""
+    client = connect(server, token)
+    job: dict[str, Any] = client.get(f"/jobs/{job_id}")
+    usage: list[Any] = client.get(f"/jobs/{job_id}/usage")
+    if as_json:
+        print_json(job | {"usage": usage})
+        return
+    fields = [
+        ("job", f"{job['id']} {job['name']}".strip()),
+        ("project / user", f"{job['project']} / {job['user']}"),
+        ("state", f"{job['state']} (attempt {job['attempt']})"),
+        ("reason", reason_of(job)),
+        ("outcome", job["outcome"]),
+        ("gpus", gpus_of(job)),
+        ("nodes", nodes_of(job)),
+        ("entrypoint", job["entrypoint"]),
+        (
+            "submitted / started / ended",
+            " / ".join(
+                local_time(job[key]) or "-" for key in ("submitted_at", "started_at", "ended_at")
+            ),
+        ),
+    ]
+    for label, value in fields:
+        if value:
+            say(f"{label:>28}: {value}")
+    if not usage:
+        note("no usage seen by node agents (none report for its nodes, or it has not run)")
+        return
+    rows = table("ATTEMPT>", "GPU-HOURS>", "MEAN UTIL%>", "ENERGY kWh>", "PEAK MEM GiB>")
+    for u in usage:
+        util = "-" if u["mean_util_pct"] is None else f"{u['mean_util_pct']:.0f}"
+        add_row(
+            rows,
+            u["attempt"],
+            f"{u['gpu_s'] / 3600:.3f}",
+            util,
+            f"{u['energy_kwh']:.4f}",
+            f"{u['peak_mem_bytes'] / 2**30:.1f}",
+        )
+    show(rows)

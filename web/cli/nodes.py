@@ -13,6 +13,7 @@ from web.cli.client import (
     TokenOption,
     add_row,
     connect,
+    note,
     part,
     print_json,
     remember,
@@ -110,3 +111,73 @@ def nodes_register(
         return
     where = f" in group {node['group']}" if node["group"] else ""
     say(f"Registered node {node['name']}: {node['gpus']} x {node['flavor']}{where}")
+
+
+@app.command("token")
+def nodes_token(
+    ctx: typer.Context,
+    name: NodeArg,
+    label: Annotated[str, typer.Option(help="What it is for (shown in listings).")] = "",
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """A token for the node's agent (`gpupool agent --token ...`): it reports for this node
+    and can do nothing else. Shown once."""
+    client = connect(server, token, ctx)
+    made = client.post(f"/nodes/{part(name)}/tokens", {"label": label})
+    if as_json:
+        print_json(made)
+        return
+    typer.echo(made["token"])
+    note(
+        f"agent token {made['id']} for node {made['node']}: shown only this once; give it to "
+        "the node's agent (GPUPOOL_AGENT_TOKEN, or token = ... in its config file)"
+    )
+
+
+@app.command("gpus")
+def nodes_gpus(
+    ctx: typer.Context,
+    name: NodeArg,
+    as_json: JsonOption = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """The node's GPUs as its agent last reported them, and the jobs on each."""
+    client = connect(server, token, ctx)
+    status: dict[str, Any] = client.get(f"/nodes/{part(name)}/gpus")
+    if as_json:
+        print_json(status)
+        return
+    if status["received_at"] is None:
+        say(f"node {status['node']} ({status['state']}): its agent has not reported yet")
+        return
+    simulated = " (simulated GPUs)" if status["reader"] == "simulated" else ""
+    say(f"node {status['node']} ({status['state']}){simulated}, reported {status['received_at']}")
+    rows = table("GPU>", "NAME", "UTIL%>", "MEM GiB>", "POWER W>", "TEMP C>", "ECC", "XID", "JOBS")
+    for g in status["gpus"]:
+        used, total = g.get("mem_used_bytes"), g.get("mem_total_bytes")
+        memory = "-" if used is None else f"{used / 2**30:.1f}/{(total or 0) / 2**30:.0f}"
+        jobs = ", ".join(f"{job}.{attempt}" for job, attempt in g["jobs"])
+        outsiders = sum(1 for p in g["processes"] if not p.get("job_id"))
+        if outsiders:
+            jobs = (jobs + ", " if jobs else "") + f"{outsiders} not the pool's"
+        add_row(
+            rows,
+            g["index"],
+            g["name"],
+            _or_dash(g.get("util_gpu_pct"), "{:.0f}"),
+            memory,
+            _or_dash(g.get("power_w"), "{:.0f}"),
+            _or_dash(g.get("temp_c"), "{:.0f}"),
+            _or_dash(g.get("ecc_uncorrected"), "{}"),
+            _or_dash(g.get("last_xid"), "{}"),
+            jobs,
+        )
+    show(rows)
+
+
+def _or_dash(value: Any, form: str) -> str:
+    """A reading, or "-" where the GPU did not report one (absent is not zero)."""
+    return "-" if value is None else form.format(value)

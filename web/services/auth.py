@@ -9,6 +9,7 @@ import hashlib
 import secrets
 import threading
 from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
 from sqlmodel import Session, col, select
 
@@ -52,7 +53,10 @@ class Principal:
             raise Forbidden(f"this needs the {allowed} role; {self.name} is a {self.role.value}")
 
 
-class PrincipalCache:
+V = TypeVar("V")
+
+
+class TokenCache(Generic[V]):
     """Recently authenticated tokens, so a burst of requests does not look each one up.
     An entry lives `ttl_s`; whatever changes who a user is (a token revoked, a role, a
     membership) clears the cache of the server it went through, and other replicas follow
@@ -64,7 +68,7 @@ class PrincipalCache:
 
     def __init__(self, ttl_s: float = 5.0, size: int = 10_000) -> None:
         self.ttl_s, self.size = ttl_s, size
-        self._entries: dict[str, tuple[float, Principal]] = {}
+        self._entries: dict[str, tuple[float, V]] = {}
         self._generation = 0
         self._lock = threading.Lock()  # clear() runs in the API's worker threads
 
@@ -72,30 +76,46 @@ class PrincipalCache:
     def generation(self) -> int:
         return self._generation
 
-    def get(self, token: str, now: float) -> Principal | None:
+    def get(self, token: str, now: float) -> V | None:
         entry = self._entries.get(token)
         if entry is None or entry[0] <= now:
             return None
         return entry[1]
 
-    def put(self, token: str, principal: Principal, now: float, generation: int) -> bool:
-        """Keep `principal` for `token` if it was looked up at `generation` and nothing
-        cleared the cache since; whether it was kept."""
+    def put(
+        self, token: str, value: V, now: float, generation: int, expires_at: float | None = None
+    ) -> bool:
+        """Keep `value` for `token` (until `expires_at` at the latest) if it was looked up
+        at `generation` and nothing cleared the cache since; whether it was kept."""
         until = now + self.ttl_s
-        if principal.token_expires_at is not None:
-            until = min(until, principal.token_expires_at)
+        if expires_at is not None:
+            until = min(until, expires_at)
         with self._lock:
             if generation != self._generation:
                 return False
             if len(self._entries) >= self.size:
                 self._entries.clear()
-            self._entries[token] = (until, principal)
+            self._entries[token] = (until, value)
         return True
 
     def clear(self) -> None:
         with self._lock:
             self._generation += 1
             self._entries.clear()
+
+
+class PrincipalCache(TokenCache[Principal]):
+    """Users' tokens -> principals; an entry ends no later than its token."""
+
+    def put(
+        self,
+        token: str,
+        value: Principal,
+        now: float,
+        generation: int,
+        expires_at: float | None = None,
+    ) -> bool:
+        return super().put(token, value, now, generation, expires_at or value.token_expires_at)
 
 
 def digest(token: str) -> str:

@@ -18,7 +18,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
@@ -28,6 +28,7 @@ from sqlmodel import Session
 from web.db import read_session, write_session
 from web.models import Job, JobCreate
 from web.services.auth import Principal
+from web.services.batching import settle, take_batch
 from web.services.errors import ServiceError
 from web.services.jobs import (
     Reference,
@@ -154,19 +155,7 @@ class SubmissionIntake:
 
     def _write(self) -> None:
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self._queue.put(None)  # stop after this batch
-                    break
-                batch.append(item)
+            batch, stop = take_batch(self._queue, self.max_batch)
             # A request that went away before its turn (its future cancelled) is not
             # stored: it got no answer, so it may come again. From here on, none can be.
             batch = [item for item in batch if item.result.set_running_or_notify_cancel()]
@@ -176,7 +165,9 @@ class SubmissionIntake:
             except Exception as err:  # answered to every waiting request; the writer goes on
                 log.exception("storing %d submissions failed", len(batch))
                 for item in batch:
-                    _settle(item.result, err)
+                    settle(item.result, err)
+            if stop:
+                return
             self._keep_reference_fresh()
 
     def _commit(self, batch: list[_Pending]) -> None:
@@ -204,7 +195,7 @@ class SubmissionIntake:
                         log.exception("storing a submission of %s failed", item.user)
                         answers.append((item, _cause(one)))
         for item, answer in answers:
-            _settle(item.result, answer)
+            settle(item.result, answer)
 
     def _store(self, batch: list[_Pending]) -> list[tuple[_Pending, Answer]]:
         """One transaction: each submission's answer, to give once it is committed."""
@@ -254,16 +245,3 @@ def _worth_retrying(err: Exception) -> bool:
 
 def _cause(err: BaseException) -> BaseException:
     return err.__cause__ if isinstance(err, _CommitFailed) and err.__cause__ else err
-
-
-def _settle(result: Future[Submitted], answer: Answer) -> None:
-    """Answer a request, unless it was answered (or gave up) already."""
-    if result.done():
-        return
-    try:
-        if isinstance(answer, BaseException):
-            result.set_exception(answer)
-        else:
-            result.set_result(answer)
-    except InvalidStateError:
-        pass

@@ -20,6 +20,8 @@ from web.models import (
     JobPage,
     JobPublic,
     JobState,
+    JobUsage,
+    JobUsagePublic,
     Node,
     NodeStateName,
     Project,
@@ -260,6 +262,31 @@ def get_job(session: Session, asker: Principal, job_id: int) -> Job:
     if job is None or not asker.sees(job.project):
         raise NotFound(f"no job {job_id}", field="job")
     return job
+
+
+def job_usage(session: Session, asker: Principal, job_id: int) -> list[JobUsagePublic]:
+    """What the node agents saw each attempt of the job use (attempts they saw nothing of
+    are left out)."""
+    get_job(session, asker, job_id)
+    rows = session.exec(
+        select(JobUsage).where(JobUsage.job_id == job_id).order_by(col(JobUsage.attempt))
+    ).all()
+    return [
+        JobUsagePublic.model_validate(
+            {
+                "job_id": r.job_id,
+                "attempt": r.attempt,
+                "gpu_s": r.gpu_s,
+                "mean_util_pct": 100.0 * r.busy_gpu_s / r.util_gpu_s if r.util_gpu_s else None,
+                "energy_kwh": r.energy_j / 3.6e6,
+                "energy_gpu_s": r.energy_gpu_s,
+                "peak_mem_bytes": r.peak_mem_bytes,
+                "first_at": r.first_at or None,
+                "last_at": r.last_at or None,
+            }
+        )
+        for r in rows
+    ]
 
 
 def list_jobs(

@@ -1,7 +1,9 @@
-"""GPU nodes: registration, listing, drain and undrain."""
+"""GPU nodes: registration, listing, drain and undrain; their agents' tokens; what their
+agents last reported and the per-minute history."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 
 from sqlalchemy import func
@@ -11,15 +13,25 @@ from web.models import (
     Allocation,
     Flavor,
     FlavorPublic,
+    GpuMinute,
+    GpuMinutePublic,
+    GpuStatusPublic,
     Node,
     NodeCreate,
+    NodeGpusPublic,
     NodePublic,
     NodeStateName,
+    NodeTelemetry,
+    NodeToken,
+    NodeTokenCreated,
+    NodeTokenPublic,
     Role,
 )
-from web.services.auth import Principal
+from web.services.auth import Principal, digest
 from web.services.changes import record_change
-from web.services.errors import Conflict, NotFound
+from web.services.errors import Conflict, NotFound, Unauthenticated
+
+NODE_TOKEN_PREFIX = "gpn_"
 
 
 def register_node(session: Session, asker: Principal, spec: NodeCreate, now: float) -> Node:
@@ -62,18 +74,153 @@ def list_nodes(session: Session, asker: Principal) -> list[NodePublic]:
 
 
 def public_nodes(session: Session, nodes: Sequence[Node]) -> list[NodePublic]:
-    """Nodes as callers see them, with the GPUs allocated on each now."""
+    """Nodes as callers see them, with the GPUs allocated on each now and when its agent
+    last reported."""
+    names = [n.name for n in nodes]
     allocated = dict(
         session.exec(
             select(Allocation.node, func.sum(Allocation.gpus))
             .where(col(Allocation.end).is_(None))
-            .where(col(Allocation.node).in_([n.name for n in nodes]))
+            .where(col(Allocation.node).in_(names))
             .group_by(col(Allocation.node))
         ).all()
     )
+    heard = dict(
+        session.exec(
+            select(NodeTelemetry.node, NodeTelemetry.received_at).where(
+                col(NodeTelemetry.node).in_(names)
+            )
+        ).all()
+    )
     return [
-        NodePublic.model_validate(n.model_dump() | {"allocated": int(allocated.get(n.name) or 0)})
+        NodePublic.model_validate(
+            n.model_dump()
+            | {"allocated": int(allocated.get(n.name) or 0), "last_heartbeat": heard.get(n.name)}
+        )
         for n in nodes
+    ]
+
+
+def get_node(session: Session, name: str) -> Node:
+    node = session.get(Node, name)
+    if node is None:
+        raise NotFound(f"no node {name!r}", field="node")
+    return node
+
+
+# --- agents' tokens -------------------------------------------------------------------------
+
+
+def issue_node_token(
+    session: Session, asker: Principal, name: str, label: str, now: float
+) -> NodeTokenCreated:
+    """A token for node `name`'s agent: it may report for that node and nothing else."""
+    asker.require(Role.OPERATOR, Role.ADMIN)
+    get_node(session, name)
+    secret = NODE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    row = NodeToken(
+        node=name,
+        label=label,
+        prefix=secret[:12],
+        digest=digest(secret),
+        created_at=now,
+        created_by=asker.name,
+    )
+    session.add(row)
+    session.flush()
+    record_change(session, asker.name, f"node:{name}", "agent token", "", row.prefix, now, label)
+    return NodeTokenCreated(**NodeTokenPublic.model_validate(row).model_dump(), token=secret)
+
+
+def list_node_tokens(session: Session, asker: Principal, name: str) -> list[NodeToken]:
+    asker.require(Role.OPERATOR, Role.ADMIN)
+    get_node(session, name)
+    query = select(NodeToken).where(NodeToken.node == name).order_by(col(NodeToken.id))
+    return list(session.exec(query).all())
+
+
+def revoke_node_token(
+    session: Session, asker: Principal, name: str, token_id: int, now: float
+) -> NodeToken:
+    asker.require(Role.OPERATOR, Role.ADMIN)
+    row = session.get(NodeToken, token_id)
+    if row is None or row.node != name:
+        raise NotFound(f"node {name!r} has no token {token_id}", field="token")
+    if row.revoked_at is None:
+        row.revoked_at = now
+        session.add(row)
+        record_change(session, asker.name, f"node:{name}", "agent token", row.prefix, "", now)
+    return row
+
+
+def authenticate_node(session: Session, token: str) -> str:
+    """The node an agent's token names; Unauthenticated if it names none."""
+    if not token.startswith(NODE_TOKEN_PREFIX):
+        raise Unauthenticated(
+            f"invalid token: agents use a node token ({NODE_TOKEN_PREFIX}..., made by "
+            "`gpupool nodes token NODE`)"
+        )
+    row = session.exec(select(NodeToken).where(NodeToken.digest == digest(token))).first()
+    if row is None:
+        raise Unauthenticated("invalid node token")
+    if row.revoked_at is not None:
+        raise Unauthenticated("this node token was revoked")
+    return row.node
+
+
+# --- what the agents reported -----------------------------------------------------------------
+
+
+def node_gpus(session: Session, asker: Principal, name: str) -> NodeGpusPublic:
+    """The node's GPUs as its agent last reported them (none yet: an empty list). For
+    operators and admins: it shows every job's processes on the node."""
+    asker.require(Role.OPERATOR, Role.ADMIN)
+    node = get_node(session, name)
+    row = session.get(NodeTelemetry, name)
+    if row is None:
+        return NodeGpusPublic(node=name, state=NodeStateName(node.state), gpus=[])
+    return NodeGpusPublic.model_validate(
+        {
+            "node": name,
+            "state": node.state,
+            "state_reason": node.state_reason,
+            "reader": row.reader,
+            "driver_version": row.driver_version,
+            "at": row.at,
+            "received_at": row.received_at,
+            "gpus": [GpuStatusPublic.model_validate(gpu) for gpu in row.gpus],
+        }
+    )
+
+
+def node_history(
+    session: Session, asker: Principal, name: str, since: float, until: float
+) -> list[GpuMinutePublic]:
+    """One row per GPU of the node per minute in [since, until)."""
+    asker.require(Role.OPERATOR, Role.ADMIN)
+    get_node(session, name)
+    rows = session.exec(
+        select(GpuMinute)
+        .where(GpuMinute.node == name)
+        .where(col(GpuMinute.minute) >= int(since // 60))
+        .where(col(GpuMinute.minute) < int(until // 60))
+        .order_by(col(GpuMinute.minute), col(GpuMinute.gpu_index), col(GpuMinute.uuid))
+    ).all()
+    return [
+        GpuMinutePublic.model_validate(
+            {
+                "uuid": r.uuid,
+                "node": r.node,
+                "gpu_index": r.gpu_index,
+                "minute": r.minute * 60,
+                "util_gpu_pct": r.util_gpu_sum / r.util_gpu_samples if r.util_gpu_samples else None,
+                "util_mem_pct": r.util_mem_sum / r.util_gpu_samples if r.util_gpu_samples else None,
+                "power_w": r.power_w_sum / r.power_samples if r.power_samples else None,
+                "mem_used_bytes": r.mem_used_max,
+                "temp_c": r.temp_max,
+            }
+        )
+        for r in rows
     ]
 
 
@@ -82,9 +229,7 @@ def set_drain(
 ) -> Node:
     """Drain (no new jobs; running ones finish) or return a node to service."""
     asker.require(Role.OPERATOR, Role.ADMIN)
-    node = session.get(Node, name)
-    if node is None:
-        raise NotFound(f"no node {name!r}", field="node")
+    node = get_node(session, name)
     if node.state == NodeStateName.DOWN.value:
         raise Conflict(
             f"node {name!r} is down ({node.state_reason or 'no reason given'}); it returns to "

@@ -8,6 +8,7 @@ DbDecisionSink    core.Plan -> rows, in one transaction per call; dispatcher eve
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
@@ -36,6 +37,7 @@ from web.models import (
     Leadership,
     Node,
     NodeStateName,
+    NodeTelemetry,
     Project,
     ProjectState,
     Quota,
@@ -43,6 +45,7 @@ from web.models import (
 )
 from web.services.changes import record_change
 from web.services.projects import expire_projects
+from web.services.telemetry import HEARTBEAT_REASON
 
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
 J = Job.__table__  # type: ignore[attr-defined]
@@ -53,6 +56,7 @@ P = Project.__table__  # type: ignore[attr-defined]
 Q = Quota.__table__  # type: ignore[attr-defined]
 S = Sector.__table__  # type: ignore[attr-defined]
 L = Leadership.__table__  # type: ignore[attr-defined]
+NT = NodeTelemetry.__table__  # type: ignore[attr-defined]
 
 
 class DbSnapshotSource:
@@ -175,8 +179,20 @@ class DbSnapshotSource:
 
 
 class DbDecisionSink:
-    def __init__(self, engine: Engine, cancel_grace_s: float, half_life_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        cancel_grace_s: float,
+        half_life_s: float,
+        heartbeat_timeout_s: float | None = None,
+        heartbeat_check_s: float = 5.0,
+    ) -> None:
+        """`heartbeat_timeout_s`: a node whose agent has reported before and then is
+        silent this long goes down (None: never); checked every `heartbeat_check_s`."""
         self.engine = engine
+        self.heartbeat_timeout_s, self.heartbeat_check_s = heartbeat_timeout_s, heartbeat_check_s
+        self._claimed_at: float | None = None
+        self._next_heartbeat_check = 0.0
         self.epoch: int | None = None  # this leadership's fencing token (see claim)
         self.cancel_grace_s = cancel_grace_s
         self.half_life_s = half_life_s
@@ -196,6 +212,7 @@ class DbDecisionSink:
                     update(L).where(L.c.id == 1).values(epoch=epoch, holder=holder, since=now)
                 )
         self.epoch = epoch
+        self._claimed_at = now
         # Another leader may have written reasons since this one last did: write all anew.
         self._written.clear()
 
@@ -609,6 +626,63 @@ class DbDecisionSink:
                         record_change(s, "scheduler", f"node:{name}", "state", old, new, now, note)
                         changed.append(name)
         return changed
+
+    def take_down_silent_nodes(self, now: float) -> list[StopOrder]:
+        """Nodes up or draining whose agents have reported before but not for
+        heartbeat_timeout_s go down ("missed heartbeats: ..."); their attempts end lost
+        and are requeued. Judged only once this leader has led that long itself: after a
+        restart of the control plane, every agent looks silent until it reports again."""
+        timeout = self.heartbeat_timeout_s
+        if timeout is None or self._claimed_at is None or now < self._next_heartbeat_check:
+            return []
+        self._next_heartbeat_check = now + self.heartbeat_check_s
+        cutoff = now - timeout
+        if self._claimed_at > cutoff:
+            return []
+        live = (NodeStateName.UP.value, NodeStateName.DRAINING.value)
+        with read_session(self.engine) as s:
+            silent = s.execute(
+                select(N.c.name, N.c.state, NT.c.received_at)
+                .join(NT, NT.c.node == N.c.name)
+                .where(N.c.state.in_(live), NT.c.received_at < cutoff)
+            ).all()
+        if not silent:
+            return []
+        stops: list[StopOrder] = []
+        with write_session(self.engine) as s:
+            self._fence(s)
+            for node in silent:
+                last = datetime.fromtimestamp(node.received_at, UTC).isoformat(timespec="seconds")
+                reason = f"{HEARTBEAT_REASON}: no report from its agent since {last}"
+                done = s.execute(
+                    update(N)
+                    .where(N.c.name == node.name, N.c.state == node.state)
+                    .values(state=NodeStateName.DOWN.value, state_reason=reason)
+                )
+                if not done.rowcount:  # type: ignore[attr-defined]
+                    continue
+                record_change(
+                    s, "scheduler", f"node:{node.name}", "state", node.state, "down", now, reason
+                )
+                attempts = s.execute(
+                    select(A.c.job_id, A.c.attempt)
+                    .join(J, and_(J.c.id == A.c.job_id, J.c.attempt == A.c.attempt))
+                    .where(A.c.node == node.name, A.c.end.is_(None), J.c.state.in_(ACTIVE))
+                    .distinct()
+                ).all()
+                lost = [
+                    JobEvent(
+                        str(a.job_id),
+                        a.attempt,
+                        EventKind.LOST,
+                        now,
+                        f"node {node.name} down: {reason}",
+                    )
+                    for a in attempts
+                ]
+                self._ended(s, lost)
+                stops += [StopOrder(e.job_id, e.attempt, 0.0, StopWhy.NODE_DOWN) for e in lost]
+        return stops
 
     # --- 0. a new leader -----------------------------------------------------------------
 

@@ -17,18 +17,23 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.web.api.test_roles import declared_routes
 from tests.web.conftest import Api, unique
-from web.db import read_session
+from web.db import read_session, write_session
 from web.models import (
     ApiToken,
     Job,
     Membership,
     Node,
+    NodeTelemetry,
+    NodeToken,
     Project,
     ProjectState,
     Quota,
+    Role,
     Sector,
     User,
 )
+from web.services.auth import Principal
+from web.services.nodes import issue_node_token
 
 Probe = Callable[[Session], bool]
 
@@ -58,6 +63,7 @@ class Write:
     body: Any
     probe: Probe
     status: int = 200
+    token: str | None = None  # a node agent's, instead of the user's
 
 
 def create_user(api: Api) -> Write:
@@ -193,6 +199,46 @@ def drain(action: str, state: str, target: str) -> Callable[[Api], Write]:
     return case
 
 
+def node_token(api: Api) -> Write:
+    name = api.add_node(unique("node"))
+
+    def probe(s: Session) -> bool:
+        return s.exec(select(NodeToken).where(NodeToken.node == name)).first() is not None
+
+    return Write("ops", "POST", f"/nodes/{name}/tokens", {"label": "x"}, probe, 201)
+
+
+def made_node_token(api: Api) -> tuple[str, NodeToken, str]:
+    """A node and its agent's token: (node, the token's row, the secret)."""
+    name = api.add_node(unique("node"))
+    with write_session(api.engine) as s:
+        made = issue_node_token(s, Principal("seed", Role.ADMIN), name, "", api.clock.now())
+        row = s.get(NodeToken, made.id)
+        assert row is not None
+    return name, row, made.token
+
+
+def revoke_node_token(api: Api) -> Write:
+    name, token, _ = made_node_token(api)
+
+    def probe(s: Session) -> bool:
+        row = s.get(NodeToken, token.id)
+        return row is not None and row.revoked_at is not None
+
+    return Write("ops", "DELETE", f"/nodes/{name}/tokens/{token.id}", None, probe)
+
+
+def agent_report(api: Api) -> Write:
+    name, _, secret = made_node_token(api)
+    body = {"node": name, "reports": [{"boot": "c0ffee00", "seq": 1, "at": api.clock.now()}]}
+
+    def probe(s: Session) -> bool:
+        row = s.get(NodeTelemetry, name)
+        return row is not None and row.seq == 1
+
+    return Write("", "POST", "/agents/reports", body, probe, token=secret)
+
+
 def submit(api: Api) -> Write:
     name = unique("job")
     body = {"project": "p1", "entrypoint": "x", "gpus": 1, "name": name}
@@ -238,6 +284,9 @@ WRITES: list[tuple[str, Callable[[Api], Write]]] = [
     ("POST /nodes", register_node),
     ("POST /nodes/{name}/drain", drain("drain", "up", "draining")),
     ("POST /nodes/{name}/undrain", drain("undrain", "draining", "up")),
+    ("POST /nodes/{name}/tokens", node_token),
+    ("DELETE /nodes/{name}/tokens/{id}", revoke_node_token),
+    ("POST /agents/reports", agent_report),
     ("POST /jobs", submit),
     ("POST /jobs/{id}/cancel", cancel),
 ]
@@ -252,8 +301,9 @@ def test_a_write_is_committed_before_its_answer_starts(
     probed = ProbeWhenTheAnswerStarts(api.client.app, api, write.probe)
     client = TestClient(probed, raise_server_exceptions=False)  # the pool is running already
 
+    headers = {"Authorization": f"Bearer {write.token}"} if write.token else api.headers(write.user)
     response = client.request(
-        write.method, "/api/v1" + write.path, json=write.body, headers=api.headers(write.user)
+        write.method, "/api/v1" + write.path, json=write.body, headers=headers
     )
 
     assert response.status_code == write.status, response.text

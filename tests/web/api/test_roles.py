@@ -21,7 +21,10 @@ import pytest
 from fastapi import FastAPI
 
 from tests.web.conftest import ANONYMOUS, Api, unique
-from web.models import ProjectState
+from web.db import write_session
+from web.models import ProjectState, Role
+from web.services.auth import Principal
+from web.services.nodes import issue_node_token
 
 OK = "2xx"
 Expected = str | int
@@ -104,6 +107,14 @@ def draining_node(api: Api) -> str:
     return api.add_node(unique("n"), state="draining")
 
 
+def node_token(api: Api) -> str:
+    """A node with an agent token: the path (under /nodes/) that revokes the token."""
+    name = api.add_node(unique("n"))
+    with write_session(api.engine) as session:
+        made = issue_node_token(session, Principal("seed", Role.ADMIN), name, "", api.clock.now())
+    return f"{name}/tokens/{made.id}"
+
+
 def bob_token(api: Api) -> int:
     return int(api.issue("bob").id)
 
@@ -159,6 +170,11 @@ ROWS = [
         "GET", "/api/v1/jobs/{job_id}/logs",
         lambda api: (f"/jobs/{dave_running_job_with_output(api)}/logs", None),
         admin=OK, operator=OK, pi=OK, member=OK, outsider=404, check=the_output,
+    ),
+    Row(
+        "GET", "/api/v1/jobs/{job_id}/usage",
+        lambda api: (f"/jobs/{dave_running_job_with_output(api)}/usage", None),
+        admin=OK, operator=OK, pi=OK, member=OK, outsider=404,
     ),
     Row(
         "POST", "/api/v1/jobs/{job_id}/cancel",
@@ -232,6 +248,38 @@ ROWS = [
         "POST", "/api/v1/nodes/{name}/undrain",
         lambda api: (f"/nodes/{draining_node(api)}/undrain", None),
         admin=OK, operator=OK, pi=403, member=403, outsider=403,
+    ),
+    Row(
+        "GET", "/api/v1/nodes/{name}/gpus",
+        lambda api: (f"/nodes/{api.add_node(unique('n'))}/gpus", None),
+        admin=OK, operator=OK, pi=403, member=403, outsider=403,
+    ),
+    Row(
+        "GET", "/api/v1/nodes/{name}/history",
+        lambda api: (f"/nodes/{api.add_node(unique('n'))}/history", None),
+        admin=OK, operator=OK, pi=403, member=403, outsider=403,
+    ),
+    Row(
+        "POST", "/api/v1/nodes/{name}/tokens",
+        lambda api: (f"/nodes/{api.add_node(unique('n'))}/tokens", {"label": "agent"}),
+        admin=OK, operator=OK, pi=403, member=403, outsider=403,
+    ),
+    Row(
+        "GET", "/api/v1/nodes/{name}/tokens",
+        lambda api: (f"/nodes/{api.add_node(unique('n'))}/tokens", None),
+        admin=OK, operator=OK, pi=403, member=403, outsider=403,
+    ),
+    Row(
+        "DELETE", "/api/v1/nodes/{name}/tokens/{token_id}",
+        lambda api: (f"/nodes/{node_token(api)}", None),
+        admin=OK, operator=OK, pi=403, member=403, outsider=403,
+    ),
+    # --- agents ----------------------------------------------------------------------------
+    Row(
+        "POST", "/api/v1/agents/reports",
+        fixed("/agents/reports", {"node": "h-0", "reports": [{"boot": "c0ffee00", "seq": 1}]}),
+        # A user's token, whatever its role, is not a node's.
+        admin=401, operator=401, pi=401, member=401, outsider=401,
     ),
     Row(
         "GET", "/api/v1/flavors", fixed("/flavors"),

@@ -19,8 +19,9 @@ from web.db import read_session, write_session
 from web.models import Job, JobCreate, MemberRole, Role
 from web.services import intake as intake_module
 from web.services.auth import Principal
+from web.services.batching import settle
 from web.services.errors import Conflict, ServiceError
-from web.services.intake import SubmissionIntake, _Pending, _settle
+from web.services.intake import SubmissionIntake, _Pending
 from web.services.jobs import Reference, SubmitLimits, Submitted, prepare
 from web.services.seed import seed_pool
 
@@ -145,7 +146,7 @@ def test_a_request_that_went_away_is_neither_stored_nor_answered_and_the_rest_ar
 
 
 @pytest.mark.parametrize(
-    "settle",
+    "finish",
     [
         lambda f: f.cancel(),
         lambda f: f.set_result(Submitted([], duplicate=False)),
@@ -154,13 +155,13 @@ def test_a_request_that_went_away_is_neither_stored_nor_answered_and_the_rest_ar
     ids=["cancelled", "answered", "failed"],
 )
 def test_settling_a_future_that_is_done_already_changes_nothing(
-    settle: Callable[[Future[Submitted]], Any],
+    finish: Callable[[Future[Submitted]], Any],
 ) -> None:
     result: Future[Submitted] = Future()
-    settle(result)
+    finish(result)
     before = (result.cancelled(), result.done())
-    _settle(result, Submitted([], duplicate=True))  # neither raises nor changes it
-    _settle(result, RuntimeError("late"))
+    settle(result, Submitted([], duplicate=True))  # neither raises nor changes it
+    settle(result, RuntimeError("late"))
     assert (result.cancelled(), result.done()) == before
 
 

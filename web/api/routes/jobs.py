@@ -15,7 +15,15 @@ from web.api.deps import (
     SessionDep,
     refuse_nul,
 )
-from web.models import MAX_ID, JobCreate, JobPage, JobPublic, JobState, SubmitResult
+from web.models import (
+    MAX_ID,
+    JobCreate,
+    JobPage,
+    JobPublic,
+    JobState,
+    JobUsagePublic,
+    SubmitResult,
+)
 from web.services import jobs
 from web.services.logs import read_logs
 
@@ -120,3 +128,10 @@ def job_logs(
         "Cache-Control": "no-store",
     }
     return Response(found.text, media_type="text/plain; charset=utf-8", headers=headers)
+
+
+@router.get("/{job_id}/usage", response_model=list[JobUsagePublic])
+def job_usage(job_id: IdPath, session: ReadSessionDep, user: CurrentUser) -> list[JobUsagePublic]:
+    """What the node agents saw each attempt use: GPU-seconds, mean utilization, energy,
+    peak memory on one GPU."""
+    return jobs.job_usage(session, user, job_id)

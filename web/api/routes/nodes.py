@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from typing import Annotated
 
-from web.api.deps import CurrentUser, PoolDep, ReadSessionDep, SessionDep
-from web.models import FlavorPublic, NodeCreate, NodeDrain, NodePublic
+from fastapi import APIRouter, Query, status
+
+from web.api.deps import CurrentUser, IdPath, PoolDep, ReadSessionDep, SessionDep
+from web.models import (
+    FlavorPublic,
+    GpuMinutePublic,
+    NodeCreate,
+    NodeDrain,
+    NodeGpusPublic,
+    NodePublic,
+    NodeTokenCreate,
+    NodeTokenCreated,
+    NodeTokenPublic,
+)
 from web.services import nodes
 
 router = APIRouter(tags=["nodes"])
@@ -42,6 +54,54 @@ def undrain_node(name: str, session: SessionDep, user: CurrentUser, pool: PoolDe
     session.commit()
     pool.pool_changed()
     return nodes.public_nodes(session, [node])[0]
+
+
+@router.get("/nodes/{name}/gpus", response_model=NodeGpusPublic)
+def node_gpus(name: str, session: ReadSessionDep, user: CurrentUser) -> NodeGpusPublic:
+    """The node's GPUs as its agent last reported them, with the jobs on each."""
+    return nodes.node_gpus(session, user, name)
+
+
+@router.get("/nodes/{name}/history", response_model=list[GpuMinutePublic])
+def node_history(
+    name: str,
+    session: ReadSessionDep,
+    user: CurrentUser,
+    pool: PoolDep,
+    minutes: Annotated[int, Query(ge=1, le=7 * 1440, description="how far back")] = 60,
+) -> list[GpuMinutePublic]:
+    """One row per GPU per minute over the last `minutes` (for charts)."""
+    now = pool.clock.now()
+    return nodes.node_history(session, user, name, now - minutes * 60, now + 60)
+
+
+@router.post(
+    "/nodes/{name}/tokens", response_model=NodeTokenCreated, status_code=status.HTTP_201_CREATED
+)
+def create_node_token(
+    name: str, spec: NodeTokenCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
+) -> NodeTokenCreated:
+    """A token for the node's agent (shown once): it reports for this node, nothing else."""
+    created = nodes.issue_node_token(session, user, name, spec.label, pool.clock.now())
+    session.commit()
+    return created
+
+
+@router.get("/nodes/{name}/tokens", response_model=list[NodeTokenPublic])
+def list_node_tokens(
+    name: str, session: ReadSessionDep, user: CurrentUser
+) -> list[NodeTokenPublic]:
+    return [NodeTokenPublic.model_validate(t) for t in nodes.list_node_tokens(session, user, name)]
+
+
+@router.delete("/nodes/{name}/tokens/{token_id}", response_model=NodeTokenPublic)
+def revoke_node_token(
+    name: str, token_id: IdPath, session: SessionDep, user: CurrentUser, pool: PoolDep
+) -> NodeTokenPublic:
+    row = nodes.revoke_node_token(session, user, name, token_id, pool.clock.now())
+    session.commit()
+    pool.identities_changed()
+    return NodeTokenPublic.model_validate(row)
 
 
 @router.get("/flavors", response_model=list[FlavorPublic])

@@ -1,0 +1,345 @@
+"""POST /api/v1/agents/reports and what follows from it: the heartbeat, each GPU's latest
+sample, per-job usage, the per-minute history, node health; and node tokens.
+
+Reports are built here with small builders (`gpu(...)`, `report(...)`); the agent that
+really sends them is tested in tests/agents and end to end in tests/web/test_agents_e2e.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from web.db import read_session, write_session
+from web.models import Allocation, Change, JobUsage, Node
+from web.services.scheduling import DbDecisionSink
+from web.services.telemetry import HEARTBEAT_REASON
+
+from ..conftest import START, Api
+
+BOOT = "00c0ffee"
+GIB = 1024**3
+
+
+def gpu(index: int = 0, **fields: Any) -> dict[str, Any]:
+    """A GPU sample; `jobs` is a shortcut for processes of those (job, attempt) pairs."""
+    jobs = fields.pop("jobs", [])
+    sample = {
+        "index": index,
+        "uuid": f"GPU-{index:04d}",
+        "name": "NVIDIA H100 80GB HBM3",
+        "util_gpu_pct": 50.0,
+        "util_mem_pct": 20.0,
+        "mem_used_bytes": 10 * GIB,
+        "mem_total_bytes": 80 * GIB,
+        "power_w": 300.0,
+        "energy_mj": 1_000_000,
+        "temp_c": 60.0,
+        "ecc_corrected": 0,
+        "ecc_uncorrected": 0,
+        "processes": [
+            {"pid": 1000 + i, "used_memory_bytes": 5 * GIB, "job_id": str(job), "attempt": attempt}
+            for i, (job, attempt) in enumerate(jobs)
+        ],
+    }
+    return sample | fields
+
+
+def report(seq: int, at: float, *gpus: dict[str, Any], boot: str = BOOT) -> dict[str, Any]:
+    return {"boot": boot, "seq": seq, "at": at, "gpus": list(gpus)}
+
+
+class Agent:
+    """A node's agent as the API sees it: its token and what it sends."""
+
+    def __init__(self, api: Api, node: str) -> None:
+        self.api, self.node = api, node
+        made = api.post("ops", f"/nodes/{node}/tokens", json={"label": "tests"})
+        assert made.status_code == 201, made.text
+        self.token: str = made.json()["token"]
+
+    def send(self, *reports: dict[str, Any], node: str | None = None) -> httpx.Response:
+        body = {"node": node or self.node, "reports": list(reports)}
+        return self.api.client.post(
+            "/api/v1/agents/reports", json=body, headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    def ok(self, *reports: dict[str, Any]) -> dict[str, Any]:
+        answer = self.send(*reports)
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+
+def running_job(api: Api, node: str = "h-0", gpus: int = 2, attempt: int = 1) -> int:
+    """A job the records say runs on `node` (its allocation from START)."""
+    job_id = int(api.submit("alice", gpus=gpus)["id"])
+    api.set_job(job_id, state="running", attempt=attempt, flavor_used="H100")
+    with write_session(api.engine) as s:
+        s.add(
+            Allocation(
+                job_id=job_id, attempt=attempt, node=node, flavor="H100", gpus=gpus, start=START
+            )
+        )
+    return job_id
+
+
+def usage(api: Api, job_id: int) -> list[dict[str, Any]]:
+    answer = api.get("alice", f"/jobs/{job_id}/usage")
+    assert answer.status_code == 200, answer.text
+    rows: list[dict[str, Any]] = answer.json()
+    return rows
+
+
+def node_row(api: Api, name: str) -> tuple[str, str]:
+    with read_session(api.engine) as s:
+        node = s.get(Node, name)
+        assert node is not None
+        return node.state, node.state_reason
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+
+def test_a_jobs_gpus_count_their_time_utilization_energy_and_peak_memory(api: Api) -> None:
+    job = running_job(api)
+    agent = Agent(api, "h-0")
+    t = api.clock.now()
+    ack = agent.ok(report(1, t, gpu(0, jobs=[(job, 1)]), gpu(1, jobs=[(job, 1)]), gpu(2)))
+    assert ack == {"accepted": 1, "duplicates": 0, "last_seq": 1, "interval_s": 5.0}
+    assert usage(api, job) == []  # one sample: no interval yet
+
+    agent.ok(
+        report(
+            2,
+            t + 10,
+            gpu(0, jobs=[(job, 1)], util_gpu_pct=100.0, energy_mj=1_000_000 + 3_000_000),
+            gpu(1, jobs=[(job, 1)], util_gpu_pct=0.0, energy_mj=1_000_000 + 1_000_000),
+            gpu(2, energy_mj=9_000_000),  # not the pool's: counts for nobody
+        )
+    )
+    [attempt] = usage(api, job)
+    assert attempt["gpu_s"] == pytest.approx(20.0)  # two GPUs, 10 s
+    assert attempt["mean_util_pct"] == pytest.approx(50.0)
+    assert attempt["energy_kwh"] == pytest.approx(4_000 / 3.6e6)  # 3 kJ + 1 kJ
+    assert attempt["peak_mem_bytes"] == 5 * GIB
+
+    status = api.get("ops", "/nodes/h-0/gpus").json()
+    assert [g["jobs"] for g in status["gpus"]] == [[[job, 1]], [[job, 1]], []]
+    assert status["gpus"][0]["util_gpu_pct"] == 100.0
+    assert api.get("ops", "/nodes").json()[2]["last_heartbeat"] is not None
+
+
+def test_a_resent_report_is_acknowledged_and_not_counted_again(api: Api) -> None:
+    job = running_job(api)
+    agent = Agent(api, "h-0")
+    t = api.clock.now()
+    first = report(1, t, gpu(0, jobs=[(job, 1)]))
+    second = report(2, t + 5, gpu(0, jobs=[(job, 1)], energy_mj=2_000_000))
+    agent.ok(first, second)
+    before = usage(api, job)
+
+    again = agent.ok(first, second)
+    assert (again["accepted"], again["duplicates"], again["last_seq"]) == (0, 2, 2)
+    assert usage(api, job) == before
+    # A new run of the agent numbers from 1 again: taken.
+    fresh = agent.ok(report(1, t + 10, gpu(0, jobs=[(job, 1)]), boot="feedbeef"))
+    assert (fresh["accepted"], fresh["last_seq"]) == (1, 1)
+    assert usage(api, job)[0]["gpu_s"] == pytest.approx(10.0)
+
+
+def test_a_counter_going_backwards_gives_no_energy_for_that_interval(api: Api) -> None:
+    job = running_job(api)
+    agent = Agent(api, "h-0")
+    t = api.clock.now()
+    agent.ok(
+        report(1, t, gpu(0, jobs=[(job, 1)], energy_mj=50_000_000)),
+        report(2, t + 5, gpu(0, jobs=[(job, 1)], energy_mj=1_000)),  # the driver reloaded
+        report(3, t + 10, gpu(0, jobs=[(job, 1)], energy_mj=2_001_000)),
+    )
+    [attempt] = usage(api, job)
+    assert attempt["gpu_s"] == pytest.approx(10.0)
+    assert attempt["energy_gpu_s"] == pytest.approx(5.0)  # only the second interval
+    assert attempt["energy_kwh"] == pytest.approx(2_000 / 3.6e6)
+
+
+def test_processes_of_jobs_that_hold_no_gpus_on_the_node_count_for_nobody(api: Api) -> None:
+    elsewhere = running_job(api, node="h-1")
+    agent = Agent(api, "h-0")
+    t = api.clock.now()
+    claims = [(elsewhere, 1), (elsewhere, 2), (999_999, 1)]
+    agent.ok(report(1, t, gpu(0, jobs=claims)), report(2, t + 5, gpu(0, jobs=claims)))
+    assert usage(api, elsewhere) == []
+    assert api.count(JobUsage) == 0
+    assert api.get("ops", "/nodes/h-0/gpus").json()["gpus"][0]["jobs"] == []
+
+
+def test_a_gpu_shared_by_two_jobs_gives_each_half(api: Api) -> None:
+    one, two = running_job(api), running_job(api)
+    agent = Agent(api, "h-0")
+    t = api.clock.now()
+    shared = gpu(0, jobs=[(one, 1), (two, 1)])
+    agent.ok(report(1, t, shared), report(2, t + 8, shared | {"energy_mj": 1_800_000}))
+    for job in (one, two):
+        [attempt] = usage(api, job)
+        assert attempt["gpu_s"] == pytest.approx(4.0)
+        assert attempt["energy_kwh"] == pytest.approx(400 / 3.6e6)
+
+
+def test_a_long_silence_is_not_guessed_at(api: Api) -> None:
+    job = running_job(api)
+    agent = Agent(api, "h-0")
+    t = api.clock.advance(3600)  # the job runs since an hour
+    agent.ok(report(1, t - 600, gpu(0, jobs=[(job, 1)])), report(2, t, gpu(0, jobs=[(job, 1)])))
+    assert usage(api, job) == []  # 600 s > telemetry_max_gap_s (60 s)
+
+
+# --- history ----------------------------------------------------------------------------------
+
+
+def test_history_has_one_row_per_gpu_per_minute(api: Api) -> None:
+    agent = Agent(api, "h-0")
+    t = (api.clock.now() // 60) * 60
+    agent.ok(
+        report(1, t + 1, gpu(0, util_gpu_pct=20.0), gpu(1, util_gpu_pct=0.0)),
+        report(2, t + 31, gpu(0, util_gpu_pct=40.0, temp_c=70.0), gpu(1, util_gpu_pct=0.0)),
+        report(3, t + 61, gpu(0, util_gpu_pct=90.0), gpu(1, util_gpu_pct=0.0)),
+    )
+    api.clock.advance(120)
+    api.pool.telemetry.flush_minutes()
+    rows = api.get("ops", "/nodes/h-0/history", params={"minutes": 10}).json()
+    first = [(r["gpu_index"], r["util_gpu_pct"], r["temp_c"]) for r in rows]
+    assert first == [(0, 30.0, 70.0), (1, 0.0, 60.0), (0, 90.0, 60.0), (1, 0.0, 60.0)]
+
+
+# --- health -----------------------------------------------------------------------------------
+
+
+def test_an_uncorrectable_ecc_error_drains_the_node_and_says_why(api: Api) -> None:
+    agent = Agent(api, "h-0")
+    t = api.clock.now()
+    agent.ok(report(1, t, gpu(0), gpu(3)))
+    agent.ok(report(2, t + 5, gpu(0), gpu(3, ecc_uncorrected=2)))
+    state, reason = node_row(api, "h-0")
+    assert state == "draining"
+    assert reason == "uncorrectable ECC errors on GPU 3 (GPU-0003): 2 since the driver loaded"
+    with read_session(api.engine) as s:
+        change = s.exec(select(Change).where(Change.subject == "node:h-0")).all()[-1]
+        assert (change.actor, change.old, change.new, change.note) == (
+            "agent",
+            "up",
+            "draining",
+            reason,
+        )
+    # An operator returns it to service: the count that stays does not drain it again.
+    assert api.post("ops", "/nodes/h-0/undrain").status_code == 200
+    agent.ok(report(3, t + 10, gpu(0), gpu(3, ecc_uncorrected=2)))
+    assert node_row(api, "h-0") == ("up", "")
+
+
+@pytest.mark.parametrize(
+    ("xid", "drained"), [(79, "Xid 79 (GPU has fallen off the bus) on GPU 0 (GPU-0000)"), (13, "")]
+)
+def test_a_critical_xid_drains_the_node_and_an_application_error_does_not(
+    api: Api, xid: int, drained: str
+) -> None:
+    agent = Agent(api, "h-0")
+    agent.ok(report(1, api.clock.now(), gpu(0, xids=[{"xid": xid, "at": api.clock.now()}])))
+    assert node_row(api, "h-0") == (("draining", drained) if drained else ("up", ""))
+    assert api.get("ops", "/nodes/h-0/gpus").json()["gpus"][0]["last_xid"] == xid
+
+
+def test_a_silent_node_goes_down_its_jobs_are_requeued_and_it_comes_back(api: Api) -> None:
+    job = running_job(api)
+    agent = Agent(api, "h-0")
+    sink = DbDecisionSink(api.engine, 30.0, 86400.0, heartbeat_timeout_s=60.0)
+    sink.claim("tests", api.clock.now())
+    agent.ok(report(1, api.clock.now(), gpu(0, jobs=[(job, 1)])))
+
+    api.clock.advance(59)
+    assert sink.take_down_silent_nodes(api.clock.now()) == []
+    api.clock.advance(10)
+    [stop] = sink.take_down_silent_nodes(api.clock.now())
+    assert (stop.job_id, stop.attempt, stop.why.value) == (str(job), 1, "node down")
+    state, reason = node_row(api, "h-0")
+    assert state == "down" and reason.startswith(HEARTBEAT_REASON)
+    row = api.job_row(job)
+    assert (row.state, row.reason_code) == ("queued", "lost")
+    assert node_row(api, "h-1") == ("up", "")  # never reported: not judged
+
+    agent.ok(report(2, api.clock.now(), gpu(0)))
+    assert node_row(api, "h-0") == ("up", "")
+
+
+def test_a_new_leader_waits_a_whole_timeout_before_judging_silence(api: Api) -> None:
+    agent = Agent(api, "h-0")
+    agent.ok(report(1, api.clock.now(), gpu(0)))
+    api.clock.advance(3600)  # the control plane was down for an hour
+    sink = DbDecisionSink(api.engine, 30.0, 86400.0, heartbeat_timeout_s=60.0, heartbeat_check_s=0)
+    sink.claim("tests", api.clock.now())
+    assert sink.take_down_silent_nodes(api.clock.now()) == []
+    api.clock.advance(61)
+    assert len(sink.take_down_silent_nodes(api.clock.now())) == 0
+    assert node_row(api, "h-0")[0] == "down"
+
+
+# --- bad input and tokens -----------------------------------------------------------------------
+
+
+def test_one_nodes_token_cannot_report_for_another(api: Api) -> None:
+    agent = Agent(api, "h-0")
+    answer = agent.send(report(1, api.clock.now(), gpu(0)), node="h-1")
+    assert answer.status_code == 403
+    assert "this token belongs to node 'h-0'; it cannot report for 'h-1'" in answer.text
+
+
+def test_users_tokens_revoked_tokens_and_no_token_are_refused(api: Api) -> None:
+    agent = Agent(api, "h-0")
+    body = {"node": "h-0", "reports": [report(1, api.clock.now(), gpu(0))]}
+    as_user = api.post("admin", "/agents/reports", json=body)
+    assert as_user.status_code == 401 and "node token" in as_user.text
+    assert api.post(None, "/agents/reports", json=body).status_code == 401
+
+    [token] = api.get("ops", "/nodes/h-0/tokens").json()
+    assert api.delete("ops", f"/nodes/h-0/tokens/{token['id']}").status_code == 200
+    refused = agent.send(report(1, api.clock.now(), gpu(0)))
+    assert refused.status_code == 401 and "revoked" in refused.text
+    assert api.post("alice", "/nodes/h-0/tokens", json={}).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (lambda r: r | {"at": START + 10_000}, "reports.0.at"),
+        (lambda r: r | {"seq": 0}, "reports.0.seq"),
+        (lambda r: r | {"boot": "not hex"}, "reports.0.boot"),
+        (lambda r: r | {"gpus": [gpu(0, util_gpu_pct=101.0)]}, "reports.0.gpus.0.util_gpu_pct"),
+        (lambda r: r | {"gpus": [gpu(0, power_w=-1.0)]}, "reports.0.gpus.0.power_w"),
+        (lambda r: r | {"gpus": [gpu(0, surprise=1)]}, "reports.0.gpus.0.surprise"),
+        (lambda r: r | {"gpus": [gpu(0), gpu(0)]}, "reports.0.gpus"),
+    ],
+)
+def test_bad_reports_are_refused_naming_the_field_and_nothing_is_stored(
+    api: Api, change: Any, field: str
+) -> None:
+    agent = Agent(api, "h-0")
+    answer = agent.send(change(report(1, api.clock.now(), gpu(0))))
+    assert answer.status_code == 422, answer.text
+    assert field in answer.text
+    assert api.get("ops", "/nodes/h-0/gpus").json()["gpus"] == []
+
+
+def test_reports_out_of_order_in_a_batch_and_oversized_bodies_are_refused(api: Api) -> None:
+    agent = Agent(api, "h-0")
+    t = api.clock.now()
+    answer = agent.send(report(2, t, gpu(0)), report(1, t, gpu(0)))
+    assert answer.status_code == 422 and "reports.1.seq" in answer.text
+    huge = agent.api.client.post(
+        "/api/v1/agents/reports",
+        content=b"[" + b" " * (8 * 1024 * 1024) + b"]",
+        headers={"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413

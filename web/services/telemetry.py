@@ -1,0 +1,617 @@
+"""Node agents' reports -> records: heartbeat, each GPU's latest sample, per-job usage,
+per-minute history, and node health.
+
+A request is checked at once (`check`: the token's node, timestamps, sequence numbers) and
+handed to one writer thread that takes every report waiting at that moment in one
+transaction, as submissions are taken (web/services/intake.py), and answers after the
+commit: an acknowledged report is stored, and an agent resends what was not acknowledged.
+
+In that transaction, per report, in order:
+1. Resend guard: a report at or below the highest `seq` taken for the node's current
+   agent run (`boot`) is a duplicate: acknowledged, not counted again.
+2. Attribution: a GPU process counts for a job only if that job attempt holds GPUs on
+   this node at the report's time (its allocation); any other process (no GPUPOOL_JOB_ID,
+   or one naming a job that holds nothing here) is reported as not the pool's.
+3. Usage: each GPU's time since the node's previous report (up to `max_gap_s`: a longer
+   silence is not guessed at) is shared equally among the jobs on it: GPU-seconds,
+   utilization, energy from the energy counter's delta (a counter that went backwards, a
+   driver reload, gives no energy for that interval), and the peak memory of each job's
+   processes on one GPU.
+4. Health: a GPU whose uncorrectable ECC count grew, or that reported a critical Xid,
+   drains its node (no new jobs) with the reason, which operators see on the node and in
+   its history. A node that was down for missed heartbeats comes back up.
+5. The node's row (node_telemetry) takes the report: the latest sample of each GPU, the
+   jobs on it, the heartbeat (`received_at`, the server's clock).
+History: samples add up in memory per GPU and minute; minutes that are over are written
+(one row per GPU per minute) every few seconds, and rows older than `history_days` are
+deleted every hour. A crash loses at most the minutes not yet written, which only charts
+read.
+
+Silent nodes are the scheduling loop's business (DbDecisionSink.take_down_silent_nodes).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine, Table, delete, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from agents.schema import GpuSample, NodeReport, ReportAck, ReportBatch
+from web.db import write_session
+from web.enums import NodeStateName
+from web.models import Allocation, GpuMinute, Job, JobUsage, Node, NodeTelemetry
+from web.services.batching import settle, take_batch
+from web.services.changes import record_change
+from web.services.errors import Forbidden, Invalid
+
+log = logging.getLogger("gpupool.telemetry")
+
+A = Allocation.__table__  # type: ignore[attr-defined]
+J = Job.__table__  # type: ignore[attr-defined]
+N = Node.__table__  # type: ignore[attr-defined]
+NT = NodeTelemetry.__table__  # type: ignore[attr-defined]
+GM = GpuMinute.__table__  # type: ignore[attr-defined]
+JU = JobUsage.__table__  # type: ignore[attr-defined]
+
+# Xid errors after which a GPU should not take new work until an operator has looked
+# (NVIDIA's Xid catalog: the ones whose action is a GPU reset or a node reboot).
+CRITICAL_XIDS: dict[int, str] = {
+    48: "double-bit ECC error",
+    62: "internal micro-controller halt",
+    64: "ECC page retirement or row remapping failure",
+    74: "NVLink error",
+    79: "GPU has fallen off the bus",
+    92: "high single-bit ECC error rate",
+    95: "uncontained ECC error",
+    119: "GSP RPC timeout",
+    120: "GSP error",
+    140: "unrecovered ECC error",
+}
+HEARTBEAT_REASON = "missed heartbeats"  # the start of a down node's reason (see scheduling)
+AGENT = "agent"  # the actor of the changes the agents' reports make
+
+
+# Samples to add to the history once their transaction is committed: ((uuid, minute), sample, node)
+Minutes = list[tuple[tuple[str, int], GpuSample, str]]
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryLimits:
+    interval_s: float = 5.0  # how often agents should report (told in every answer)
+    max_gap_s: float = 60.0  # a GPU's time between two reports counts up to this
+    max_future_s: float = 300.0  # a report's time may be this far ahead of the server's
+    history_days: float = 30.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    node: str
+    batch: ReportBatch
+    received_at: float
+    result: Future[ReportAck] = field(default_factory=Future)
+
+
+def check(batch: ReportBatch, token_node: str, now: float, limits: TelemetryLimits) -> None:
+    """What can be refused before the writer: another node's reports, times off the
+    server's clock, sequence numbers out of order, a GPU twice in one report."""
+    if batch.node != token_node:
+        raise Forbidden(
+            f"this token belongs to node {token_node!r}; it cannot report for {batch.node!r}"
+        )
+    boots = {report.boot for report in batch.reports}
+    if len(boots) > 1:
+        raise Invalid("one batch holds the reports of one agent run (one boot)", "reports")
+    oldest = now - limits.history_days * 86400.0
+    previous = 0
+    for i, report in enumerate(batch.reports):
+        if report.at > now + limits.max_future_s:
+            ahead = report.at - now
+            raise Invalid(
+                f"{ahead:.0f} s ahead of the server's clock (at most {limits.max_future_s:g} s "
+                "is allowed): is the node's clock set?",
+                f"reports.{i}.at",
+            )
+        if report.at < oldest:
+            raise Invalid(
+                f"older than the history kept ({limits.history_days:g} days)", f"reports.{i}.at"
+            )
+        if report.seq <= previous:
+            raise Invalid("sequence numbers must increase within a batch", f"reports.{i}.seq")
+        previous = report.seq
+        uuids = [gpu.uuid for gpu in report.gpus]
+        if len(set(uuids)) != len(uuids):
+            raise Invalid("a GPU appears twice in one report", f"reports.{i}.gpus")
+
+
+@dataclass(slots=True)
+class _Usage:
+    gpu_s: float = 0.0
+    busy_gpu_s: float = 0.0
+    util_gpu_s: float = 0.0
+    energy_j: float = 0.0
+    energy_gpu_s: float = 0.0
+    peak_mem_bytes: int = 0
+    first_at: float = math.inf
+    last_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Minute:
+    node: str
+    gpu_index: int
+    samples: int = 0
+    util_gpu_samples: int = 0
+    util_gpu_sum: float = 0.0
+    util_mem_sum: float = 0.0
+    power_w_sum: float = 0.0
+    power_samples: int = 0
+    mem_used_max: int | None = None
+    temp_max: float | None = None
+
+
+class TelemetryIngest:
+    def __init__(
+        self,
+        engine: Engine,
+        limits: TelemetryLimits,
+        clock: Callable[[], float] = time.time,
+        max_batch: int = 1_000,
+        flush_every_s: float = 5.0,
+    ) -> None:
+        self.engine, self.limits, self.clock = engine, limits, clock
+        self.max_batch, self.flush_every_s = max_batch, flush_every_s
+        self._queue: queue.Queue[_Pending | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._minutes: dict[tuple[str, int], _Minute] = {}
+        # node -> its node_telemetry row as this server last wrote it, so that a report
+        # needs no JSON read back while no other server took one of that node's since.
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._next_flush = 0.0
+        self._next_prune = 0.0
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(
+                target=self._write, name="gpupool-telemetry", daemon=True
+            )
+            self._writer.start()
+
+    def stop(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=30)
+            self._writer = None
+        self.flush_minutes(everything=True)
+
+    def submit(self, token_node: str, batch: ReportBatch, now: float) -> Future[ReportAck]:
+        """Check now (raises the service's errors); store with the next group commit."""
+        check(batch, token_node, now, self.limits)
+        pending = _Pending(batch.node, batch, now)
+        if self._writer is None:
+            self.start()
+        self._queue.put(pending)
+        return pending.result
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        while True:
+            batch, stop = take_batch(self._queue, self.max_batch)
+            batch = [item for item in batch if item.result.set_running_or_notify_cancel()]
+            if batch:
+                try:
+                    answers = self.take(batch)
+                except Exception as err:  # every waiting agent is told; it resends
+                    log.exception("storing %d agent reports failed", len(batch))
+                    for item in batch:
+                        settle(item.result, err)
+                else:
+                    for item, answer in zip(batch, answers, strict=True):
+                        settle(item.result, answer)
+            now = self.clock()
+            if now >= self._next_flush:
+                self._next_flush = now + self.flush_every_s
+                self._guarded(self.flush_minutes)
+            if now >= self._next_prune:
+                self._next_prune = now + 3600.0
+                self._guarded(self.prune_history)
+            if stop:
+                return
+
+    @staticmethod
+    def _guarded(step: Callable[[], object]) -> None:
+        try:
+            step()
+        except Exception:  # history waits for the next round; reports go on
+            log.exception("%s failed; trying again later", getattr(step, "__name__", step))
+
+    def take(self, batch: list[_Pending]) -> list[ReportAck]:
+        """Store the reports of `batch` in one transaction; each request's answer."""
+        minutes: Minutes = []
+        since = min(r.at for item in batch for r in item.batch.reports) - self.limits.max_gap_s
+        nodes = {item.node for item in batch}
+        with write_session(self.engine) as s:
+            taking = _Taking(s, self.limits, nodes, since, self._rows)
+            answers = [taking.add(item, minutes) for item in batch]
+            taking.write()
+        # Only what was committed is remembered, and goes into the history.
+        for node in taking.taken:
+            self._rows[node] = taking.rows[node]
+        for key, sample, node in minutes:
+            self._add_minute(key, sample, node)
+        return answers
+
+    def _add_minute(self, key: tuple[str, int], sample: GpuSample, node: str) -> None:
+        minute = self._minutes.get(key)
+        if minute is None:
+            minute = self._minutes[key] = _Minute(node, sample.index)
+        minute.samples += 1
+        if sample.util_gpu_pct is not None:
+            minute.util_gpu_samples += 1
+            minute.util_gpu_sum += sample.util_gpu_pct
+            minute.util_mem_sum += sample.util_mem_pct or 0.0
+        if sample.power_w is not None:
+            minute.power_samples += 1
+            minute.power_w_sum += sample.power_w
+        if sample.mem_used_bytes is not None:
+            minute.mem_used_max = max(minute.mem_used_max or 0, sample.mem_used_bytes)
+        if sample.temp_c is not None:
+            minute.temp_max = max(minute.temp_max or -math.inf, sample.temp_c)
+
+    def flush_minutes(self, everything: bool = False) -> int:
+        """Write the minutes that are over (all of them, with `everything`); how many."""
+        current = int(self.clock() // 60)
+        done = [key for key in self._minutes if everything or key[1] < current]
+        if not done:
+            return 0
+        rows = []
+        for key in done:
+            m = self._minutes[key]
+            rows.append(
+                {
+                    "uuid": key[0],
+                    "minute": key[1],
+                    "node": m.node,
+                    "gpu_index": m.gpu_index,
+                    "samples": m.samples,
+                    "util_gpu_samples": m.util_gpu_samples,
+                    "util_gpu_sum": m.util_gpu_sum,
+                    "util_mem_sum": m.util_mem_sum,
+                    "power_w_sum": m.power_w_sum,
+                    "power_samples": m.power_samples,
+                    "mem_used_max": m.mem_used_max,
+                    "temp_max": m.temp_max,
+                }
+            )
+        with write_session(self.engine) as s:
+            upsert(
+                s,
+                GM,
+                rows,
+                keys=("uuid", "minute"),
+                add=(
+                    "samples",
+                    "util_gpu_samples",
+                    "util_gpu_sum",
+                    "util_mem_sum",
+                    "power_w_sum",
+                    "power_samples",
+                ),
+                greatest=("mem_used_max", "temp_max"),
+            )
+        for key in done:
+            del self._minutes[key]
+        return len(rows)
+
+    def prune_history(self) -> int:
+        oldest = int((self.clock() - self.limits.history_days * 86400.0) // 60)
+        with write_session(self.engine) as s:
+            result = s.execute(delete(GM).where(GM.c.minute < oldest))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+class _Taking:
+    """One transaction's worth of reports (see the module docstring)."""
+
+    def __init__(
+        self,
+        s: Session,
+        limits: TelemetryLimits,
+        nodes: set[str],
+        since: float,
+        written: dict[str, dict[str, Any]],
+    ) -> None:
+        self.s, self.limits = s, limits
+        self.rows = self._rows(nodes, written)
+        self.taken: dict[str, float] = {}  # node -> when its latest report taken here came
+        self.allocations = self._allocations(nodes, since)
+        self.usage: dict[tuple[int, int], _Usage] = defaultdict(_Usage)
+        self.drains: dict[str, str] = {}  # node -> why it should drain
+
+    def _rows(
+        self, nodes: set[str], written: dict[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """The nodes' node_telemetry rows: the ones this server wrote last (`written`) where
+        the database still holds them (same boot and seq), the others read in full."""
+        head = [column for column in NT.c if column.name != "gpus"]
+        query = select(*head).where(NT.c.node.in_(nodes))
+        if self.s.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update()  # two servers taking one node's reports
+        rows: dict[str, dict[str, Any]] = {}
+        stale = []
+        for r in self.s.execute(query):
+            mine = written.get(r.node)
+            if mine is not None and (mine["boot"], mine["seq"]) == (r.boot, r.seq):
+                rows[r.node] = mine
+            else:
+                stale.append(r.node)
+        if stale:
+            for r in self.s.execute(select(NT).where(NT.c.node.in_(stale))):
+                rows[r.node] = dict(r._mapping)
+        return rows
+
+    def _allocations(
+        self, nodes: set[str], since: float
+    ) -> dict[str, dict[tuple[int, int], tuple[float, float]]]:
+        """Per node: (job, attempt) -> (start, end) of the allocations the reports may fall
+        in: open ones, and those that ended after `since`."""
+        found: dict[str, dict[tuple[int, int], tuple[float, float]]] = defaultdict(dict)
+        rows = self.s.execute(
+            select(A.c.node, A.c.job_id, A.c.attempt, A.c.start, A.c.end).where(
+                A.c.node.in_(nodes), or_(A.c.end.is_(None), A.c.end >= since)
+            )
+        )
+        for r in rows:
+            end = math.inf if r.end is None else r.end
+            found[r.node][(r.job_id, r.attempt)] = (r.start, end)
+        return found
+
+    def add(self, item: _Pending, minutes: Minutes) -> ReportAck:
+        node = item.node
+        accepted = duplicates = 0
+        row = self.rows.get(node)
+        for report in item.batch.reports:
+            if row is not None and row["boot"] == report.boot and report.seq <= row["seq"]:
+                duplicates += 1
+                continue
+            row = self._take(node, row, report, item.received_at, minutes)
+            accepted += 1
+        last_seq = row["seq"] if row is not None else 0
+        return ReportAck(
+            accepted=accepted,
+            duplicates=duplicates,
+            last_seq=last_seq,
+            interval_s=self.limits.interval_s,
+        )
+
+    def _take(
+        self,
+        node: str,
+        row: dict[str, Any] | None,
+        report: NodeReport,
+        received_at: float,
+        minutes: Minutes,
+    ) -> dict[str, Any]:
+        before = {g["uuid"]: g for g in row["gpus"]} if row is not None else {}
+        gap = report.at - row["at"] if row is not None else 0.0
+        counts = 0.0 < gap <= self.limits.max_gap_s
+        minute = int(report.at // 60)
+        gpus = []
+        for sample in report.gpus:
+            jobs = self._jobs_of(node, sample, report.at)
+            previous = before.get(sample.uuid)
+            if counts and jobs and previous is not None:
+                self._count(sample, previous, jobs, gap, report.at)
+            self._check_health(node, sample, previous)
+            minutes.append(((sample.uuid, minute), sample, node))
+            kept = _stored(sample)
+            kept["jobs"] = sorted(jobs)
+            if sample.xids:
+                kept["last_xid"] = sample.xids[-1].xid
+            elif previous is not None and "last_xid" in previous:
+                kept["last_xid"] = previous["last_xid"]
+            gpus.append(kept)
+        fresh = {
+            "node": node,
+            "boot": report.boot,
+            "seq": report.seq,
+            "reports": (row["reports"] if row is not None else 0) + 1,
+            "reader": report.reader,
+            "driver_version": report.driver_version,
+            "at": max(report.at, row["at"]) if row is not None else report.at,
+            "received_at": received_at,
+            "gpus": gpus,
+        }
+        self.rows[node] = fresh
+        self.taken[node] = received_at
+        return fresh
+
+    def _jobs_of(self, node: str, sample: GpuSample, at: float) -> set[tuple[int, int]]:
+        """The job attempts the GPU's processes belong to, among those holding GPUs here."""
+        jobs: set[tuple[int, int]] = set()
+        held = self.allocations.get(node)
+        if not held:
+            return jobs
+        for process in sample.processes:
+            if process.job_id is None or process.attempt is None or not process.job_id.isdigit():
+                continue
+            key = (int(process.job_id), process.attempt)
+            span = held.get(key)
+            if span is not None and span[0] <= at <= span[1]:
+                jobs.add(key)
+        return jobs
+
+    def _count(
+        self,
+        sample: GpuSample,
+        previous: dict[str, Any],
+        jobs: set[tuple[int, int]],
+        gap: float,
+        at: float,
+    ) -> None:
+        share = gap / len(jobs)
+        energy_j: float | None = None
+        if sample.energy_mj is not None and previous.get("energy_mj") is not None:
+            delta = sample.energy_mj - previous["energy_mj"]
+            energy_j = delta / 1000.0 if delta >= 0 else None  # backwards: a driver reload
+        memory: dict[tuple[int, int], int] = defaultdict(int)
+        for process in sample.processes:
+            if process.job_id is not None and process.job_id.isdigit() and process.attempt:
+                memory[(int(process.job_id), process.attempt)] += process.used_memory_bytes or 0
+        for key in jobs:
+            usage = self.usage[key]
+            usage.gpu_s += share
+            if sample.util_gpu_pct is not None:
+                usage.busy_gpu_s += sample.util_gpu_pct / 100.0 * share
+                usage.util_gpu_s += share
+            if energy_j is not None:
+                usage.energy_j += energy_j / len(jobs)
+                usage.energy_gpu_s += share
+            usage.peak_mem_bytes = max(usage.peak_mem_bytes, memory.get(key, 0))
+            usage.first_at = min(usage.first_at, at - gap)
+            usage.last_at = max(usage.last_at, at)
+
+    def _check_health(self, node: str, sample: GpuSample, previous: dict[str, Any] | None) -> None:
+        if node in self.drains:
+            return
+        where = f"GPU {sample.index} ({sample.uuid})"
+        before = previous.get("ecc_uncorrected") if previous is not None else 0
+        if sample.ecc_uncorrected is not None and sample.ecc_uncorrected > (before or 0):
+            self.drains[node] = (
+                f"uncorrectable ECC errors on {where}: {sample.ecc_uncorrected} since the "
+                "driver loaded"
+            )
+            return
+        for event in sample.xids:
+            if event.xid in CRITICAL_XIDS:
+                self.drains[node] = f"Xid {event.xid} ({CRITICAL_XIDS[event.xid]}) on {where}"
+                return
+
+    def write(self) -> None:
+        upsert(self.s, NT, [self.rows[node] for node in self.taken], keys=("node",))
+        self._write_usage()
+        self._write_health()
+
+    def _write_usage(self) -> None:
+        if not self.usage:
+            return
+        rows = [
+            {
+                "job_id": job,
+                "attempt": attempt,
+                "gpu_s": u.gpu_s,
+                "busy_gpu_s": u.busy_gpu_s,
+                "util_gpu_s": u.util_gpu_s,
+                "energy_j": u.energy_j,
+                "energy_gpu_s": u.energy_gpu_s,
+                "peak_mem_bytes": u.peak_mem_bytes,
+                "first_at": u.first_at,
+                "last_at": u.last_at,
+            }
+            for (job, attempt), u in self.usage.items()
+        ]
+        upsert(
+            self.s,
+            JU,
+            rows,
+            keys=("job_id", "attempt"),
+            add=("gpu_s", "busy_gpu_s", "util_gpu_s", "energy_j", "energy_gpu_s"),
+            greatest=("peak_mem_bytes", "last_at"),
+            least=("first_at",),
+        )
+
+    def _write_health(self) -> None:
+        """Nodes down for missed heartbeats whose agents report again come back up first;
+        then nodes with a failing GPU drain."""
+        up, down = NodeStateName.UP.value, NodeStateName.DOWN.value
+        draining = NodeStateName.DRAINING.value
+        if not self.taken:
+            return
+        back = self.s.execute(
+            select(N.c.name).where(
+                N.c.name.in_(self.taken),
+                N.c.state == down,
+                N.c.state_reason.startswith(HEARTBEAT_REASON),
+            )
+        ).scalars()
+        for node in list(back):
+            self.s.execute(update(N).where(N.c.name == node).values(state=up, state_reason=""))
+            note = "its agent reports again"
+            record_change(self.s, AGENT, f"node:{node}", "state", down, up, self.taken[node], note)
+        for node, why in self.drains.items():
+            result = self.s.execute(
+                update(N)
+                .where(N.c.name == node, N.c.state == up)
+                .values(state=draining, state_reason=why)
+            )
+            if result.rowcount:  # type: ignore[attr-defined]
+                log.warning("node %s drained: %s", node, why)
+                at = self.taken[node]
+                record_change(self.s, AGENT, f"node:{node}", "state", up, draining, at, why)
+
+
+def _stored(sample: GpuSample) -> dict[str, Any]:
+    """The sample as node_telemetry keeps it: its fields, without the Xid events (a
+    shallow copy of the validated model's own dict: model_dump costs several times more,
+    and this runs for every GPU of every report)."""
+    kept = dict(sample.__dict__)
+    del kept["xids"]
+    kept["processes"] = [dict(process.__dict__) for process in sample.processes]
+    return kept
+
+
+def upsert(
+    s: Session,
+    table: Table,
+    rows: list[dict[str, Any]],
+    keys: Iterable[str],
+    add: Iterable[str] = (),
+    greatest: Iterable[str] = (),
+    least: Iterable[str] = (),
+) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE, on SQLite and PostgreSQL: columns in `add`
+    add up, `greatest`/`least` keep the larger/smaller value, the others take the new."""
+    if not rows:
+        return
+    dialect = s.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(table)
+    new, keys = statement.excluded, tuple(keys)
+    add, greatest, least = set(add), set(greatest), set(least)
+    values: dict[str, Any] = {}
+    for name in rows[0]:
+        if name in keys:
+            continue
+        old, fresh = table.c[name], new[name]
+        if name in add:
+            values[name] = old + fresh
+        elif name in greatest or name in least:
+            pick = _greatest if name in greatest else _least
+            values[name] = pick(dialect, old, fresh)
+        else:
+            values[name] = fresh
+    s.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=values), rows)
+
+
+def _greatest(dialect: str, old: Any, new: Any) -> Any:
+    # SQLite's two-argument max() is its GREATEST; both ignore NULL differently, so coalesce.
+    if dialect == "postgresql":
+        return func.greatest(old, new)
+    return func.max(func.coalesce(old, new), func.coalesce(new, old))
+
+
+def _least(dialect: str, old: Any, new: Any) -> Any:
+    if dialect == "postgresql":
+        return func.least(old, new)
+    return func.min(func.coalesce(old, new), func.coalesce(new, old))
