@@ -5,19 +5,22 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from scheduler.core import Policy
 from scheduler.runtime.clock import SystemClock
 from scheduler.runtime.loop import SchedulingLoop, WakeEvent
 from scheduler.runtime.ports import Clock, Dispatcher
-from web.db import make_engine
-from web.services.auth import PrincipalCache, TokenCache
+from web.db import make_engine, read_session
+from web.services.auth import PrincipalCache
 from web.services.intake import SubmissionIntake
 from web.services.jobs import SubmitLimits
 from web.services.leader import leadership_for
+from web.services.nodes import NodeTokenDirectory
 from web.services.scheduling import DbDecisionSink, DbSnapshotSource
 from web.services.telemetry import TelemetryIngest, TelemetryLimits
 from web.settings import Settings
@@ -31,12 +34,15 @@ class Pool:
     intake: SubmissionIntake
     telemetry: TelemetryIngest
     principals: PrincipalCache = field(default_factory=PrincipalCache)
-    node_tokens: TokenCache[str] = field(default_factory=TokenCache)  # agent token -> node
+    node_tokens: NodeTokenDirectory = field(default_factory=NodeTokenDirectory)
     loop: SchedulingLoop | None = None
     # Wakes a loop that runs elsewhere (its own process: see web/scheduler_process.py).
     waker: Callable[[], None] | None = None
     leader_probe: Callable[[], bool] | None = None
     _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def read_session(self) -> AbstractContextManager[Session]:
+        return read_session(self.engine)
 
     @property
     def submit_limits(self) -> SubmitLimits:

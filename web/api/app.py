@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -60,8 +60,22 @@ def create_app(pool: Pool) -> FastAPI:
         summary="Quota-aware admission, metering and usage statements for a shared GPU pool.",
         version="0.1.0",
         lifespan=lifespan,
+        # gpupool exports no OpenTelemetry (operators scrape /metrics); FastAPI's own
+        # checks for it read the environment on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.pool = pool
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = default_openapi()
+            document.setdefault("components", {}).setdefault("schemas", {}).update(
+                agents.component_schemas()
+            )
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
     api = APIRouter(prefix="/api/v1")
     api.include_router(jobs.router)  # its routes that take text in a path or query say so
     api.include_router(agents.router)
@@ -84,25 +98,17 @@ def create_app(pool: Pool) -> FastAPI:
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, err: ServiceError) -> JSONResponse:
-        code = next((c for kind, c in STATUS.items() if isinstance(err, kind)), 400)
-        headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-        body = {"detail": str(err), "field": err.field or None}
-        return JSONResponse(body, status_code=code, headers=headers)
+        return service_error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
-        errors = [_field_error(e) for e in err.errors()]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse({"detail": detail, "errors": errors}, status_code=422)
+        return invalid_request_response(err.errors())
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, err: Exception) -> JSONResponse:
-        incident = uuid.uuid4().hex[:12]
-        log.exception("unexpected error %s on %s %s", incident, request.method, request.url.path)
-        return JSONResponse(
-            {"detail": f"internal error; the server logged it as {incident}"}, status_code=500
-        )
+        return unexpected_error_response(request.method, request.url.path)
 
+    app.add_middleware(AgentReportsFastPath, pool=pool)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=pool.settings.max_request_bytes,
@@ -110,6 +116,75 @@ def create_app(pool: Pool) -> FastAPI:
         larger={"/api/v1/agents/reports": pool.settings.max_report_bytes},
     )
     return app
+
+
+def service_error_response(err: ServiceError) -> JSONResponse:
+    code = next((c for kind, c in STATUS.items() if isinstance(err, kind)), 400)
+    headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    body = {"detail": str(err), "field": err.field or None}
+    return JSONResponse(body, status_code=code, headers=headers)
+
+
+def invalid_request_response(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
+    fields = [_field_error(e) for e in errors]
+    detail = "; ".join(f"{e['field']}: {e['message']}" for e in fields)
+    return JSONResponse({"detail": detail, "errors": fields}, status_code=422)
+
+
+def unexpected_error_response(method: str, path: str) -> JSONResponse:
+    """500 naming an incident id; the error itself goes to the log (call from an except)."""
+    incident = uuid.uuid4().hex[:12]
+    log.exception("unexpected error %s on %s %s", incident, method, path)
+    return JSONResponse(
+        {"detail": f"internal error; the server logged it as {incident}"}, status_code=500
+    )
+
+
+class AgentReportsFastPath:
+    """POST /api/v1/agents/reports without FastAPI's per-request machinery (dependency
+    resolution, body decoding, response validation), which costs more than taking the
+    report: thousands of agents call it every few seconds. It authenticates, parses and
+    answers exactly as the route in web/api/routes/agents.py (which documents it in the
+    OpenAPI schema), through the same functions."""
+
+    def __init__(self, app: ASGIApp, pool: Pool) -> None:
+        self.app, self.pool = app, pool
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != agents.REPORTS_PATH
+            or scope["method"] != "POST"
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            node = await agents.node_of(self.pool, _bearer_token(scope))
+            response: Response = await agents.take_reports(self.pool, node, await _body(receive))
+        except RequestValidationError as err:
+            response = invalid_request_response(err.errors())
+        except ServiceError as err:
+            response = service_error_response(err)
+        except Exception:
+            response = unexpected_error_response("POST", agents.REPORTS_PATH)
+        await response(scope, receive, send)
+
+
+def _bearer_token(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _field_error(error: Mapping[str, Any]) -> dict[str, str]:

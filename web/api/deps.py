@@ -15,7 +15,6 @@ from web.models import MAX_ID
 from web.pool import Pool
 from web.services.auth import Principal, authenticate
 from web.services.errors import Invalid, Unauthenticated
-from web.services.nodes import authenticate_node
 
 # A job's or token's id in a path: anything out of the ids' range is refused (422) before
 # it reaches the database, which would fail on it.
@@ -72,30 +71,6 @@ def _authenticate(pool: Pool, token: str, now: float) -> Principal:
 
 
 CurrentUser = Annotated[Principal, Depends(get_current_user)]
-
-
-async def get_current_node(
-    pool: PoolDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """The node whose agent is calling (its node token names it)."""
-    if credentials is None:
-        raise Unauthenticated("missing token: send 'Authorization: Bearer <node token>'")
-    token, now = credentials.credentials, pool.clock.now()
-    node = pool.node_tokens.get(token, now)
-    if node is None:
-        generation = pool.node_tokens.generation
-        node = await run_in_threadpool(_authenticate_node, pool, token)
-        pool.node_tokens.put(token, node, now, generation)
-    return node
-
-
-def _authenticate_node(pool: Pool, token: str) -> str:
-    with read_session(pool.engine) as session:
-        return authenticate_node(session, token)
-
-
-CurrentNode = Annotated[str, Depends(get_current_node)]
 
 
 async def refuse_nul(request: Request) -> None:

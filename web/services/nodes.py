@@ -3,8 +3,11 @@ agents last reported and the per-minute history."""
 
 from __future__ import annotations
 
+import math
 import secrets
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -153,19 +156,56 @@ def revoke_node_token(
     return row
 
 
-def authenticate_node(session: Session, token: str) -> str:
-    """The node an agent's token names; Unauthenticated if it names none."""
-    if not token.startswith(NODE_TOKEN_PREFIX):
-        raise Unauthenticated(
-            f"invalid token: agents use a node token ({NODE_TOKEN_PREFIX}..., made by "
-            "`gpupool nodes token NODE`)"
-        )
-    row = session.exec(select(NodeToken).where(NodeToken.digest == digest(token))).first()
-    if row is None:
-        raise Unauthenticated("invalid node token")
-    if row.revoked_at is not None:
-        raise Unauthenticated("this node token was revoked")
-    return row.node
+class NodeTokenDirectory:
+    """Every agent token's digest -> (node, revoked), read whole from the database at most
+    every `ttl_s` (and at once after clear()): each of thousands of agents reports every few
+    seconds with its own token, so looking each one up would cost a query per report.
+    A token revoked on another server stops working within `ttl_s`; one made since the
+    last read is found by reading again, at most once every `miss_reload_s` (so that bad
+    tokens cannot make every request read the table)."""
+
+    def __init__(self, ttl_s: float = 5.0, miss_reload_s: float = 1.0) -> None:
+        self.ttl_s, self.miss_reload_s = ttl_s, miss_reload_s
+        self._tokens: dict[str, tuple[str, bool]] = {}
+        self._loaded_at = -math.inf
+        self._lock = threading.Lock()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._loaded_at = -math.inf
+
+    def needs_reading(self, token: str, now: float) -> bool:
+        """Whether authenticate() would read the database for `token` now."""
+        if now - self._loaded_at >= self.ttl_s:
+            return True
+        return digest(token) not in self._tokens and now - self._loaded_at >= self.miss_reload_s
+
+    def authenticate(
+        self, session_of: Callable[[], AbstractContextManager[Session]], token: str, now: float
+    ) -> str:
+        """The node an agent's token names; Unauthenticated if it names none."""
+        if not token.startswith(NODE_TOKEN_PREFIX):
+            raise Unauthenticated(
+                f"invalid token: agents use a node token ({NODE_TOKEN_PREFIX}..., made by "
+                "`gpupool nodes token NODE`)"
+            )
+        key = digest(token)
+        if self.needs_reading(token, now):
+            with self._lock:
+                if self.needs_reading(token, now):
+                    with session_of() as session:
+                        rows = session.exec(
+                            select(NodeToken.digest, NodeToken.node, NodeToken.revoked_at)
+                        ).all()
+                    self._tokens = {d: (node, revoked is not None) for d, node, revoked in rows}
+                    self._loaded_at = now
+        found = self._tokens.get(key)
+        if found is None:
+            raise Unauthenticated("invalid node token")
+        node, revoked = found
+        if revoked:
+            raise Unauthenticated("this node token was revoked")
+        return node
 
 
 # --- what the agents reported -----------------------------------------------------------------

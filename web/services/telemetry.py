@@ -134,6 +134,15 @@ def check(batch: ReportBatch, token_node: str, now: float, limits: TelemetryLimi
             raise Invalid("a GPU appears twice in one report", f"reports.{i}.gpus")
 
 
+# What a GPU's next sample is compared with: (energy_mj, ecc_uncorrected, last_xid). A
+# plain tuple for the garbage collector's sake (see MINUTE_COLUMNS): one per GPU is kept.
+Previous = tuple[int | None, int | None, int | None]
+
+
+def _previous(stored: dict[str, Any]) -> Previous:
+    return (stored.get("energy_mj"), stored.get("ecc_uncorrected"), stored.get("last_xid"))
+
+
 @dataclass(slots=True)
 class _Usage:
     gpu_s: float = 0.0
@@ -146,18 +155,22 @@ class _Usage:
     last_at: float = 0.0
 
 
-@dataclass(slots=True)
-class _Minute:
-    node: str
-    gpu_index: int
-    samples: int = 0
-    util_gpu_samples: int = 0
-    util_gpu_sum: float = 0.0
-    util_mem_sum: float = 0.0
-    power_w_sum: float = 0.0
-    power_samples: int = 0
-    mem_used_max: int | None = None
-    temp_max: float | None = None
+# A GPU's minute so far, as a plain tuple of these (the gpu_minutes columns): the history of
+# the current minute is one per GPU of the pool, and tuples of numbers and strings are
+# untracked by the garbage collector, whose full passes would otherwise scan them all.
+MINUTE_COLUMNS = (
+    "node",
+    "gpu_index",
+    "samples",
+    "util_gpu_samples",
+    "util_gpu_sum",
+    "util_mem_sum",
+    "power_w_sum",
+    "power_samples",
+    "mem_used_max",
+    "temp_max",
+)
+Minute = tuple[str, int, int, int, float, float, float, int, int | None, float | None]
 
 
 class TelemetryIngest:
@@ -173,7 +186,7 @@ class TelemetryIngest:
         self.max_batch, self.flush_every_s = max_batch, flush_every_s
         self._queue: queue.Queue[_Pending | None] = queue.Queue()
         self._writer: threading.Thread | None = None
-        self._minutes: dict[tuple[str, int], _Minute] = {}
+        self._minutes: dict[tuple[str, int], Minute] = {}
         # node -> its node_telemetry row as this server last wrote it, so that a report
         # needs no JSON read back while no other server took one of that node's since.
         self._rows: dict[str, dict[str, Any]] = {}
@@ -245,29 +258,40 @@ class TelemetryIngest:
             taking = _Taking(s, self.limits, nodes, since, self._rows)
             answers = [taking.add(item, minutes) for item in batch]
             taking.write()
-        # Only what was committed is remembered, and goes into the history.
+        # Only what was committed is remembered (without the samples: few objects per node
+        # keep the garbage collector's full passes short), and goes into the history.
         for node in taking.taken:
-            self._rows[node] = taking.rows[node]
+            row = taking.rows[node]
+            self._rows[node] = {key: value for key, value in row.items() if key != "gpus"}
         for key, sample, node in minutes:
             self._add_minute(key, sample, node)
         return answers
 
     def _add_minute(self, key: tuple[str, int], sample: GpuSample, node: str) -> None:
-        minute = self._minutes.get(key)
-        if minute is None:
-            minute = self._minutes[key] = _Minute(node, sample.index)
-        minute.samples += 1
+        _, _, samples, util_n, util, mem_util, power, power_n, mem_max, temp_max = (
+            self._minutes.get(key) or (node, sample.index, 0, 0, 0.0, 0.0, 0.0, 0, None, None)
+        )
         if sample.util_gpu_pct is not None:
-            minute.util_gpu_samples += 1
-            minute.util_gpu_sum += sample.util_gpu_pct
-            minute.util_mem_sum += sample.util_mem_pct or 0.0
+            util_n, util = util_n + 1, util + sample.util_gpu_pct
+            mem_util += sample.util_mem_pct or 0.0
         if sample.power_w is not None:
-            minute.power_samples += 1
-            minute.power_w_sum += sample.power_w
+            power_n, power = power_n + 1, power + sample.power_w
         if sample.mem_used_bytes is not None:
-            minute.mem_used_max = max(minute.mem_used_max or 0, sample.mem_used_bytes)
+            mem_max = max(mem_max or 0, sample.mem_used_bytes)
         if sample.temp_c is not None:
-            minute.temp_max = max(minute.temp_max or -math.inf, sample.temp_c)
+            temp_max = sample.temp_c if temp_max is None else max(temp_max, sample.temp_c)
+        self._minutes[key] = (
+            node,
+            sample.index,
+            samples + 1,
+            util_n,
+            util,
+            mem_util,
+            power,
+            power_n,
+            mem_max,
+            temp_max,
+        )
 
     def flush_minutes(self, everything: bool = False) -> int:
         """Write the minutes that are over (all of them, with `everything`); how many."""
@@ -275,25 +299,14 @@ class TelemetryIngest:
         done = [key for key in self._minutes if everything or key[1] < current]
         if not done:
             return 0
-        rows = []
-        for key in done:
-            m = self._minutes[key]
-            rows.append(
-                {
-                    "uuid": key[0],
-                    "minute": key[1],
-                    "node": m.node,
-                    "gpu_index": m.gpu_index,
-                    "samples": m.samples,
-                    "util_gpu_samples": m.util_gpu_samples,
-                    "util_gpu_sum": m.util_gpu_sum,
-                    "util_mem_sum": m.util_mem_sum,
-                    "power_w_sum": m.power_w_sum,
-                    "power_samples": m.power_samples,
-                    "mem_used_max": m.mem_used_max,
-                    "temp_max": m.temp_max,
-                }
-            )
+        rows = [
+            {
+                "uuid": key[0],
+                "minute": key[1],
+                **dict(zip(MINUTE_COLUMNS, self._minutes[key], strict=True)),
+            }
+            for key in done
+        ]
         with write_session(self.engine) as s:
             upsert(
                 s,
@@ -358,7 +371,9 @@ class _Taking:
                 stale.append(r.node)
         if stale:
             for r in self.s.execute(select(NT).where(NT.c.node.in_(stale))):
-                rows[r.node] = dict(r._mapping)
+                row = dict(r._mapping)
+                row["prev"] = {g["uuid"]: _previous(g) for g in row.pop("gpus") or []}
+                rows[r.node] = row
         return rows
 
     def _allocations(
@@ -403,7 +418,7 @@ class _Taking:
         received_at: float,
         minutes: Minutes,
     ) -> dict[str, Any]:
-        before = {g["uuid"]: g for g in row["gpus"]} if row is not None else {}
+        before: dict[str, Previous] = row["prev"] if row is not None else {}
         gap = report.at - row["at"] if row is not None else 0.0
         counts = 0.0 < gap <= self.limits.max_gap_s
         minute = int(report.at // 60)
@@ -419,8 +434,8 @@ class _Taking:
             kept["jobs"] = sorted(jobs)
             if sample.xids:
                 kept["last_xid"] = sample.xids[-1].xid
-            elif previous is not None and "last_xid" in previous:
-                kept["last_xid"] = previous["last_xid"]
+            elif previous is not None and previous[2] is not None:
+                kept["last_xid"] = previous[2]
             gpus.append(kept)
         fresh = {
             "node": node,
@@ -431,7 +446,8 @@ class _Taking:
             "driver_version": report.driver_version,
             "at": max(report.at, row["at"]) if row is not None else report.at,
             "received_at": received_at,
-            "gpus": gpus,
+            "gpus": gpus,  # written, then dropped: the next report needs only `prev`
+            "prev": {g["uuid"]: _previous(g) for g in gpus},
         }
         self.rows[node] = fresh
         self.taken[node] = received_at
@@ -455,15 +471,16 @@ class _Taking:
     def _count(
         self,
         sample: GpuSample,
-        previous: dict[str, Any],
+        previous: Previous,
         jobs: set[tuple[int, int]],
         gap: float,
         at: float,
     ) -> None:
         share = gap / len(jobs)
         energy_j: float | None = None
-        if sample.energy_mj is not None and previous.get("energy_mj") is not None:
-            delta = sample.energy_mj - previous["energy_mj"]
+        before = previous[0]
+        if sample.energy_mj is not None and before is not None:
+            delta = sample.energy_mj - before
             energy_j = delta / 1000.0 if delta >= 0 else None  # backwards: a driver reload
         memory: dict[tuple[int, int], int] = defaultdict(int)
         for process in sample.processes:
@@ -482,11 +499,11 @@ class _Taking:
             usage.first_at = min(usage.first_at, at - gap)
             usage.last_at = max(usage.last_at, at)
 
-    def _check_health(self, node: str, sample: GpuSample, previous: dict[str, Any] | None) -> None:
+    def _check_health(self, node: str, sample: GpuSample, previous: Previous | None) -> None:
         if node in self.drains:
             return
         where = f"GPU {sample.index} ({sample.uuid})"
-        before = previous.get("ecc_uncorrected") if previous is not None else 0
+        before = previous[1] if previous is not None else 0
         if sample.ecc_uncorrected is not None and sample.ecc_uncorrected > (before or 0):
             self.drains[node] = (
                 f"uncorrectable ECC errors on {where}: {sample.ecc_uncorrected} since the "
@@ -499,7 +516,9 @@ class _Taking:
                 return
 
     def write(self) -> None:
-        upsert(self.s, NT, [self.rows[node] for node in self.taken], keys=("node",))
+        columns = [column.name for column in NT.c]
+        rows = [{name: self.rows[node][name] for name in columns} for node in self.taken]
+        upsert(self.s, NT, rows, keys=("node",))
         self._write_usage()
         self._write_health()
 
