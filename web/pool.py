@@ -119,6 +119,7 @@ def build_pool(
                 settings.grace_period_s,
                 policy.half_life_s,
                 heartbeat_timeout_s=settings.agent_heartbeat_timeout_s,
+                heartbeat_check_s=min(5.0, settings.agent_heartbeat_timeout_s / 3),
             ),
             dispatcher,
             clock,

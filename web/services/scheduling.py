@@ -8,7 +8,6 @@ DbDecisionSink    core.Plan -> rows, in one transaction per call; dispatcher eve
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
@@ -45,7 +44,7 @@ from web.models import (
 )
 from web.services.changes import record_change
 from web.services.projects import expire_projects
-from web.services.telemetry import HEARTBEAT_REASON
+from web.services.telemetry import silent_reason
 
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
 J = Job.__table__  # type: ignore[attr-defined]
@@ -629,9 +628,10 @@ class DbDecisionSink:
 
     def take_down_silent_nodes(self, now: float) -> list[StopOrder]:
         """Nodes up or draining whose agents have reported before but not for
-        heartbeat_timeout_s go down ("missed heartbeats: ..."); their attempts end lost
-        and are requeued. Judged only once this leader has led that long itself: after a
-        restart of the control plane, every agent looks silent until it reports again."""
+        heartbeat_timeout_s go down ("missed heartbeats: ...", keeping a drain's reason for
+        when the agent is back); their attempts end lost and are requeued. Judged only once
+        this leader has led that long itself: after a restart of the control plane, every
+        agent looks silent until it reports again."""
         timeout = self.heartbeat_timeout_s
         if timeout is None or self._claimed_at is None or now < self._next_heartbeat_check:
             return []
@@ -642,7 +642,7 @@ class DbDecisionSink:
         live = (NodeStateName.UP.value, NodeStateName.DRAINING.value)
         with read_session(self.engine) as s:
             silent = s.execute(
-                select(N.c.name, N.c.state, NT.c.received_at)
+                select(N.c.name, N.c.state, N.c.state_reason, NT.c.received_at)
                 .join(NT, NT.c.node == N.c.name)
                 .where(N.c.state.in_(live), NT.c.received_at < cutoff)
             ).all()
@@ -652,8 +652,8 @@ class DbDecisionSink:
         with write_session(self.engine) as s:
             self._fence(s)
             for node in silent:
-                last = datetime.fromtimestamp(node.received_at, UTC).isoformat(timespec="seconds")
-                reason = f"{HEARTBEAT_REASON}: no report from its agent since {last}"
+                drained = node.state_reason if node.state == NodeStateName.DRAINING else None
+                reason = silent_reason(node.received_at, drained)
                 done = s.execute(
                     update(N)
                     .where(N.c.name == node.name, N.c.state == node.state)

@@ -41,6 +41,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, Table, delete, func, or_, select, update
@@ -78,7 +79,27 @@ CRITICAL_XIDS: dict[int, str] = {
     120: "GSP error",
     140: "unrecovered ECC error",
 }
-HEARTBEAT_REASON = "missed heartbeats"  # the start of a down node's reason (see scheduling)
+HEARTBEAT_REASON = "missed heartbeats"  # the start of a silent node's reason
+DRAINED_BEFORE = "; drained before: "
+
+
+def silent_reason(last_report: float, drained: str | None) -> str:
+    """Why a node whose agent went silent is down; a drained node's drain reason is kept in
+    it, so that the node drains again when its agent is back (see back_from_silence)."""
+    last = datetime.fromtimestamp(last_report, UTC).isoformat(timespec="seconds")
+    reason = f"{HEARTBEAT_REASON}: no report from its agent since {last}"
+    return reason if drained is None else f"{reason}{DRAINED_BEFORE}{drained}"
+
+
+def back_from_silence(reason: str) -> tuple[str, str]:
+    """The state and reason of a node down for `reason` (silent_reason) whose agent
+    reports again: up, or draining again for what drained it before."""
+    _, drained, before = reason.partition(DRAINED_BEFORE)
+    if drained:
+        return NodeStateName.DRAINING.value, before
+    return NodeStateName.UP.value, ""
+
+
 AGENT = "agent"  # the actor of the changes the agents' reports make
 
 
@@ -558,16 +579,18 @@ class _Taking:
         if not self.taken:
             return
         back = self.s.execute(
-            select(N.c.name).where(
+            select(N.c.name, N.c.state_reason).where(
                 N.c.name.in_(self.taken),
                 N.c.state == down,
                 N.c.state_reason.startswith(HEARTBEAT_REASON),
             )
-        ).scalars()
-        for node in list(back):
-            self.s.execute(update(N).where(N.c.name == node).values(state=up, state_reason=""))
+        ).all()
+        for node, reason in back:
+            state, why = back_from_silence(reason)
+            self.s.execute(update(N).where(N.c.name == node).values(state=state, state_reason=why))
             note = "its agent reports again"
-            record_change(self.s, AGENT, f"node:{node}", "state", down, up, self.taken[node], note)
+            at = self.taken[node]
+            record_change(self.s, AGENT, f"node:{node}", "state", down, state, at, note)
         for node, why in self.drains.items():
             result = self.s.execute(
                 update(N)

@@ -343,3 +343,18 @@ def test_reports_out_of_order_in_a_batch_and_oversized_bodies_are_refused(api: A
         headers={"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"},
     )
     assert huge.status_code == 413
+
+
+def test_a_drained_node_that_goes_silent_drains_again_when_its_agent_is_back(api: Api) -> None:
+    agent = Agent(api, "h-0")
+    sink = DbDecisionSink(api.engine, 30.0, 86400.0, heartbeat_timeout_s=60.0, heartbeat_check_s=0)
+    sink.claim("tests", api.clock.now())
+    agent.ok(report(1, api.clock.now(), gpu(0)))
+    assert api.post("ops", "/nodes/h-0/drain", json={"reason": "fan swap"}).status_code == 200
+    api.clock.advance(61)
+    sink.take_down_silent_nodes(api.clock.now())
+    state, reason = node_row(api, "h-0")
+    assert state == "down" and reason.startswith(HEARTBEAT_REASON) and "fan swap" in reason
+
+    agent.ok(report(2, api.clock.now(), gpu(0)))
+    assert node_row(api, "h-0") == ("draining", "fan swap")
