@@ -1,6 +1,7 @@
-"""`make bench`: the allocation core's cycle times, submissions over HTTP (SQLite and
-PostgreSQL), jobs through the whole path on a local Ray (one at a time and in a burst with a
-control-plane restart) and the Philly replay under each policy.
+"""`make bench`: the allocation core's cycle times, submissions and node agents' reports over
+HTTP (SQLite and PostgreSQL), the agent's own CPU per poll, jobs through the whole path on a
+local Ray (one at a time and in a burst with a control-plane restart) and the Philly replay
+under each policy.
 
 Prints one JSON object per benchmark, then a Markdown table of the replays for the README.
 The Philly trace is read from ../shared/traces (never copied into the project); without it
@@ -44,19 +45,27 @@ def gpupool(*args: str) -> dict[str, object]:
     return result
 
 
-def bench_api() -> None:
-    """Submissions over HTTP on SQLite, then on PostgreSQL: the server in
+HTTP_BENCHES = [
+    ("api", "--seconds", "20"),
+    ("ingest", "--seconds", "15", "--nodes", "10000", "--clients", "64"),
+]
+
+
+def bench_http() -> None:
+    """Submissions and agents' reports over HTTP on SQLite, then on PostgreSQL: the server in
     GPUPOOL_BENCH_DATABASE_URL, or a throwaway one started like the tests' (tests/pg_server.sh)."""
-    gpupool("bench", "api", "--seconds", "20")
+    for bench in HTTP_BENCHES:
+        gpupool("bench", *bench)
     url = os.environ.get("GPUPOOL_BENCH_DATABASE_URL")
     if url:
-        gpupool("bench", "api", "--seconds", "20", "--database-url", url)
+        for bench in HTTP_BENCHES:
+            gpupool("bench", *bench, "--database-url", url)
         return
     script = REPO / "tests" / "pg_server.sh"
     started = subprocess.run([str(script), "start"], capture_output=True, text=True, check=False)
     if started.returncode != 0:
         print(
-            f"skipped bench api on PostgreSQL: no server ({started.stderr.strip()})",
+            f"skipped the HTTP benches on PostgreSQL: no server ({started.stderr.strip()})",
             file=sys.stderr,
         )
         return
@@ -64,14 +73,9 @@ def bench_api() -> None:
         line.removeprefix("export ").split("=", 1) for line in started.stdout.split() if "=" in line
     )
     try:
-        gpupool(
-            "bench",
-            "api",
-            "--seconds",
-            "20",
-            "--database-url",
-            env["GPUPOOL_TEST_DATABASE_URL"].strip("'\""),
-        )
+        for bench in HTTP_BENCHES:
+            url = env["GPUPOOL_TEST_DATABASE_URL"].strip("'\"")
+            gpupool("bench", *bench, "--database-url", url)
     finally:
         subprocess.run(
             [str(script), "stop", env.get("GPUPOOL_TEST_PG_DIR", "").strip("'\"")],
@@ -82,7 +86,8 @@ def bench_api() -> None:
 
 def main() -> None:
     gpupool("bench", "cycle", "--nodes", "10000", "--pending", "100000", "--projects", "1000")
-    bench_api()
+    bench_http()
+    gpupool("bench", "agent", "--polls", "1000")
     gpupool("bench", "dispatch", "--jobs", "50", "--rate", "0.5", "--compare-ray")
     gpupool("bench", "dispatch", "--jobs", "50", "--restart")
     if not PHILLY.exists():
