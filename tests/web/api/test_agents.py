@@ -358,3 +358,15 @@ def test_a_drained_node_that_goes_silent_drains_again_when_its_agent_is_back(api
 
     agent.ok(report(2, api.clock.now(), gpu(0)))
     assert node_row(api, "h-0") == ("draining", "fan swap")
+
+
+def test_history_older_than_the_days_kept_is_pruned(api: Api) -> None:
+    agent = Agent(api, "h-0")
+    days = api.pool.settings.telemetry_history_days
+    t = api.clock.now()
+    agent.ok(report(1, t - (days * 86400 - 120), gpu(0)), report(2, t - 30, gpu(0)))
+    assert api.pool.telemetry.flush_minutes(everything=True) == 2
+    api.clock.advance(600)  # the first minute is now older than the history kept
+    assert api.pool.telemetry.prune_history() == 1
+    rows = api.get("ops", "/nodes/h-0/history", params={"minutes": 60}).json()
+    assert [r["gpu_index"] for r in rows] == [0]
