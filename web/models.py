@@ -204,8 +204,9 @@ class Project(SQLModel, table=True):
     requested_gpu_hours: float = 0.0
     # One budget in credits (GPU-hours weighted by each flavor's credit_rate, as Slurm's
     # GrpTRESMins with billing weights); None: no budget is enforced.
-    credits: float | None = None
-    credits_used: float = 0.0
+    credits: float | None = None  # granted, net of take-backs (the ledger's grants)
+    credits_used: float = 0.0  # charged, net of refunds (the ledger's charges and refunds)
+    credits_earned: float = 0.0  # lending rewards (the ledger's rewards)
     share: float | None = None  # weight within its sector; None: the sum of its guarantees
     default_max_runtime_s: float | None = None
     usage_gpu_s: float = 0.0  # decayed, for fair share, as of usage_at
@@ -674,6 +675,7 @@ class JobUsage(SQLModel, table=True):
     util_gpu_s: float = 0.0  # the GPU-seconds whose utilization was known
     energy_j: float = 0.0
     energy_gpu_s: float = 0.0
+    idle_gpu_s: float = 0.0  # GPU-seconds under the idle threshold (GPUPOOL_IDLE_UTIL_PCT)
     peak_mem_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     first_at: float = 0.0
     last_at: float = 0.0
@@ -689,6 +691,79 @@ class JobUsagePublic(SQLModel):
     peak_mem_bytes: int
     first_at: datetime | None
     last_at: datetime | None
+
+
+# --- the ledger ------------------------------------------------------------------------------
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One movement of credits, with the usage behind it; append-only and hash-chained
+    (web/services/ledger.py): `hash` = sha256(prev_hash + the entry's canonical JSON).
+
+    kind: grant (credits given, or taken back when negative), charge (an attempt's use in
+    one period: negative), refund (given back for an attempt the pool cut short), reward
+    (earned by a project whose guaranteed GPUs others borrowed)."""
+
+    __tablename__ = "ledger"
+    __table_args__ = (
+        Index("ix_ledger_project_period", "project", "period"),
+        Index("ix_ledger_job", "job_id", "attempt"),
+    )
+    id: int = Field(primary_key=True)  # its place in the chain, from 1
+    at: float
+    kind: str = Field(max_length=16)
+    project: str = Field(max_length=63)
+    amount: float  # credits: positive in, negative out
+    period: str = Field(default="", max_length=7)  # YYYY-MM the usage fell in
+    job_id: int | None = None
+    attempt: int | None = None
+    user: str = Field(default="", max_length=63)
+    flavor: str = Field(default="", max_length=63)
+    gpu_s: float = 0.0  # GPU-seconds allocated (charge), or lent (reward)
+    borrowed: bool = False
+    energy_j: float = 0.0
+    util_gpu_s: float = 0.0  # the GPU-seconds whose utilization the agents saw
+    busy_gpu_s: float = 0.0  # utilization/100 x seconds
+    idle_gpu_s: float = 0.0  # GPU-seconds under the idle threshold
+    outcome: str = Field(default="", max_length=32)
+    actor: str = Field(default="", max_length=63)
+    note: str = Field(default="", max_length=2_000)
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)
+
+
+class LedgerHead(SQLModel, table=True):
+    """The chain's last entry: every append locks this one row first, so appends from
+    several servers line up one after another."""
+
+    __tablename__ = "ledger_head"
+    id: int = Field(default=1, primary_key=True)
+    last_id: int = 0
+    last_hash: str = Field(default="0" * 64, max_length=64)
+
+
+class LedgerEntryPublic(SQLModel):
+    id: int
+    at: datetime
+    kind: str
+    project: str
+    amount: float
+    period: str
+    job_id: int | None
+    attempt: int | None
+    user: str
+    flavor: str
+    gpu_s: float
+    borrowed: bool
+    energy_j: float
+    util_gpu_s: float
+    busy_gpu_s: float
+    idle_gpu_s: float
+    outcome: str
+    actor: str
+    note: str
+    prev_hash: str
+    hash: str
 
 
 class SubmitResult(SQLModel):

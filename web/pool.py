@@ -20,6 +20,7 @@ from web.services.auth import PrincipalCache
 from web.services.intake import SubmissionIntake
 from web.services.jobs import SubmitLimits
 from web.services.leader import leadership_for
+from web.services.metering import MeteringPolicy
 from web.services.nodes import NodeTokenDirectory
 from web.services.scheduling import DbDecisionSink, DbSnapshotSource
 from web.services.telemetry import TelemetryIngest, TelemetryLimits
@@ -120,6 +121,11 @@ def build_pool(
                 policy.half_life_s,
                 heartbeat_timeout_s=settings.agent_heartbeat_timeout_s,
                 heartbeat_check_s=min(5.0, settings.agent_heartbeat_timeout_s / 3),
+                metering=MeteringPolicy(
+                    borrowed_rate=settings.borrowed_credit_rate,
+                    refund_share=settings.refund_cut_short_share,
+                    reward_share=settings.lending_reward_share,
+                ),
             ),
             dispatcher,
             clock,
@@ -139,4 +145,5 @@ def telemetry_limits(settings: Settings) -> TelemetryLimits:
         max_gap_s=settings.telemetry_max_gap_s,
         max_future_s=settings.telemetry_max_future_s,
         history_days=settings.telemetry_history_days,
+        idle_util_pct=settings.idle_util_pct,
     )

@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     telemetry_max_gap_s: float = Field(default=60.0, gt=0)
     telemetry_max_future_s: float = Field(default=300.0, ge=0)
     telemetry_history_days: float = Field(default=30.0, gt=0)
+    # A GPU a job holds is idle under this utilization (usage, statements, /metrics).
+    idle_util_pct: float = Field(default=5.0, ge=0, le=100)
+
+    # Metering (web/services/metering.py): borrowed (preemptible) GPU-hours cost this share
+    # of the rate; this share of a preempted or lost attempt's charge is refunded; lenders
+    # earn this share of the credits of the GPU-hours others borrowed from their guarantee.
+    borrowed_credit_rate: float = Field(default=0.5, ge=0, le=1)
+    refund_cut_short_share: float = Field(default=1.0, ge=0, le=1)
+    lending_reward_share: float = Field(default=0.25, ge=0, le=1)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -36,6 +36,7 @@ from web.services.auth import Principal
 from web.services.changes import record_change
 from web.services.errors import Conflict, Forbidden, Invalid, NotFound
 from web.services.jobs import cancel_project_jobs
+from web.services.ledger import append
 
 # action -> (states it may start from, state it leads to)
 TRANSITIONS: dict[str, tuple[tuple[ProjectState, ...], ProjectState]] = {
@@ -270,25 +271,61 @@ def change_credits(
     if sum(given) != 1:
         raise Invalid("give exactly one of amount, set_to or unlimited", field="amount")
     old = project.credits
-    if spec.unlimited:
-        new = None
-    else:
-        field = "set_to" if spec.set_to is not None else "amount"
-        new = spec.set_to if spec.set_to is not None else (old or 0.0) + (spec.amount or 0.0)
-        if new < project.credits_used:
-            raise Invalid(
-                f"would leave {new:g} credits, below the {project.credits_used:g} already used",
-                field=field,
-            )
-        if new > MAX_CREDITS:
-            raise Invalid(
-                f"would leave {new:g} credits, over the most a budget may be ({MAX_CREDITS:g})",
-                field=field,
-            )
-    record_change(session, asker.name, f"project:{name}", "credits", old, new, now, spec.note)
-    project.credits = new
-    session.add(project)
+    record_change(
+        session,
+        asker.name,
+        f"project:{name}",
+        "credits",
+        old,
+        None if spec.unlimited else _granted_after(project, spec),
+        now,
+        spec.note,
+    )
+    if spec.unlimited:  # no budget: nothing moves in the ledger, usage is still charged
+        project.credits = None
+        session.add(project)
+        return project
+    new = _granted_after(project, spec)
+    grant = {
+        "at": now,
+        "kind": "grant",
+        "project": name,
+        "amount": new - (old or 0.0),
+        "actor": asker.name,
+        "note": spec.note,
+    }
+    session.flush()
+    append(session, [grant])
+    session.refresh(project)
     return project
+
+
+def _granted_after(project: Project, spec: CreditChange) -> float:
+    """The credits granted once `spec` (amount or set_to) is done; Invalid if that is fewer
+    than the project has used net of what it earned, or over the most a budget may be."""
+    field = "set_to" if spec.set_to is not None else "amount"
+    new = (
+        spec.set_to if spec.set_to is not None else (project.credits or 0.0) + (spec.amount or 0.0)
+    )
+    spent = project.credits_used - project.credits_earned
+    if new < spent:
+        raise Invalid(
+            f"would leave {new:g} credits, below the {spent:g} already used (net of earned)",
+            field=field,
+        )
+    if new > MAX_CREDITS:
+        raise Invalid(
+            f"would leave {new:g} credits, over the most a budget may be ({MAX_CREDITS:g})",
+            field=field,
+        )
+    return new
+
+
+def credits_left(project: Project) -> float | None:
+    """What a budgeted project may still spend (None: no budget): the ledger's balance."""
+    if project.credits is None:
+        return None
+    return project.credits + project.credits_earned - project.credits_used
 
 
 def quotas_of(session: Session, names: Sequence[str]) -> dict[str, list[QuotaPublic]]:
@@ -338,7 +375,7 @@ def public_projects(session: Session, projects: Sequence[Project]) -> list[Proje
         ProjectPublic.model_validate(
             p.model_dump()
             | {
-                "credits_left": None if p.credits is None else p.credits - p.credits_used,
+                "credits_left": credits_left(p),
                 "members": members[p.name],
                 "quotas": quotas[p.name],
             }

@@ -43,6 +43,8 @@ from web.models import (
     Sector,
 )
 from web.services.changes import record_change
+from web.services.ledger import append
+from web.services.metering import Ended, MeteringPolicy, meter
 from web.services.projects import expire_projects
 from web.services.telemetry import silent_reason
 
@@ -185,10 +187,12 @@ class DbDecisionSink:
         half_life_s: float,
         heartbeat_timeout_s: float | None = None,
         heartbeat_check_s: float = 5.0,
+        metering: MeteringPolicy | None = None,
     ) -> None:
         """`heartbeat_timeout_s`: a node whose agent has reported before and then is
         silent this long goes down (None: never); checked every `heartbeat_check_s`."""
         self.engine = engine
+        self.metering = metering or MeteringPolicy()
         self.heartbeat_timeout_s, self.heartbeat_check_s = heartbeat_timeout_s, heartbeat_check_s
         self._claimed_at: float | None = None
         self._next_heartbeat_check = 0.0
@@ -501,6 +505,8 @@ class DbDecisionSink:
         if not attempts:
             return
         self._charge_usage(s, attempts)
+        ended = [Ended(a["b_id"], a["b_attempt"], a["b_at"], a["b_outcome"]) for a in attempts]
+        append(s, meter(s, ended, self.metering))
         s.execute(
             update(A)
             .where(A.c.job_id == bindparam("b_id"))

@@ -24,6 +24,7 @@ from web.models import (
     Sector,
     User,
 )
+from web.services.ledger import append
 
 
 @dataclass(slots=True)
@@ -95,7 +96,7 @@ def seed_pool(session: Session, path: Path, now: float) -> Seeded:
                 sector=project.sector,
                 state=ProjectState.ACTIVE.value,
                 pi=pi,
-                credits=project.credits_left,
+                credits=None,  # its grant goes through the ledger, below
                 share=project.share,
                 default_max_runtime_s=cluster.default_max_runtime_s,
                 created_at=now,
@@ -113,6 +114,21 @@ def seed_pool(session: Session, path: Path, now: float) -> Seeded:
                 )
             )
     session.flush()
+    append(
+        session,
+        [
+            {
+                "at": now,
+                "kind": "grant",
+                "project": p.name,
+                "amount": p.credits_left,
+                "actor": "seed",
+                "note": f"seeded from {path.name}",
+            }
+            for p in cluster.projects
+            if p.credits_left is not None and f"project:{p.name}" in seeded.created
+        ],
+    )
     members = {(p, u.name): r for u in people for p, r in u.projects.items()}
     # A project no user leads gets the first admin as PI: a member, as the PI always is.
     members |= {(p.name, pis.get(p.name) or admin): "pi" for p in cluster.projects if admin}

@@ -113,6 +113,7 @@ class TelemetryLimits:
     max_gap_s: float = 60.0  # a GPU's time between two reports counts up to this
     max_future_s: float = 300.0  # a report's time may be this far ahead of the server's
     history_days: float = 30.0
+    idle_util_pct: float = 5.0  # a GPU a job holds under this utilization is idle
 
 
 @dataclass(slots=True)
@@ -171,6 +172,7 @@ class _Usage:
     util_gpu_s: float = 0.0
     energy_j: float = 0.0
     energy_gpu_s: float = 0.0
+    idle_gpu_s: float = 0.0
     peak_mem_bytes: int = 0
     first_at: float = math.inf
     last_at: float = 0.0
@@ -211,6 +213,7 @@ class TelemetryIngest:
         # node -> its node_telemetry row as this server last wrote it, so that a report
         # needs no JSON read back while no other server took one of that node's since.
         self._rows: dict[str, dict[str, Any]] = {}
+        self._minutes_lock = threading.Lock()
         self._next_flush = 0.0
         self._next_prune = 0.0
 
@@ -284,8 +287,9 @@ class TelemetryIngest:
         for node in taking.taken:
             row = taking.rows[node]
             self._rows[node] = {key: value for key, value in row.items() if key != "gpus"}
-        for key, sample, node in minutes:
-            self._add_minute(key, sample, node)
+        with self._minutes_lock:
+            for key, sample, node in minutes:
+                self._add_minute(key, sample, node)
         return answers
 
     def _add_minute(self, key: tuple[str, int], sample: GpuSample, node: str) -> None:
@@ -316,6 +320,10 @@ class TelemetryIngest:
 
     def flush_minutes(self, everything: bool = False) -> int:
         """Write the minutes that are over (all of them, with `everything`); how many."""
+        with self._minutes_lock:  # the writer's own calls, and stop()'s (or a test's)
+            return self._flush_minutes(everything)
+
+    def _flush_minutes(self, everything: bool) -> int:
         current = int(self.clock() // 60)
         done = [key for key in self._minutes if everything or key[1] < current]
         if not done:
@@ -513,6 +521,8 @@ class _Taking:
             if sample.util_gpu_pct is not None:
                 usage.busy_gpu_s += sample.util_gpu_pct / 100.0 * share
                 usage.util_gpu_s += share
+                if sample.util_gpu_pct < self.limits.idle_util_pct:
+                    usage.idle_gpu_s += share
             if energy_j is not None:
                 usage.energy_j += energy_j / len(jobs)
                 usage.energy_gpu_s += share
@@ -555,6 +565,7 @@ class _Taking:
                 "util_gpu_s": u.util_gpu_s,
                 "energy_j": u.energy_j,
                 "energy_gpu_s": u.energy_gpu_s,
+                "idle_gpu_s": u.idle_gpu_s,
                 "peak_mem_bytes": u.peak_mem_bytes,
                 "first_at": u.first_at,
                 "last_at": u.last_at,
@@ -566,7 +577,7 @@ class _Taking:
             JU,
             rows,
             keys=("job_id", "attempt"),
-            add=("gpu_s", "busy_gpu_s", "util_gpu_s", "energy_j", "energy_gpu_s"),
+            add=("gpu_s", "busy_gpu_s", "util_gpu_s", "energy_j", "energy_gpu_s", "idle_gpu_s"),
             greatest=("peak_mem_bytes", "last_at"),
             least=("first_at",),
         )

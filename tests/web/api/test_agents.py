@@ -14,7 +14,7 @@ import pytest
 from sqlmodel import select
 
 from web.db import read_session, write_session
-from web.models import Allocation, Change, JobUsage, Node
+from web.models import Allocation, Change, GpuMinute, JobUsage, Node
 from web.services.scheduling import DbDecisionSink
 from web.services.telemetry import HEARTBEAT_REASON
 
@@ -365,7 +365,8 @@ def test_history_older_than_the_days_kept_is_pruned(api: Api) -> None:
     days = api.pool.settings.telemetry_history_days
     t = api.clock.now()
     agent.ok(report(1, t - (days * 86400 - 120), gpu(0)), report(2, t - 30, gpu(0)))
-    assert api.pool.telemetry.flush_minutes(everything=True) == 2
+    api.pool.telemetry.flush_minutes(everything=True)  # (the writer may have written some)
+    assert api.count(GpuMinute) == 2
     api.clock.advance(600)  # the first minute is now older than the history kept
     assert api.pool.telemetry.prune_history() == 1
     rows = api.get("ops", "/nodes/h-0/history", params={"minutes": 60}).json()
