@@ -209,6 +209,8 @@ class Project(SQLModel, table=True):
     credits_earned: float = 0.0  # lending rewards (the ledger's rewards)
     share: float | None = None  # weight within its sector; None: the sum of its guarantees
     default_max_runtime_s: float | None = None
+    # Stop a job whose GPUs have all been idle this long (None: never; it is only flagged).
+    idle_stop_after_s: float | None = None
     usage_gpu_s: float = 0.0  # decayed, for fair share, as of usage_at
     usage_at: float = 0.0
     created_at: float = 0.0
@@ -244,6 +246,7 @@ class ProjectUpdate(Input):
     share: float | None = Field(default=None, gt=0, le=1_000_000)
     default_max_runtime_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
     expires_at: datetime | None = None
+    idle_stop_after_s: float | None = Field(default=None, ge=60, le=MAX_DURATION_S)
 
 
 class QuotaPublic(SQLModel):
@@ -265,9 +268,11 @@ class ProjectPublic(SQLModel):
     requested_gpu_hours: float
     credits: float | None
     credits_used: float
+    credits_earned: float = 0.0
     credits_left: float | None
     share: float | None
     default_max_runtime_s: float | None
+    idle_stop_after_s: float | None = None
     created_at: datetime
     expires_at: datetime | None
     decided_by: str | None
@@ -477,6 +482,8 @@ class JobPublic(SQLModel):
     borrowed: bool
     outcome: str
     allocations: list[AllocationPublic] = []
+    # Running jobs whose GPUs have all been idle since then (the node agents' figures).
+    idle_since: datetime | None = None
 
 
 class JobPage(SQLModel):
@@ -676,6 +683,8 @@ class JobUsage(SQLModel, table=True):
     energy_j: float = 0.0
     energy_gpu_s: float = 0.0
     idle_gpu_s: float = 0.0  # GPU-seconds under the idle threshold (GPUPOOL_IDLE_UTIL_PCT)
+    # Since when every GPU of the attempt the agents saw has been idle (None: busy now).
+    idle_since: float | None = None
     peak_mem_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     first_at: float = 0.0
     last_at: float = 0.0

@@ -40,6 +40,7 @@ class StopWhy(StrEnum):
     CANCELLED = "cancelled"
     TIMEOUT = "timeout"
     NODE_DOWN = "node down"  # its node went silent: the attempt was requeued already
+    IDLE = "idle"  # its GPUs idle longer than its project allows
 
 
 @dataclass(frozen=True, slots=True)

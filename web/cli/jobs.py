@@ -287,7 +287,13 @@ def reason_of(job: dict[str, Any]) -> str:
     if state == JobState.ADMITTED.value:
         return "starting"
     if state == JobState.RUNNING.value:
-        return "borrowed GPUs: may be preempted" if job.get("borrowed") else ""
+        notes = []
+        idle_since = parse_time(job.get("idle_since"))
+        if idle_since is not None:
+            notes.append(f"IDLE GPUs for {elapsed((now() - idle_since).total_seconds())}")
+        if job.get("borrowed"):
+            notes.append("borrowed GPUs: may be preempted")
+        return "; ".join(notes)
     return str(job.get("outcome") or "")
 
 

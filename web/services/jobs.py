@@ -327,14 +327,31 @@ def public_jobs(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
     """Jobs as callers see them, each with its current attempt's allocations."""
     held = [j.id for j in jobs if j.state in ACTIVE_JOB_STATE_VALUES]
     pieces: dict[int, list[AllocationPublic]] = {}
+    idle: dict[tuple[int, int], float | None] = {}
     if held:
         rows = session.exec(
             select(Allocation).where(col(Allocation.job_id).in_(held)).order_by(col(Allocation.id))
         ).all()
         for a in rows:
             pieces.setdefault(a.job_id, []).append(AllocationPublic.model_validate(a.model_dump()))
+        idle = {
+            (job_id, attempt): since
+            for job_id, attempt, since in session.exec(
+                select(JobUsage.job_id, JobUsage.attempt, JobUsage.idle_since)
+                .where(col(JobUsage.job_id).in_(held))
+                .where(col(JobUsage.idle_since).is_not(None))
+            ).all()
+        }
     return [
-        JobPublic.model_validate(j.model_dump() | {"allocations": pieces.get(j.id or 0, [])})
+        JobPublic.model_validate(
+            j.model_dump()
+            | {
+                "allocations": pieces.get(j.id or 0, []),
+                "idle_since": idle.get((j.id or 0, j.attempt))
+                if j.state in ACTIVE_JOB_STATE_VALUES
+                else None,
+            }
+        )
         for j in jobs
     ]
 

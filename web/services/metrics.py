@@ -10,11 +10,13 @@ not mind), and a field a GPU does not report is left out rather than sent as 0.
 
 `gpupool_*` gauges: the queue by project and flavor, allocated, borrowed, guaranteed and
 limit GPUs, credits left, nodes and their GPUs by state and flavor, when each node's agent
-last reported, and processes on GPUs that belong to no job of the pool (worth an alert).
+last reported, processes on GPUs that belong to no job of the pool (worth an alert), and
+how long each running job's GPUs have all been idle.
 """
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
@@ -25,13 +27,23 @@ from sqlalchemy import case, func, select
 from sqlmodel import Session
 
 from web.enums import NodeStateName
-from web.models import Allocation, Job, JobState, Node, NodeTelemetry, Project, Quota
+from web.models import (
+    Allocation,
+    Job,
+    JobState,
+    JobUsage,
+    Node,
+    NodeTelemetry,
+    Project,
+    Quota,
+)
 
 # Core tables: aggregate queries read plainer on them than on the ORM classes.
 A = Allocation.__table__  # type: ignore[attr-defined]
 J = Job.__table__  # type: ignore[attr-defined]
 N = Node.__table__  # type: ignore[attr-defined]
 NT = NodeTelemetry.__table__  # type: ignore[attr-defined]
+JU = JobUsage.__table__  # type: ignore[attr-defined]
 P = Project.__table__  # type: ignore[attr-defined]
 Q = Quota.__table__  # type: ignore[attr-defined]
 
@@ -80,6 +92,23 @@ class PoolCollector:
             credits.add_metric([name], float(granted) - float(used))
         yield credits
         yield from self._nodes()
+        yield self._idle_jobs()
+
+    def _idle_jobs(self) -> Metric:
+        idle = GaugeMetricFamily(
+            "gpupool_job_idle_seconds",
+            "How long all the GPUs of a running job have been idle (the agents' figures).",
+            # job_id, not job: Prometheus gives every series its own `job` (the scrape's).
+            labels=["job_id", "project"],
+        )
+        now = time.time()
+        for job_id, project, since in self.session.execute(
+            select(J.c.id, J.c.project, JU.c.idle_since)
+            .join(JU, (JU.c.job_id == J.c.id) & (JU.c.attempt == J.c.attempt))
+            .where(J.c.state == JobState.RUNNING.value, JU.c.idle_since.is_not(None))
+        ):
+            idle.add_metric([str(job_id), project], max(0.0, now - since))
+        return idle
 
     def _projects_of_running_jobs(self) -> dict[int, str]:
         active = (JobState.ADMITTED.value, JobState.RUNNING.value)

@@ -33,6 +33,7 @@ from web.models import (
     Attempt,
     Job,
     JobState,
+    JobUsage,
     Leadership,
     Node,
     NodeStateName,
@@ -58,6 +59,7 @@ Q = Quota.__table__  # type: ignore[attr-defined]
 S = Sector.__table__  # type: ignore[attr-defined]
 L = Leadership.__table__  # type: ignore[attr-defined]
 NT = NodeTelemetry.__table__  # type: ignore[attr-defined]
+JU = JobUsage.__table__  # type: ignore[attr-defined]
 
 
 class DbSnapshotSource:
@@ -347,12 +349,22 @@ class DbDecisionSink:
                 )
 
     def _cancel(self, s: Session, now: float, recorded: Recorded) -> None:
-        """Stop what was cancelled, and what ran past its max_runtime (wall time counts from
-        its start, or from its admission while it is being started)."""
+        """Stop what was cancelled, what ran past its max_runtime (wall time counts from
+        its start, or from its admission while it is being started), and what kept all its
+        GPUs idle longer than its project allows (idle_stop_after_s; flagged until then)."""
         started = func.coalesce(J.c.started_at, J.c.admitted_at)
+        idle_too_long = (
+            select(JU.c.job_id)
+            .join(P, P.c.name == J.c.project)
+            .where(JU.c.job_id == J.c.id, JU.c.attempt == J.c.attempt)
+            .where(P.c.idle_stop_after_s.is_not(None))
+            .where(JU.c.idle_since + P.c.idle_stop_after_s <= now)
+            .exists()
+        )
         for why, condition in (
             (StopWhy.CANCELLED, J.c.cancel_requested_at.is_not(None)),
             (StopWhy.TIMEOUT, started + J.c.max_runtime_s <= now),
+            (StopWhy.IDLE, idle_too_long),
         ):
             rows = s.execute(
                 update(J)
@@ -739,6 +751,8 @@ def _outcome(
     if event.kind is EventKind.STOPPED:
         if stop_reason == StopWhy.TIMEOUT.value:
             return JobState.TIMEOUT, JobState.TIMEOUT.value
+        if stop_reason == StopWhy.IDLE.value:
+            return JobState.CANCELLED, StopWhy.IDLE.value  # its GPUs idle too long
         return None, StopWhy.PREEMPTED.value
     if event.kind is EventKind.LOST:
         return None, EventKind.LOST.value

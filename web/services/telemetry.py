@@ -173,6 +173,8 @@ class _Usage:
     energy_j: float = 0.0
     energy_gpu_s: float = 0.0
     idle_gpu_s: float = 0.0
+    busy_seen: bool = False  # a report of this batch saw one of its GPUs busy
+    idle_from: float | None = None  # when the idle run its latest reports show began
     peak_mem_bytes: int = 0
     first_at: float = math.inf
     last_at: float = 0.0
@@ -452,11 +454,16 @@ class _Taking:
         counts = 0.0 < gap <= self.limits.max_gap_s
         minute = int(report.at // 60)
         gpus = []
+        busy: dict[tuple[int, int], bool] = {}  # job -> one of its GPUs is busy here
         for sample in report.gpus:
             jobs = self._jobs_of(node, sample, report.at)
             previous = before.get(sample.uuid)
             if counts and jobs and previous is not None:
                 self._count(sample, previous, jobs, gap, report.at)
+                if sample.util_gpu_pct is not None:
+                    for key in jobs:
+                        is_busy = sample.util_gpu_pct >= self.limits.idle_util_pct
+                        busy[key] = busy.get(key, False) or is_busy
             self._check_health(node, sample, previous)
             minutes.append(((sample.uuid, minute), sample, node))
             kept = _stored(sample)
@@ -478,6 +485,12 @@ class _Taking:
             "gpus": gpus,  # written, then dropped: the next report needs only `prev`
             "prev": {g["uuid"]: _previous(g) for g in gpus},
         }
+        for key, is_busy in busy.items():
+            usage = self.usage[key]
+            if is_busy:
+                usage.busy_seen, usage.idle_from = True, None
+            elif usage.idle_from is None:
+                usage.idle_from = report.at - gap
         self.rows[node] = fresh
         self.taken[node] = received_at
         return fresh
@@ -556,7 +569,7 @@ class _Taking:
     def _write_usage(self) -> None:
         if not self.usage:
             return
-        rows = [
+        rows: list[dict[str, Any]] = [
             {
                 "job_id": job,
                 "attempt": attempt,
@@ -569,18 +582,26 @@ class _Taking:
                 "peak_mem_bytes": u.peak_mem_bytes,
                 "first_at": u.first_at,
                 "last_at": u.last_at,
+                "idle_since": u.idle_from,
             }
             for (job, attempt), u in self.usage.items()
         ]
-        upsert(
-            self.s,
-            JU,
-            rows,
-            keys=("job_id", "attempt"),
-            add=("gpu_s", "busy_gpu_s", "util_gpu_s", "energy_j", "energy_gpu_s", "idle_gpu_s"),
-            greatest=("peak_mem_bytes", "last_at"),
-            least=("first_at",),
-        )
+        # A busy GPU seen in this batch sets idle_since anew (to the idle run after it, or
+        # none); only idle ones keep the run that began before this batch.
+        for busy_seen in (True, False):
+            upsert(
+                self.s,
+                JU,
+                [
+                    r
+                    for r, u in zip(rows, self.usage.values(), strict=True)
+                    if u.busy_seen is busy_seen
+                ],
+                keys=("job_id", "attempt"),
+                add=("gpu_s", "busy_gpu_s", "util_gpu_s", "energy_j", "energy_gpu_s", "idle_gpu_s"),
+                greatest=("peak_mem_bytes", "last_at"),
+                least=("first_at",) if busy_seen else ("first_at", "idle_since"),
+            )
 
     def _write_health(self) -> None:
         """Nodes down for missed heartbeats whose agents report again come back up first;

@@ -23,7 +23,7 @@ from scheduler.runtime.ports import (
     StopWhy,
 )
 from web.db import read_session, write_session
-from web.models import Change, JobState, Node, Project, ProjectState, Quota
+from web.models import Change, JobState, JobUsage, Node, Project, ProjectState, Quota
 from web.services import jobs
 
 from .conftest import (
@@ -1103,3 +1103,31 @@ def test_a_deposed_leader_takes_no_node_out(rows: PoolRows, manual_clock: Manual
     with pytest.raises(Deposed):
         live.tick()
     assert rows.node_state("h2") == ("up", "")
+
+
+# --- idle GPUs ---------------------------------------------------------------------------------
+
+
+def test_a_job_idle_longer_than_its_project_allows_is_stopped_and_ends_cancelled(
+    rows: PoolRows, live: Live
+) -> None:
+    rows.pool(nodes=1)
+    rows.project("a", guaranteed=8, limit=8)
+    job_id = rows.job("a", gpus=2)
+    live.tick()
+    live.tick()
+    with write_session(rows.engine) as s:
+        project = s.get(Project, "a")
+        assert project is not None
+        project.idle_stop_after_s = 1800.0
+        s.add(JobUsage(job_id=job_id, attempt=1, idle_since=live.clock.now()))
+    live.clock.advance(1700)
+    live.tick()
+    assert rows.get(job_id).state == JobState.RUNNING  # flagged, not stopped yet
+    live.clock.advance(200)
+    live.tick()  # the stop is ordered; the in-process engine stops it at once
+    live.tick()
+    job = rows.get(job_id)
+    assert (job.state, job.outcome) == (JobState.CANCELLED, "stopped: idle")
+    [attempt] = rows.attempts(job_id)
+    assert attempt.outcome == "idle"

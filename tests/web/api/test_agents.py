@@ -7,6 +7,7 @@ really sends them is tested in tests/agents and end to end in tests/web/test_age
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -371,3 +372,22 @@ def test_history_older_than_the_days_kept_is_pruned(api: Api) -> None:
     assert api.pool.telemetry.prune_history() == 1
     rows = api.get("ops", "/nodes/h-0/history", params={"minutes": 60}).json()
     assert [r["gpu_index"] for r in rows] == [0]
+
+
+def test_a_job_whose_gpus_all_idle_is_flagged_until_one_is_busy(api: Api) -> None:
+    job = running_job(api)
+    agent = Agent(api, "h-0")
+    t = api.clock.advance(600)
+    busy, idle = gpu(0, jobs=[(job, 1)]), gpu(0, jobs=[(job, 1)], util_gpu_pct=1.0)
+    half = gpu(1, jobs=[(job, 1)], util_gpu_pct=0.0)
+    agent.ok(report(1, t - 300, busy, half), report(2, t - 290, idle, half))
+    agent.ok(report(3, t - 280, idle, half))  # a later batch keeps the run's start
+
+    shown = api.get("alice", f"/jobs/{job}").json()
+    assert shown["idle_since"] is not None
+    assert abs(datetime.fromisoformat(shown["idle_since"]).timestamp() - (t - 300)) < 1e-6
+    [attempt] = usage(api, job)
+    assert attempt["gpu_s"] == pytest.approx(40.0)  # two GPUs, 20 s
+
+    agent.ok(report(4, t - 270, busy, half))  # one of its GPUs works again
+    assert api.get("alice", f"/jobs/{job}").json()["idle_since"] is None
