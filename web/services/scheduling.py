@@ -450,11 +450,45 @@ class DbDecisionSink:
     # --- 1. events ---------------------------------------------------------------------------
 
     def apply(self, events: list[JobEvent], now: float) -> None:
-        """In one transaction, set-based: a busy pool reports hundreds of events a tick."""
+        """In one transaction, set-based: a busy pool reports hundreds of events a tick.
+        What the ended attempts' ledger entries need is read before it (SQLite has one
+        write lock, and submissions wait for it): only this loop changes those attempts,
+        and the transaction checks that it metered the same attempts with the same ends."""
+        ends = [e for e in events if e.kind is not EventKind.RUNNING]
+        prepared = None
+        if ends:
+            with read_session(self.engine) as r:
+                ended = self._ending(r, ends)
+                prepared = (set(ended), meter(r, ended, self.metering))
         with write_session(self.engine) as s:
             self._fence(s)
             self._started(s, [e for e in events if e.kind is EventKind.RUNNING])
-            self._ended(s, [e for e in events if e.kind is not EventKind.RUNNING])
+            self._ended(s, ends, prepared)
+
+    def _ending(self, s: Session, events: list[JobEvent]) -> list[Ended]:
+        """The attempts these events end (not old attempts' news, not closed jobs)."""
+        return [end for _, end, _ in self._closing(s, events)]
+
+    def _closing(
+        self, s: Session, events: list[JobEvent]
+    ) -> list[tuple[JobEvent, Ended, JobState | None]]:
+        """(event, the attempt it ends, the job's final state or None: requeued)."""
+        rows = {
+            r.id: r
+            for r in s.execute(
+                select(
+                    J.c.id, J.c.attempt, J.c.state, J.c.cancel_requested_at, J.c.stop_reason
+                ).where(J.c.id.in_({int(e.job_id) for e in events}))
+            )
+        }
+        found = []
+        for event in events:
+            row = rows.get(int(event.job_id))
+            if row is None or row.attempt != event.attempt or row.state not in ACTIVE:
+                continue  # an old attempt's news, or a job already closed
+            final, outcome = _outcome(event, row.cancel_requested_at is not None, row.stop_reason)
+            found.append((event, Ended(row.id, row.attempt, event.at, outcome), final))
+        return found
 
     def _started(self, s: Session, events: list[JobEvent]) -> None:
         if not events:
@@ -476,27 +510,24 @@ class DbDecisionSink:
             params,
         )
 
-    def _ended(self, s: Session, events: list[JobEvent]) -> None:
+    def _ended(
+        self,
+        s: Session,
+        events: list[JobEvent],
+        prepared: tuple[set[Ended], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        """Close the attempts the events end; append their ledger entries (`prepared`
+        before the transaction, when they are still exactly these attempts' entries)."""
         if not events:
             return
-        rows = {
-            r.id: r
-            for r in s.execute(
-                select(
-                    J.c.id, J.c.attempt, J.c.state, J.c.cancel_requested_at, J.c.stop_reason
-                ).where(J.c.id.in_({int(e.job_id) for e in events}))
-            )
-        }
         requeued, closed, attempts = [], [], []
-        for event in events:
-            row = rows.get(int(event.job_id))
-            if row is None or row.attempt != event.attempt or row.state not in ACTIVE:
-                continue  # an old attempt's news, or a job already closed
-            final, outcome = _outcome(event, row.cancel_requested_at is not None, row.stop_reason)
+        closing = self._closing(s, events)
+        for event, end, final in closing:
+            outcome = end.outcome
             attempts.append(
                 {
-                    "b_id": row.id,
-                    "b_attempt": row.attempt,
+                    "b_id": end.job_id,
+                    "b_attempt": end.attempt,
                     "b_at": event.at,
                     "b_outcome": outcome,
                     "b_message": event.message,
@@ -504,11 +535,11 @@ class DbDecisionSink:
             )
             if final is None:
                 reason = f"{outcome} ({event.message}); requeued" if event.message else outcome
-                requeued.append({"b_id": row.id, "b_code": outcome, "b_reason": reason})
+                requeued.append({"b_id": end.job_id, "b_code": outcome, "b_reason": reason})
             else:
                 closed.append(
                     {
-                        "b_id": row.id,
+                        "b_id": end.job_id,
                         "b_state": final.value,
                         "b_at": event.at,
                         "b_outcome": event.message or final.value,
@@ -517,8 +548,11 @@ class DbDecisionSink:
         if not attempts:
             return
         self._charge_usage(s, attempts)
-        ended = [Ended(a["b_id"], a["b_attempt"], a["b_at"], a["b_outcome"]) for a in attempts]
-        append(s, meter(s, ended, self.metering))
+        ended = [end for _, end, _ in closing]
+        if prepared is not None and prepared[0] == set(ended):
+            append(s, prepared[1])
+        else:  # a cancel came in between, or no preparation: metered here
+            append(s, meter(s, ended, self.metering))
         s.execute(
             update(A)
             .where(A.c.job_id == bindparam("b_id"))
