@@ -344,15 +344,8 @@ class TelemetryIngest:
                 GM,
                 rows,
                 keys=("uuid", "minute"),
-                add=(
-                    "samples",
-                    "util_gpu_samples",
-                    "util_gpu_sum",
-                    "util_mem_sum",
-                    "power_w_sum",
-                    "power_samples",
-                ),
-                greatest=("mem_used_max", "temp_max"),
+                add=MINUTE_COLUMNS[2:8],  # the counts and sums; the maxima below
+                greatest=MINUTE_COLUMNS[8:],
             )
         for key in done:
             del self._minutes[key]
