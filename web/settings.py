@@ -73,6 +73,13 @@ class Settings(BaseSettings):
     refund_cut_short_share: float = Field(default=1.0, ge=0, le=1)
     lending_reward_share: float = Field(default=0.25, ge=0, le=1)
 
+    # Statements (web/services/statements.py) are signed with the pool's Ed25519 key, kept
+    # in this file (None: data_dir/statement-key.pem), made on first start, owner-only.
+    # Every server of one pool must share it. A statement sent to be verified may be this
+    # large (it lists every ledger entry it is built from).
+    statement_key_file: Path | None = None
+    max_statement_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
@@ -82,6 +89,10 @@ class Settings(BaseSettings):
                 url = "postgresql+psycopg://" + url.split("://", 1)[1]
             return url
         return f"sqlite:///{self.data_dir / 'gpupool.db'}"
+
+    @property
+    def statement_key_path(self) -> Path:
+        return self.statement_key_file or self.data_dir / "statement-key.pem"
 
     @property
     def is_sqlite(self) -> bool:

@@ -16,10 +16,11 @@ from sqlalchemy import text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.api.deps import CurrentUser, ReadSessionDep, refuse_nul
-from web.api.routes import accounts, agents, jobs, nodes, projects
+from web.api.routes import accounts, agents, jobs, nodes, projects, statements
 from web.db import read_session
 from web.models import Role
 from web.pool import Pool
+from web.services import signing
 from web.services.errors import (
     Conflict,
     Forbidden,
@@ -49,6 +50,7 @@ def create_app(pool: Pool) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        signing.pool_key(pool.settings.statement_key_path)  # made on first start
         pool.start()
         try:
             yield
@@ -79,7 +81,7 @@ def create_app(pool: Pool) -> FastAPI:
     api = APIRouter(prefix="/api/v1")
     api.include_router(jobs.router)  # its routes that take text in a path or query say so
     api.include_router(agents.router)
-    for module in (projects, nodes, accounts):  # names in their paths
+    for module in (projects, nodes, accounts, statements):  # names in their paths
         api.include_router(module.router, dependencies=[Depends(refuse_nul)])
     app.include_router(api)
 
@@ -113,7 +115,11 @@ def create_app(pool: Pool) -> FastAPI:
         BodySizeLimit,
         max_bytes=pool.settings.max_request_bytes,
         # An agent back from an outage sends what it buffered in few requests.
-        larger={"/api/v1/agents/reports": pool.settings.max_report_bytes},
+        larger={
+            "/api/v1/agents/reports": pool.settings.max_report_bytes,
+            # A statement lists every ledger entry it is built from.
+            "/api/v1/statements/verify": pool.settings.max_statement_bytes,
+        },
     )
     return app
 

@@ -21,6 +21,7 @@ from web.db import read_session, write_session
 from web.models import (
     ApiToken,
     Job,
+    LedgerEntry,
     Membership,
     Node,
     NodeTelemetry,
@@ -259,6 +260,17 @@ def cancel(api: Api) -> Write:
     return Write("alice", "POST", f"/jobs/{job['id']}/cancel", None, probe)
 
 
+def verify_statement(api: Api) -> Write:
+    """POST, but it writes nothing: the ledger is as it was when the answer starts."""
+    statement = api.get("admin", "/projects/p1/statements/2023-11").json()
+    before = api.count(LedgerEntry)
+
+    def probe(s: Session) -> bool:
+        return len(s.exec(select(LedgerEntry)).all()) == before
+
+    return Write("alice", "POST", "/statements/verify", statement, probe)
+
+
 WRITES: list[tuple[str, Callable[[Api], Write]]] = [
     ("POST /users", create_user),
     ("PATCH /users/{name}", update_user),
@@ -289,6 +301,7 @@ WRITES: list[tuple[str, Callable[[Api], Write]]] = [
     ("POST /agents/reports", agent_report),
     ("POST /jobs", submit),
     ("POST /jobs/{id}/cancel", cancel),
+    ("POST /statements/verify", verify_statement),
 ]
 
 

@@ -57,13 +57,17 @@ class Row:
     outsider: Expected
     bug: str = ""  # set: the signed-in cells fail because of this known bug (strict xfail)
     check: Callable[[Api, str, httpx.Response], None] | None = field(default=None)
+    public: bool = False  # anyone may call it: no token, or a bad one, is no refusal
 
     @property
     def id(self) -> str:
         return f"{self.method} {self.route.removeprefix('/api/v1')}"
 
     def expected(self, column: str) -> Expected:
-        return getattr(self, column) if column in SIGNED_IN else 401
+        if column in SIGNED_IN:
+            expected: Expected = getattr(self, column)
+            return expected
+        return OK if self.public else 401
 
 
 # --- targets -------------------------------------------------------------------------------
@@ -140,6 +144,24 @@ def only_own_projects(api: Api, user: str, response: httpx.Response) -> None:
         assert {"p1", "p2", "p3"} <= names
     else:  # their own, and none of the other seeded ones
         assert own in names and not ({"p1", "p2", "p3"} - {own}) & names
+
+
+def only_own_entries(api: Api, user: str, response: httpx.Response) -> None:
+    projects = {entry["project"] for entry in response.json()}
+    own = {"alice": {"p1"}, "bob": {"p1"}, "carol": {"p2"}}.get(user)
+    if own is not None:
+        assert projects <= own
+    else:  # admin and operator: every project's (the seed granted p1 its credits)
+        assert "p1" in projects
+
+
+def signed_statement_of_p1(api: Api) -> Request:
+    statement = api.get("admin", "/projects/p1/statements/2026-03").json()
+    return "/statements/verify", statement
+
+
+def a_valid_statement(api: Api, user: str, response: httpx.Response) -> None:
+    assert response.json()["valid"] is True, response.json()
 
 
 def only_own_tokens(api: Api, user: str, response: httpx.Response) -> None:
@@ -228,6 +250,34 @@ ROWS = [
     Row(
         "GET", "/api/v1/projects/{name}/history", fixed("/projects/p1/history"),
         admin=OK, operator=OK, pi=OK, member=OK, outsider=404,
+    ),
+    # --- statements, ledger, usage, credits -------------------------------------------------
+    Row(
+        "GET", "/api/v1/projects/{name}/statements/{period}",
+        fixed("/projects/p1/statements/2026-Q1?format=html"),
+        admin=OK, operator=OK, pi=OK, member=OK, outsider=404,
+    ),
+    Row(
+        "GET", "/api/v1/projects/{name}/credits", fixed("/projects/p1/credits"),
+        admin=OK, operator=OK, pi=OK, member=OK, outsider=404,
+    ),
+    Row(
+        # Anyone may check a statement: a funding agency needs no account.
+        "GET", "/api/v1/statements/public-key", fixed("/statements/public-key"),
+        admin=OK, operator=OK, pi=OK, member=OK, outsider=OK, public=True,
+    ),
+    Row(
+        "POST", "/api/v1/statements/verify", signed_statement_of_p1,
+        admin=OK, operator=OK, pi=OK, member=OK, outsider=OK, public=True,
+        check=a_valid_statement,
+    ),
+    Row(
+        "GET", "/api/v1/ledger", fixed("/ledger?limit=1000"),
+        admin=OK, operator=OK, pi=OK, member=OK, outsider=OK, check=only_own_entries,
+    ),
+    Row(
+        "GET", "/api/v1/usage", fixed("/usage?by=user"),
+        admin=OK, operator=OK, pi=OK, member=OK, outsider=OK,
     ),
     # --- nodes and flavors -----------------------------------------------------------------
     Row(
@@ -393,8 +443,7 @@ def test_role_matrix(matrix_api: Api, row: Row, column: str) -> None:
     if expected == OK:
         assert 200 <= response.status_code < 300, response.text
         if row.check is not None:
-            assert user is not None
-            row.check(api, user, response)
+            row.check(api, user or "", response)
     else:
         assert response.status_code == expected, response.text
         refusal = response.json()

@@ -1,0 +1,820 @@
+"""Usage statements: what a project used and was charged in a period, from the ledger,
+signed with the pool's key, so that a funding agency can accept it without receipts and
+anyone can check it.
+
+A statement for (project, period: YYYY-MM, YYYY-Qn or YYYY) is built from the project's
+ledger entries whose period falls in it (an entry without a period, a grant, counts in the
+month of its `at`), up to the ledger's head when it is made. It holds:
+- totals (GPU-hours, borrowed GPU-hours, credits, energy kWh, mean utilization, idle
+  GPU-hours) over the charges and refunds, by flavor, by user and by job;
+- credits: the balance before the period (`opening`), granted, used (charges net of
+  refunds), earned (lending rewards), left at the period's end (opening + the entries'
+  amounts) and left now (every entry of the project to the head);
+- idle GPU-hours and the ten jobs that held idle GPUs longest;
+- every entry it is built from (all their fields, prev_hash and hash, as a table:
+  `entries.fields` names the columns of `entries.rows`) and the ledger's head (id, hash);
+- `public_key`, the signing key's id, and `signature`: Ed25519 over the statement's
+  canonical JSON (keys sorted, no spaces, floats as Python writes them) without its
+  `signature` member.
+
+The JSON form is that canonical JSON with the signature: the signed form, the one to keep
+and to verify. CSV and HTML show the same figures and carry the signature, but only the
+JSON can be verified (the signature covers its exact bytes).
+
+`verify_statement` checks a statement without trusting whoever hands it over: the
+signature, every figure against what its listed entries sum to, each entry's hash against
+its content, the entries' order, that each belongs to the project and period; and, given
+the ledger, that each entry is in it unchanged, that none of the project's entries in the
+period is left out, the balances, and the chain from GENESIS to the statement's head.
+Each problem is said in words that name what fails.
+
+Usage figures are exact sums of the entries (doubles, added in id order), credits rounded
+to 6 decimals; the builder and the verifier compute them by the same function. The two
+balances that sum entries outside the statement (opening, left_now) are checked against
+the ledger to 1e-6 credits.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import html
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from math import fsum
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import and_, func, or_, select
+from sqlmodel import Session
+
+from web.models import LedgerEntry
+from web.services import signing
+from web.services.auth import Principal
+from web.services.errors import Invalid
+from web.services.ledger import GENESIS, HEAD, LEDGER, check_chain, entry_hash
+from web.services.metering import period_of
+from web.services.projects import get_project
+
+FORMAT_VERSION = 1
+KIND = "gpupool usage statement"
+ENTRY_FIELDS = tuple(LedgerEntry.model_fields)  # id, at, kind, ..., prev_hash, hash
+_AT = ENTRY_FIELDS.index("at")
+_ID, _KIND, _PROJECT, _AMOUNT = (ENTRY_FIELDS.index(n) for n in ("id", "kind", "project", "amount"))
+_PERIOD, _JOB, _ATTEMPT, _USER = (
+    ENTRY_FIELDS.index(n) for n in ("period", "job_id", "attempt", "user")
+)
+_FLAVOR, _GPU_S, _BORROWED = (ENTRY_FIELDS.index(n) for n in ("flavor", "gpu_s", "borrowed"))
+_ENERGY, _UTIL, _BUSY, _IDLE = (
+    ENTRY_FIELDS.index(n) for n in ("energy_j", "util_gpu_s", "busy_gpu_s", "idle_gpu_s")
+)
+_HASH = ENTRY_FIELDS.index("hash")
+TOP_IDLE_JOBS = 10
+USAGE_COLUMNS = (
+    "gpu_hours",
+    "borrowed_gpu_hours",
+    "credits",
+    "energy_kwh",
+    "mean_util_pct",
+    "idle_gpu_hours",
+)
+JOB_FIELDS = ("job_id", "user", "attempts", *USAGE_COLUMNS)
+FORMATS = ("json", "csv", "html")
+_PERIOD_SYNTAX = re.compile(r"^(\d{4})(?:-(\d{2})|-Q([1-4]))?$")
+
+
+# --- periods ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    name: str  # as asked: 2026-03, 2026-Q4, 2026
+    months: tuple[str, ...]  # YYYY-MM, in order
+    start: float  # its first moment (UTC)
+    end: float  # the first moment after it
+
+    def holds(self, entry_period: str, at: float) -> bool:
+        return (entry_period or period_of(at)) in self.months
+
+
+def parse_period(text: str) -> Period:
+    """YYYY-MM, YYYY-Qn or YYYY; Invalid naming `period` otherwise."""
+    match = _PERIOD_SYNTAX.match(text)
+    year = int(match.group(1)) if match else 0
+    month = int(match.group(2)) if match and match.group(2) else None
+    if match is None or not 1970 <= year <= 9998 or (month is not None and not 1 <= month <= 12):
+        raise Invalid(
+            f"{text!r} is not a period: give a month (2026-03), a quarter (2026-Q4) or a year "
+            "(2026), from 1970",
+            field="period",
+        )
+    if month is not None:
+        first, count = month, 1
+    elif match.group(3):
+        first, count = 3 * int(match.group(3)) - 2, 3
+    else:
+        first, count = 1, 12
+    months = tuple(f"{year:04d}-{m:02d}" for m in range(first, first + count))
+    last = first + count - 1
+    start = datetime(year, first, 1, tzinfo=UTC)
+    end = (
+        datetime(year + 1, 1, 1, tzinfo=UTC)
+        if last == 12
+        else datetime(year, last + 1, 1, tzinfo=UTC)
+    )
+    return Period(text, months, start.timestamp(), end.timestamp())
+
+
+@dataclass(frozen=True, slots=True)
+class SignedStatement:
+    content: dict[str, Any]  # signature included
+    json: bytes  # its signed form (canonical JSON), encoded once
+
+    def render(self, form: str) -> tuple[bytes, str]:
+        """(body, media type) in one of FORMATS."""
+        if form == "json":
+            return self.json, "application/json"
+        return render(self.content, form)
+
+
+# --- building --------------------------------------------------------------------------------
+
+
+def build_statement(
+    session: Session,
+    asker: Principal,
+    project_name: str,
+    period_text: str,
+    key: Ed25519PrivateKey,
+    now: float,
+) -> SignedStatement:
+    """The signed statement of `project_name` (one the asker may see) for the period."""
+    with collector_paused():
+        return _build(session, asker, project_name, period_text, key, now)
+
+
+def _build(
+    session: Session,
+    asker: Principal,
+    project_name: str,
+    period_text: str,
+    key: Ed25519PrivateKey,
+    now: float,
+) -> SignedStatement:
+    project = get_project(session, asker, project_name)
+    period = parse_period(period_text)
+    head = session.execute(select(HEAD.c.last_id, HEAD.c.last_hash).where(HEAD.c.id == 1)).first()
+    head_id, head_hash = (0, GENESIS) if head is None else (int(head[0]), str(head[1]))
+    # Entries past the head read first are left out: on PostgreSQL each query sees what was
+    # committed when it began, and entries are committed with the head that counts them.
+    mine = and_(LEDGER.c.project == project.name, LEDGER.c.id <= head_id)
+    in_period = or_(
+        LEDGER.c.period.in_(period.months),
+        and_(LEDGER.c.period == "", LEDGER.c.at >= period.start, LEDGER.c.at < period.end),
+    )
+    before = or_(
+        and_(LEDGER.c.period != "", LEDGER.c.period < period.months[0]),
+        and_(LEDGER.c.period == "", LEDGER.c.at < period.start),
+    )
+    columns = [LEDGER.c[name] for name in ENTRY_FIELDS]
+    rows = [
+        list(row)
+        for row in session.execute(select(*columns).where(mine, in_period).order_by(LEDGER.c.id))
+    ]
+    opening = _sum(session, and_(mine, before))
+    left_now = _sum(session, mine)
+    figures = summarize(rows, opening)
+    figures["credits"]["left_now"] = _round(left_now)
+    figures["credits"]["budgeted"] = project.credits is not None
+    statement: dict[str, Any] = {
+        "kind": KIND,
+        "version": FORMAT_VERSION,
+        "project": project.name,
+        "project_title": project.title,
+        "pi": project.pi,
+        "period": period.name,
+        "period_start": _iso(period.start),
+        "period_end": _iso(period.end),
+        "months": list(period.months),
+        "made_at": _iso(now),
+        "ledger_head": {"id": head_id, "hash": head_hash},
+        **figures,
+        "entries": {"fields": list(ENTRY_FIELDS), "rows": rows},
+        "public_key": signing.key_id(key.public_key()),
+    }
+    members = _canonical_members(statement)
+    statement["signature"] = signature = signing.sign(key, _join(members))
+    members.append(("signature", _ENCODE(signature)))
+    members.sort()
+    return SignedStatement(statement, _join(members))
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off while a statement's hundreds of thousands of
+    rows and sums are made or checked: they form no cycles, and the collections their
+    number sets off would double the time. On again after (if it was on before)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _sum(session: Session, where: Any) -> float:
+    total = session.execute(select(func.sum(LEDGER.c.amount)).where(where)).scalar()
+    return float(total or 0.0)
+
+
+def summarize(rows: Sequence[Sequence[Any]], opening: float) -> dict[str, Any]:
+    """The figures of a statement's entries (rows in ENTRY_FIELDS order): its totals,
+    credits (from `opening`, the balance before the period) and idle time. Usage is that
+    of the charges and refunds; every sum is math.fsum's, exactly rounded, so it depends
+    neither on the order of the entries nor on how a Python version adds floats."""
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(ENTRY_FIELDS)
+    kinds, amounts = columns[_KIND], columns[_AMOUNT]
+    usage = [i for i, kind in enumerate(kinds) if kind == "charge" or kind == "refund"]
+    gpu_s = columns[_GPU_S]
+    borrowed = [g if b else 0.0 for g, b in zip(gpu_s, columns[_BORROWED], strict=True)]
+    figures = (gpu_s, borrowed, amounts, *(columns[i] for i in (_ENERGY, _UTIL, _BUSY, _IDLE)))
+
+    def sums(index: list[int]) -> list[float]:
+        if len(index) == 1:
+            return [column[index[0]] for column in figures]
+        return [fsum(map(column.__getitem__, index)) for column in figures]
+
+    def grouped(column: Sequence[Any]) -> dict[Any, list[int]]:
+        groups: dict[Any, list[int]] = {}
+        for i in usage:
+            key = column[i]
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [i]
+            else:
+                group.append(i)
+        return groups
+
+    total = sums(usage)
+    by_flavor = {
+        str(name): _usage(sums(index)) for name, index in grouped(columns[_FLAVOR]).items()
+    }
+    by_user = {str(name): _usage(sums(index)) for name, index in grouped(columns[_USER]).items()}
+    users, attempts = columns[_USER], columns[_ATTEMPT]
+    jobs = sorted(grouped(columns[_JOB]).items(), key=lambda item: _job_order(item[0]))
+    job_rows, idle = [], []
+    for job, index in jobs:
+        job_sums = sums(index)
+        tried = {attempts[i] for i in index} - {None}
+        job_rows.append([job, users[index[0]], len(tried), *_usage_row(job_sums)])
+        if job_sums[6] > 0:
+            idle.append((-job_sums[6], _job_order(job), job, users[index[0]], job_sums))
+    idle.sort(key=lambda item: (item[0], item[1]))
+    return {
+        "totals": _usage(total)
+        | {
+            "jobs": len(jobs),
+            "entries": len(rows),
+            "by_flavor": by_flavor,
+            "by_user": by_user,
+            "by_job": {"fields": list(JOB_FIELDS), "rows": job_rows},
+        },
+        "credits": {
+            "opening": _round(opening),
+            "granted": _round(fsum(amounts[i] for i, k in enumerate(kinds) if k == "grant")),
+            "used": _round(-total[2]),
+            "earned": _round(fsum(amounts[i] for i, k in enumerate(kinds) if k == "reward")),
+            "left_at_end": _round(fsum((opening, *amounts))),
+        },
+        "idle": {
+            "gpu_hours": total[6] / 3600.0,
+            "top_jobs": [
+                {
+                    "job_id": job,
+                    "user": user,
+                    "idle_gpu_hours": job_sums[6] / 3600.0,
+                    "gpu_hours": job_sums[0] / 3600.0,
+                }
+                for _, _, job, user, job_sums in idle[:TOP_IDLE_JOBS]
+            ],
+        },
+    }
+
+
+def _job_order(job: Any) -> int:
+    return job if isinstance(job, int) and not isinstance(job, bool) else -1
+
+
+def _usage_row(sums: list[float]) -> list[Any]:
+    gpu_s, borrowed_s, amount, energy_j, util_s, busy_s, idle_s = sums
+    return [
+        gpu_s / 3600.0,
+        borrowed_s / 3600.0,
+        -amount,
+        energy_j / 3.6e6,
+        100.0 * busy_s / util_s if util_s > 0 else None,
+        idle_s / 3600.0,
+    ]
+
+
+def _usage(sums: list[float]) -> dict[str, Any]:
+    return dict(zip(USAGE_COLUMNS, _usage_row(sums), strict=True))
+
+
+def _round(value: float) -> float:
+    return round(value, 6) + 0.0  # + 0.0: never -0.0
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- the canonical JSON ----------------------------------------------------------------------
+
+_ENCODE = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+).encode
+
+
+def _canonical_members(statement: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, canonical JSON of its value) of each member but the signature, sorted: joined,
+    exactly json.dumps(sort_keys=True, separators=(",", ":")) of the statement without its
+    signature; each value encoded once for both the signed text and the signed form."""
+    return [(key, _ENCODE(statement[key])) for key in sorted(statement) if key != "signature"]
+
+
+def _join(members: Iterable[tuple[str, str]]) -> bytes:
+    return ("{" + ",".join(f"{_ENCODE(k)}:{v}" for k, v in members) + "}").encode()
+
+
+def signed_bytes(statement: Mapping[str, Any]) -> bytes:
+    """What the signature covers: the canonical JSON without the `signature` member."""
+    return _join(_canonical_members(statement))
+
+
+def to_json(statement: Mapping[str, Any]) -> bytes:
+    """The signed form: canonical JSON, signature included."""
+    return _join((key, _ENCODE(statement[key])) for key in sorted(statement))
+
+
+# --- CSV and HTML ----------------------------------------------------------------------------
+
+VERIFY_NOTE = (
+    "Only the JSON form can be verified (gpupool statement --format json; gpupool verify FILE); "
+    "this form repeats its figures and signature."
+)
+
+
+def to_csv(statement: Mapping[str, Any]) -> str:
+    """One table: a `section` column (total, flavor, user, job, credits, idle, entry), then
+    the figures; the signature in `#` trailer lines."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["section", "key", "user", "attempts", *USAGE_COLUMNS])
+    totals = statement["totals"]
+    writer.writerow(["total", statement["project"], "", totals["jobs"], *_cells(totals)])
+    for section, table in (("flavor", "by_flavor"), ("user", "by_user")):
+        for name, usage in totals[table].items():
+            writer.writerow([section, name, "", "", *_cells(usage)])
+    for job, user, attempts, *usage in totals["by_job"]["rows"]:
+        writer.writerow(["job", job, user, attempts, *("" if v is None else v for v in usage)])
+    writer.writerow([])
+    writer.writerow(["credits", "figure", "value"])
+    for name, value in statement["credits"].items():
+        writer.writerow(["credits", name, value])
+    writer.writerow(["idle", "gpu_hours", statement["idle"]["gpu_hours"]])
+    for job in statement["idle"]["top_jobs"]:
+        writer.writerow(["idle_job", job["job_id"], job["user"], job["idle_gpu_hours"]])
+    writer.writerow([])
+    writer.writerow(["entry", *statement["entries"]["fields"]])
+    for row in statement["entries"]["rows"]:
+        writer.writerow(["entry", *row])
+    writer.writerow([])
+    for name in ("project", "period", "period_start", "period_end", "made_at"):
+        writer.writerow([f"# {name}", statement[name]])
+    head = statement["ledger_head"]
+    writer.writerow(["# ledger_head", head["id"], head["hash"]])
+    writer.writerow(["# public_key", statement["public_key"]])
+    writer.writerow(["# signature", statement["signature"]])
+    writer.writerow(["# note", VERIFY_NOTE])
+    return out.getvalue()
+
+
+def _cells(usage: Mapping[str, Any]) -> list[Any]:
+    return ["" if usage[name] is None else usage[name] for name in USAGE_COLUMNS]
+
+
+_CSS = """
+body { font: 10.5pt/1.4 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #111; }
+h1 { font-size: 16pt; margin-bottom: 0; } h2 { font-size: 12pt; margin-top: 1.6em; }
+table { border-collapse: collapse; width: 100%; margin: .4em 0; }
+th, td { border-bottom: 1px solid #ccc; padding: .15em .5em; text-align: left; }
+td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
+.meta td:first-child { color: #555; width: 14em; }
+.signature { border: 1px solid #333; padding: .6em 1em; margin-top: 2em; }
+.signature code { word-break: break-all; font-size: 8.5pt; }
+.entries td { font-size: 8.5pt; }
+@media print {
+  body { margin: 0; max-width: none; font-size: 9.5pt; }
+  h2 { break-after: avoid; } tr { break-inside: avoid; } .signature { break-inside: avoid; }
+  @page { size: A4; margin: 15mm; }
+}
+"""
+
+
+def to_html(statement: Mapping[str, Any]) -> str:
+    """A printable page, self-contained (inline CSS, nothing fetched)."""
+    e = html.escape
+    totals, credits, idle = statement["totals"], statement["credits"], statement["idle"]
+    head = statement["ledger_head"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Usage statement {e(statement['project'])} {e(statement['period'])}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Usage statement: {e(statement['project'])}, {e(statement['period'])}</h1>",
+        '<table class="meta">',
+    ]
+    meta = [
+        ("Project", f"{statement['project']} ({statement['project_title']})"),
+        ("Principal investigator", statement["pi"]),
+        ("Period", f"{statement['period_start']} to {statement['period_end']} (exclusive)"),
+        ("Made at", statement["made_at"]),
+        ("Ledger head", f"entry {head['id']}, hash {head['hash']}"),
+        ("Jobs / ledger entries", f"{totals['jobs']} / {totals['entries']}"),
+    ]
+    parts += [f"<tr><td>{e(k)}</td><td>{e(str(v))}</td></tr>" for k, v in meta]
+    parts.append("</table><h2>Credits</h2><table><tr>")
+    parts += [f'<th class="n">{e(name)}</th>' for name in credits]
+    parts.append("</tr><tr>")
+    parts += [f'<td class="n">{e(_shown(v))}</td>' for v in credits.values()]
+    parts.append("</tr></table>")
+
+    def usage_table(title: str, label: str, table: Mapping[str, Any]) -> None:
+        rows = [[name, *(usage[c] for c in USAGE_COLUMNS)] for name, usage in table.items()]
+        parts.append(_html_table(title, [label, *USAGE_COLUMNS], rows))
+
+    usage_table("Totals", "", {"all": totals})
+    usage_table("By flavor", "flavor", totals["by_flavor"])
+    usage_table("By user", "user", totals["by_user"])
+    parts.append(f"<h2>Idle GPUs: {_shown(idle['gpu_hours'])} GPU-hours allocated but idle</h2>")
+    parts.append(
+        "<table><tr><th>job</th><th>user</th><th class='n'>idle GPU-hours</th>"
+        "<th class='n'>GPU-hours</th></tr>"
+    )
+    for job in idle["top_jobs"]:
+        parts.append(
+            f"<tr><td>{e(str(job['job_id']))}</td><td>{e(job['user'])}</td>"
+            f"<td class='n'>{_shown(job['idle_gpu_hours'])}</td>"
+            f"<td class='n'>{_shown(job['gpu_hours'])}</td></tr>"
+        )
+    parts.append("</table>")
+    parts.append(_html_table("By job", JOB_FIELDS, totals["by_job"]["rows"]))
+    fields = statement["entries"]["fields"]
+    shown = ("id", "at", "kind", "amount", "period", "job_id", "attempt", "flavor", "gpu_s", "hash")
+    index = [fields.index(name) for name in shown]
+    parts.append("<h2>Ledger entries</h2><table class='entries'><tr>")
+    parts += [f"<th>{name}</th>" for name in shown]
+    parts.append("</tr>")
+    for row in statement["entries"]["rows"]:
+        cells = [row[i] for i in index]
+        cells[1] = _iso(cells[1])
+        parts.append("<tr>" + "".join(f"<td>{e(_shown(c))}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    parts.append(
+        '<div class="signature"><strong>Signed by the pool</strong> (Ed25519)<br>'
+        f"Key: <code>{e(statement['public_key'])}</code><br>"
+        f"Signature: <code>{e(statement['signature'])}</code><br>"
+        f"<small>{e(VERIFY_NOTE)}</small></div></body></html>"
+    )
+    return "\n".join(parts)
+
+
+def _html_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(c.replace('_', ' '))}</th>" for c in columns)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="n">{e(_shown(v))}</td>'
+            if isinstance(v, int | float) and not isinstance(v, bool)
+            else f"<td>{e(_shown(v))}</td>"
+            for v in row
+        )
+        + "</tr>"
+        for row in rows
+    )
+    return f"<h2>{e(title)}</h2><table><tr>{head}</tr>{body}</table>"
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.6g}" if abs(value) < 1e15 else str(value)
+    return str(value)
+
+
+def render(statement: Mapping[str, Any], form: str) -> tuple[bytes, str]:
+    """(body, media type) of the statement in one of FORMATS."""
+    if form == "json":
+        return to_json(statement), "application/json"
+    if form == "csv":
+        return to_csv(statement).encode(), "text/csv; charset=utf-8"
+    if form == "html":
+        return to_html(statement).encode(), "text/html; charset=utf-8"
+    raise Invalid(f"{form!r} is not a format; one of: {', '.join(FORMATS)}", field="format")
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+@dataclass
+class Verification:
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+def verify_statement(
+    statement_json: str | bytes | Mapping[str, Any],
+    public_key: Ed25519PublicKey | str | bytes,
+    ledger_rows: Iterable[Mapping[str, Any]] | None = None,
+) -> Verification:
+    """Check a statement (its JSON form, or that parsed) with the pool's public key (or its
+    PEM), and against the ledger's entries in id order when given. Every problem found."""
+    with collector_paused():
+        return _verify(statement_json, public_key, ledger_rows)
+
+
+def _verify(
+    statement_json: str | bytes | Mapping[str, Any],
+    public_key: Ed25519PublicKey | str | bytes,
+    ledger_rows: Iterable[Mapping[str, Any]] | None,
+) -> Verification:
+    found = Verification()
+    if isinstance(statement_json, str | bytes):
+        try:
+            statement = json.loads(statement_json)
+        except ValueError as err:
+            found.problems.append(f"not JSON: {err}")
+            return found
+    else:
+        statement = dict(statement_json)
+    key = public_key if isinstance(public_key, Ed25519PublicKey) else _public(public_key, found)
+    shape = _shape_problem(statement)
+    if shape:
+        found.problems.append(shape)
+        return found
+    if key is not None:
+        _check_signature(statement, key, found)
+    rows = _check_entries(statement, found)
+    _check_figures(statement, rows, found)
+    if ledger_rows is not None:
+        _check_against_ledger(statement, rows, ledger_rows, found)
+    return found
+
+
+def _public(pem: str | bytes, found: Verification) -> Ed25519PublicKey | None:
+    try:
+        return signing.load_public_key(pem)
+    except Invalid as err:
+        found.problems.append(f"the public key given: {err.message}")
+        return None
+
+
+def _shape_problem(statement: Any) -> str:
+    if not isinstance(statement, dict):
+        return "not a statement: a JSON object is expected"
+    if statement.get("kind") != KIND:
+        return f"not a statement: its kind is {statement.get('kind')!r}, not {KIND!r}"
+    needed = {
+        "signature": str,
+        "public_key": str,
+        "project": str,
+        "period": str,
+        "ledger_head": dict,
+        "totals": dict,
+        "credits": dict,
+        "idle": dict,
+        "entries": dict,
+    }
+    for name, kind in needed.items():
+        if not isinstance(statement.get(name), kind):
+            return f"{name}: missing or not a {kind.__name__}"
+    entries = statement["entries"]
+    if entries.get("fields") != list(ENTRY_FIELDS):
+        return f"entries.fields: not the ledger's fields ({', '.join(ENTRY_FIELDS)})"
+    rows = entries.get("rows")
+    if not isinstance(rows, list) or not all(
+        isinstance(r, list) and len(r) == len(ENTRY_FIELDS) for r in rows
+    ):
+        return f"entries.rows: not a list of rows of {len(ENTRY_FIELDS)} fields"
+    head = statement["ledger_head"]
+    if not isinstance(head.get("id"), int) or not isinstance(head.get("hash"), str):
+        return "ledger_head: needs an id (a number) and a hash"
+    if not isinstance(statement["credits"].get("opening"), int | float):
+        return "credits.opening: missing or not a number"
+    try:
+        parse_period(statement["period"])
+    except Invalid as err:
+        return str(err)
+    return ""
+
+
+def _check_signature(statement: dict[str, Any], key: Ed25519PublicKey, found: Verification) -> None:
+    given = signing.key_id(key)
+    if statement["public_key"] != given:
+        found.problems.append(
+            f"signed with key {statement['public_key']}, not with the key given ({given})"
+        )
+        return
+    if not signing.signature_matches(key, signed_bytes(statement), statement["signature"]):
+        found.problems.append(
+            "signature does not match: the statement was changed after it was signed, or "
+            "was not signed with this key"
+        )
+
+
+def _check_entries(statement: dict[str, Any], found: Verification) -> list[list[Any]]:
+    """Each entry's hash, order, project, period and place before the head; the rows."""
+    rows: list[list[Any]] = statement["entries"]["rows"]
+    period = parse_period(statement["period"])
+    project, head = statement["project"], statement["ledger_head"]
+    last: int | None = None
+    for row in rows:
+        number = row[_ID]
+        if not isinstance(number, int):
+            found.problems.append(f"an entry's id is not a number: {number!r}")
+            continue
+        if last is not None and number <= last:
+            said = "listed twice" if number == last else f"out of order: {number} after {last}"
+            found.problems.append(f"entries {said}")
+        last = number
+        entry = dict(zip(ENTRY_FIELDS, row, strict=True))
+        try:
+            matches = entry_hash(str(entry["prev_hash"]), entry) == entry["hash"]
+        except (TypeError, ValueError):
+            matches = False
+        if not matches:
+            found.problems.append(f"ledger entry {number}: its hash does not match its content")
+        if row[_PROJECT] != project:
+            found.problems.append(
+                f"ledger entry {number}: of project {row[_PROJECT]!r}, not {project!r}"
+            )
+        if not _in_period(period, row):
+            found.problems.append(f"ledger entry {number}: outside the period {period.name}")
+        if number > head["id"]:
+            found.problems.append(
+                f"ledger entry {number}: after the statement's ledger head ({head['id']})"
+            )
+        elif number == head["id"] and row[_HASH] != head["hash"]:
+            found.problems.append(
+                f"ledger_head: its hash is not that of entry {number} listed in the statement"
+            )
+    return rows
+
+
+def _in_period(period: Period, row: Sequence[Any]) -> bool:
+    try:
+        return period.holds(row[_PERIOD], float(row[_AT]))
+    except (TypeError, ValueError, OverflowError, OSError):
+        return False
+
+
+def _check_figures(statement: dict[str, Any], rows: list[list[Any]], found: Verification) -> None:
+    try:
+        recomputed = summarize(rows, float(statement["credits"]["opening"]))
+    except (TypeError, ValueError, KeyError) as err:
+        found.problems.append(f"the entries' figures cannot be summed: {err}")
+        return
+    for name, value in recomputed.items():
+        stated = statement.get(name)
+        if name == "credits" and isinstance(stated, dict):  # left_now: checked on the ledger
+            stated = {k: v for k, v in stated.items() if k not in ("left_now", "budgeted")}
+        found.problems += _differences(name, stated, value)
+
+
+def _differences(path: str, stated: Any, computed: Any) -> Iterator[str]:
+    if stated == computed and _same_kinds(stated, computed):
+        return
+    if isinstance(computed, dict) and isinstance(stated, dict):
+        for key in computed:
+            if key in stated:
+                yield from _differences(f"{path}.{key}", stated[key], computed[key])
+            else:
+                said = _said(computed[key])
+                yield f"{path}.{key}: missing in the statement, {said} from its entries"
+        for key in stated:
+            if key not in computed:
+                yield f"{path}.{key}: in the statement, not from its entries"
+        return
+    if isinstance(computed, list) and isinstance(stated, list) and len(computed) == len(stated):
+        for index, (a, b) in enumerate(zip(stated, computed, strict=True)):
+            yield from _differences(f"{path}[{index}]", a, b)
+        return
+    if stated != computed or not _same_kinds(stated, computed):
+        yield f"{path}: {_said(stated)} in the statement, {_said(computed)} from its entries"
+
+
+def _same_kinds(a: Any, b: Any) -> bool:
+    """No true standing for 1 (or 1 for true) at the top of a figure (== allows it)."""
+    return isinstance(a, bool) == isinstance(b, bool)
+
+
+def _said(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return "(" + json.dumps(value)[:80] + ")"
+    return json.dumps(value)
+
+
+def _check_against_ledger(
+    statement: dict[str, Any],
+    rows: list[list[Any]],
+    ledger_rows: Iterable[Mapping[str, Any]],
+    found: Verification,
+) -> None:
+    """Each entry as in the ledger, none of the project's in the period left out, the
+    balances, and the chain from GENESIS to the statement's head."""
+    period = parse_period(statement["period"])
+    project, head = statement["project"], statement["ledger_head"]
+    head_id = head["id"]
+    listed = {row[_ID]: row for row in rows if isinstance(row[_ID], int)}
+    opening = left_now = 0.0
+    seen: dict[str, Any] = {"last": None}  # the last ledger entry read up to the head
+    left_out: list[int] = []
+
+    def upto_head() -> Iterator[Mapping[str, Any]]:
+        nonlocal opening, left_now
+        for entry in ledger_rows:
+            if int(entry["id"]) > head_id:
+                return
+            seen["last"] = entry
+            if entry["project"] == project:  # looked at before check_chain, which may stop
+                left_now += entry["amount"]
+                number = int(entry["id"])
+                if period.holds(entry["period"], entry["at"]):
+                    row = listed.pop(number, None)
+                    if row is None:
+                        left_out.append(number)
+                    else:
+                        _compare_entry(number, row, entry, found)
+                elif (entry["period"] or period_of(entry["at"])) < period.months[0]:
+                    opening += entry["amount"]
+            yield entry
+
+    entries = upto_head()
+    problem = check_chain(entries)
+    if problem is not None:
+        found.problems.append(f"the ledger's chain does not verify: {problem}")
+        for _ in entries:  # the rest of the project's entries, compared all the same
+            pass
+    last = seen["last"]
+    if head_id > 0 and (last is None or int(last["id"]) != head_id):
+        found.problems.append(
+            f"ledger_head: the ledger has no entry {head_id} (it ends at "
+            f"{0 if last is None else last['id']})"
+        )
+        return
+    ledger_head_hash = GENESIS if last is None else last["hash"]
+    if head["hash"] != ledger_head_hash:
+        found.problems.append(
+            f"ledger_head: entry {head_id}'s hash is {head['hash']} in the statement, "
+            f"{ledger_head_hash} in the ledger"
+        )
+    for number in sorted(listed):
+        found.problems.append(f"ledger entry {number}: in the statement, not in the ledger")
+    for number in left_out:
+        found.problems.append(
+            f"ledger entry {number}: in the ledger ({project}, {period.name}) but not in the "
+            "statement"
+        )
+    credits = statement["credits"]
+    for name, value in (("opening", opening), ("left_now", left_now)):
+        stated = credits.get(name)
+        if not isinstance(stated, int | float) or abs(stated - value) > 1e-6:
+            found.problems.append(
+                f"credits.{name}: {_said(stated)} in the statement, "
+                f"{_said(_round(value))} from the ledger"
+            )
+
+
+def _compare_entry(
+    number: int, row: Sequence[Any], entry: Mapping[str, Any], found: Verification
+) -> None:
+    for index, name in enumerate(ENTRY_FIELDS):
+        if row[index] != entry[name] or isinstance(row[index], bool) != isinstance(
+            entry[name], bool
+        ):
+            found.problems.append(
+                f"ledger entry {number}: {name} is {_said(row[index])} in the statement, "
+                f"{_said(entry[name])} in the ledger"
+            )
