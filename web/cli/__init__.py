@@ -6,7 +6,20 @@ import sys
 
 import typer
 
-from web.cli import accounts, agent, bench, db, demo, jobs, nodes, projects, quota, serve, simulate
+from web.cli import (
+    accounts,
+    agent,
+    bench,
+    db,
+    demo,
+    jobs,
+    nodes,
+    projects,
+    quota,
+    serve,
+    simulate,
+    statements,
+)
 
 app = typer.Typer(
     name="gpupool",
@@ -32,6 +45,10 @@ app.add_typer(projects.app, name="project")
 app.add_typer(nodes.app, name="nodes")
 app.add_typer(accounts.user_app, name="user")
 app.add_typer(accounts.token_app, name="token")
+app.command("statement")(statements.statement_command)
+app.command("verify")(statements.verify_command)
+app.command("usage")(statements.usage_command)
+app.add_typer(statements.credits_app, name="credits")
 
 
 def main() -> None:

@@ -121,3 +121,15 @@ def agent_command(
     except BenchUnavailable as problem:
         raise fail(str(problem)) from None
     show(result, "agent", as_json)
+
+
+@app.command("ledger")
+def ledger_command(
+    entries: Annotated[int, typer.Option(min=1, help="Ledger entries (one job each).")] = 100_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """The ledger on a scratch SQLite database: appends per second (in the metering's
+    batches), chain verification per second, and a statement over all the jobs."""
+    from web.bench_ledger import bench_ledger
+
+    show(bench_ledger(entries), "ledger", as_json)
