@@ -194,7 +194,9 @@ def test_job_usage_statement_totals_and_ledger_sums_agree(
         entry |= {"borrowed": borrowed, "idle_gpu_s": gpu_s * idle, "period": period}
         entries.append(entry)
         if refunded:
-            entries.append(entry | {"kind": "refund", "amount": -entry["amount"] / 2, "gpu_s": 0.0})
+            entries.append(
+                entry | {"kind": "refund", "amount": abs(entry["amount"]) / 2, "gpu_s": 0.0}
+            )
     with write_session(rows.engine) as s:
         ledger.append(s, entries)
     with read_session(rows.engine) as s:
