@@ -79,6 +79,9 @@ def append(session: Session, entries: Iterable[Mapping[str, Any]]) -> list[dict[
         for name in CANONICAL_FIELDS:
             if name not in row:
                 row[name] = defaults[name]
+            elif type(row[name]) is float:
+                # -0.0 + 0.0 is 0.0: SQLite gives -0.0 back as 0.0, which would hash apart.
+                row[name] = row[name] + 0.0
         last_id += 1
         row["id"], row["prev_hash"] = last_id, last_hash
         row["hash"] = last_hash = entry_hash(last_hash, row)
@@ -151,11 +154,15 @@ def stream(session: Session, batch: int = 10_000) -> Iterator[dict[str, Any]]:
     """Every entry in id order, as dicts, a batch at a time."""
     last = 0
     while True:
-        rows = session.execute(
-            select(LEDGER).where(LEDGER.c.id > last).order_by(LEDGER.c.id).limit(batch)
-        ).all()
+        rows = (
+            session.execute(
+                select(LEDGER).where(LEDGER.c.id > last).order_by(LEDGER.c.id).limit(batch)
+            )
+            .mappings()
+            .all()
+        )
         if not rows:
             return
         for row in rows:
-            yield dict(row._mapping)
-        last = rows[-1].id
+            yield dict(row)
+        last = rows[-1]["id"]

@@ -234,12 +234,6 @@ def test_job_usage_statement_totals_and_ledger_sums_agree(
 _counter = iter(range(1, 1_000_000))
 
 
-@pytest.mark.xfail(
-    reason="web/services/ledger.py: an amount of -0.0 (a charge of no GPU-seconds) is hashed "
-    "as '-0.0' but SQLite gives it back as 0.0, so the chain no longer verifies; append (or "
-    "canonical) should store +0.0. PostgreSQL keeps -0.0 and passes.",
-    strict=False,
-)
 def test_a_charge_of_nothing_keeps_the_chain_whole(rows: PoolRows) -> None:
     rows.project("a")
     with write_session(rows.engine) as s:
