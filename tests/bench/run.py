@@ -1,5 +1,5 @@
 """`make bench`: the allocation core's cycle times, submissions and node agents' reports over
-HTTP (SQLite and PostgreSQL), the agent's own CPU per poll, jobs through the whole path on a
+HTTP (SQLite and PostgreSQL), the agent's own CPU per poll, the ledger, jobs through the whole path on a
 local Ray (one at a time and in a burst with a control-plane restart) and the Philly replay
 under each policy.
 
@@ -88,6 +88,7 @@ def main() -> None:
     gpupool("bench", "cycle", "--nodes", "10000", "--pending", "100000", "--projects", "1000")
     bench_http()
     gpupool("bench", "agent", "--polls", "1000")
+    gpupool("bench", "ledger", "--entries", "100000")
     gpupool("bench", "dispatch", "--jobs", "50", "--rate", "0.5", "--compare-ray")
     gpupool("bench", "dispatch", "--jobs", "50", "--restart")
     if not PHILLY.exists():
