@@ -1,7 +1,7 @@
 """`make bench`: the allocation core's cycle times, submissions and node agents' reports over
-HTTP (SQLite and PostgreSQL), the agent's own CPU per poll, the ledger, jobs through the whole path on a
-local Ray (one at a time and in a burst with a control-plane restart) and the Philly replay
-under each policy.
+HTTP (SQLite and PostgreSQL), the agent's own CPU per poll, the ledger, jobs through the
+whole path on a local Ray (one at a time and in a burst with a control-plane restart) and
+the Philly replay under each policy.
 
 Prints one JSON object per benchmark, then a Markdown table of the replays for the README.
 The Philly trace is read from ../shared/traces (never copied into the project); without it
