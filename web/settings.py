@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     telemetry_history_days: float = Field(default=30.0, gt=0)
     # A GPU a job holds is idle under this utilization (usage, statements, /metrics).
     idle_util_pct: float = Field(default=5.0, ge=0, le=100)
+    # A running job whose GPUs have all been idle this long is flagged (API, queue, /metrics).
+    idle_flag_after_s: float = Field(default=600.0, ge=0)
 
     # Metering (web/services/metering.py): borrowed (preemptible) GPU-hours cost this share
     # of the rate; this share of a preempted or lost attempt's charge is refunded; lenders

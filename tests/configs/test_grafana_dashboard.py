@@ -304,12 +304,12 @@ def exported(settings: Settings, engine: Engine, tmp_path: Path) -> dict[str, fr
     with contextmanager(open_api)(settings, engine, toml) as api:
         job = running_job(api)  # allocated GPUs, on h-0
         api.submit("alice", gpus=3)  # a queue
-        now = api.clock.advance(60)
-        held = gpu(0, jobs=[(job, 1)], util_gpu_pct=0.0)  # idle: its job is flagged
+        now = api.clock.advance(1000)
+        held = gpu(0, jobs=[(job, 1)], util_gpu_pct=0.0)  # idle long enough to be flagged
         stranger = gpu(1, processes=[{"pid": 4242, "used_memory_bytes": 1024}])
         Agent(api, "h-0").ok(
-            report(1, now - 10, held, stranger),
-            report(2, now, held | {"xids": [{"xid": 13, "at": now}]}, stranger),
+            report(1, now - 700, held, stranger),
+            report(2, now - 690, held | {"xids": [{"xid": 13, "at": now}]}, stranger),
         )
         answer = api.client.get("/metrics", headers=api.headers("ops"))
     assert answer.status_code == 200, answer.text

@@ -96,7 +96,8 @@ def create_app(pool: Pool) -> FastAPI:
         """The pool in Prometheus' text format (dcgm-exporter's GPU metrics and gpupool_*
         gauges), for operators and admins: scrape with an operator's token."""
         user.require(Role.OPERATOR, Role.ADMIN)
-        return Response(render_metrics(session), media_type=METRICS_CONTENT_TYPE)
+        metrics = render_metrics(session, pool.settings.idle_flag_after_s)
+        return Response(metrics, media_type=METRICS_CONTENT_TYPE)
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, err: ServiceError) -> JSONResponse:

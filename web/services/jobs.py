@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, update
+from sqlalchemy import func, insert, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -299,7 +299,10 @@ def list_jobs(
     flavor: str | None = None,
     limit: int = 100,
     offset: int = 0,
+    idle_flag_before: float | None = None,
 ) -> JobPage:
+    """A page of the jobs the asker may see; running jobs idle since before
+    `idle_flag_before` carry `idle_since` (see public_jobs)."""
     query = select(Job)
     visible = asker.visible_projects()
     if visible is not None:
@@ -314,7 +317,8 @@ def list_jobs(
         query = query.where(Job.flavor == flavor)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
     rows = session.exec(query.order_by(col(Job.id)).limit(limit).offset(offset)).all()
-    return JobPage(items=public_jobs(session, rows), total=total, limit=limit, offset=offset)
+    items = public_jobs(session, rows, idle_flag_before)
+    return JobPage(items=items, total=total, limit=limit, offset=offset)
 
 
 def fresh_public_jobs(jobs: Sequence[Job]) -> list[JobPublic]:
@@ -323,8 +327,12 @@ def fresh_public_jobs(jobs: Sequence[Job]) -> list[JobPublic]:
     return [JobPublic.model_validate(j.model_dump()) for j in jobs]
 
 
-def public_jobs(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
-    """Jobs as callers see them, each with its current attempt's allocations."""
+def public_jobs(
+    session: Session, jobs: Sequence[Job], idle_flag_before: float | None = None
+) -> list[JobPublic]:
+    """Jobs as callers see them, each with its current attempt's allocations; a running job
+    whose GPUs have all been idle since before `idle_flag_before` (now less
+    GPUPOOL_IDLE_FLAG_AFTER_S; None: since any time) carries `idle_since`: it is flagged."""
     held = [j.id for j in jobs if j.state in ACTIVE_JOB_STATE_VALUES]
     pieces: dict[int, list[AllocationPublic]] = {}
     idle: dict[tuple[int, int], float | None] = {}
@@ -340,6 +348,11 @@ def public_jobs(session: Session, jobs: Sequence[Job]) -> list[JobPublic]:
                 select(JobUsage.job_id, JobUsage.attempt, JobUsage.idle_since)
                 .where(col(JobUsage.job_id).in_(held))
                 .where(col(JobUsage.idle_since).is_not(None))
+                .where(
+                    col(JobUsage.idle_since) <= idle_flag_before
+                    if idle_flag_before is not None
+                    else true()
+                )
             ).all()
         }
     return [

@@ -71,8 +71,8 @@ DCGM_FIELDS: list[tuple[str, str, str, float]] = [
 class PoolCollector:
     """Reads the pool once per scrape (one read transaction) and yields the families."""
 
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, session: Session, idle_flag_after_s: float = 0.0) -> None:
+        self.session, self.idle_flag_after_s = session, idle_flag_after_s
 
     def collect(self) -> Iterator[Metric]:
         s = self.session
@@ -97,7 +97,8 @@ class PoolCollector:
     def _idle_jobs(self) -> Metric:
         idle = GaugeMetricFamily(
             "gpupool_job_idle_seconds",
-            "How long all the GPUs of a running job have been idle (the agents' figures).",
+            "How long all the GPUs of a running job have been idle (the agents' figures), for "
+            "jobs flagged: idle at least GPUPOOL_IDLE_FLAG_AFTER_S.",
             # job_id, not job: Prometheus gives every series its own `job` (the scrape's).
             labels=["job_id", "project"],
         )
@@ -107,7 +108,8 @@ class PoolCollector:
             .join(JU, (JU.c.job_id == J.c.id) & (JU.c.attempt == J.c.attempt))
             .where(J.c.state == JobState.RUNNING.value, JU.c.idle_since.is_not(None))
         ):
-            idle.add_metric([str(job_id), project], max(0.0, now - since))
+            if now - since >= self.idle_flag_after_s:  # flagged only after that long
+                idle.add_metric([str(job_id), project], now - since)
         return idle
 
     def _projects_of_running_jobs(self) -> dict[int, str]:
@@ -256,7 +258,7 @@ def _gpu_labels(node: str, sample: dict[str, Any], projects_of: dict[int, str]) 
     ]
 
 
-def render_metrics(session: Session) -> bytes:
+def render_metrics(session: Session, idle_flag_after_s: float = 0.0) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(PoolCollector(session))
+    registry.register(PoolCollector(session, idle_flag_after_s))
     return generate_latest(registry)

@@ -383,8 +383,12 @@ def test_a_job_whose_gpus_all_idle_is_flagged_until_one_is_busy(api: Api) -> Non
     agent.ok(report(1, t - 300, busy, half), report(2, t - 290, idle, half))
     agent.ok(report(3, t - 280, idle, half))  # a later batch keeps the run's start
 
+    assert api.get("alice", f"/jobs/{job}").json()["idle_since"] is None  # not 600 s yet
+    api.clock.advance(400)  # idle for 700 s now: GPUPOOL_IDLE_FLAG_AFTER_S is 600
     shown = api.get("alice", f"/jobs/{job}").json()
     assert shown["idle_since"] is not None
+    listed = api.get("alice", "/jobs", params={"state": "running"}).json()["items"]
+    assert [j["idle_since"] for j in listed] == [shown["idle_since"]]
     assert abs(datetime.fromisoformat(shown["idle_since"]).timestamp() - (t - 300)) < 1e-6
     [attempt] = usage(api, job)
     assert attempt["gpu_s"] == pytest.approx(40.0)  # two GPUs, 20 s

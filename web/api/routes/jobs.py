@@ -24,6 +24,7 @@ from web.models import (
     JobUsagePublic,
     SubmitResult,
 )
+from web.pool import Pool
 from web.services import jobs
 from web.services.logs import read_logs
 
@@ -54,6 +55,7 @@ async def submit_job(
 def list_jobs(
     session: ReadSessionDep,
     user: CurrentUser,
+    pool: PoolDep,
     project: str | None = None,
     state: Annotated[list[JobState] | None, Query()] = None,
     owner: Annotated[str | None, Query(alias="user")] = None,
@@ -70,12 +72,19 @@ def list_jobs(
         flavor=flavor,
         limit=limit,
         offset=offset,
+        idle_flag_before=idle_flag_before(pool),
     )
 
 
+def idle_flag_before(pool: Pool) -> float:
+    """Running jobs idle since before this are flagged (GPUPOOL_IDLE_FLAG_AFTER_S)."""
+    return pool.clock.now() - pool.settings.idle_flag_after_s
+
+
 @router.get("/{job_id}", response_model=JobPublic)
-def get_job(job_id: IdPath, session: ReadSessionDep, user: CurrentUser) -> JobPublic:
-    return jobs.public_jobs(session, [jobs.get_job(session, user, job_id)])[0]
+def get_job(job_id: IdPath, session: ReadSessionDep, user: CurrentUser, pool: PoolDep) -> JobPublic:
+    job = jobs.get_job(session, user, job_id)
+    return jobs.public_jobs(session, [job], idle_flag_before(pool))[0]
 
 
 @router.post("/{job_id}/cancel", response_model=JobPublic)
@@ -83,7 +92,7 @@ def cancel_job(job_id: IdPath, session: SessionDep, user: CurrentUser, pool: Poo
     job = jobs.cancel(session, user, job_id, pool.clock.now())
     session.commit()
     pool.job_submitted()
-    return jobs.public_jobs(session, [job])[0]
+    return jobs.public_jobs(session, [job], idle_flag_before(pool))[0]
 
 
 LOG_HEADERS = {
