@@ -184,7 +184,8 @@ def test_a_real_agent_reports_a_real_jobs_gpu_and_the_server_follows_the_node(
             return rows[0] if rows and rows[0]["energy_kwh"] > 0 else None
 
         used = until("the job's usage", usage)
-        assert used["gpu_s"] > 0 and used["mean_util_pct"] == pytest.approx(50.0)
+        # One GPU busy at 50 %, the seven others it holds unused: counted idle.
+        assert used["gpu_s"] > 0 and used["mean_util_pct"] == pytest.approx(50.0 / 8)
         assert used["energy_kwh"] == pytest.approx(0.001, rel=1e-6)
 
         state.xids.append(FakeXid(gpu=2, xid=79))

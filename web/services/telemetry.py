@@ -402,18 +402,18 @@ class _Taking:
 
     def _allocations(
         self, nodes: set[str], since: float
-    ) -> dict[str, dict[tuple[int, int], tuple[float, float]]]:
-        """Per node: (job, attempt) -> (start, end) of the allocations the reports may fall
-        in: open ones, and those that ended after `since`."""
-        found: dict[str, dict[tuple[int, int], tuple[float, float]]] = defaultdict(dict)
+    ) -> dict[str, dict[tuple[int, int], tuple[float, float, int]]]:
+        """Per node: (job, attempt) -> (start, end, GPUs) of the allocations the reports may
+        fall in: open ones, and those that ended after `since`."""
+        found: dict[str, dict[tuple[int, int], tuple[float, float, int]]] = defaultdict(dict)
         rows = self.s.execute(
-            select(A.c.node, A.c.job_id, A.c.attempt, A.c.start, A.c.end).where(
+            select(A.c.node, A.c.job_id, A.c.attempt, A.c.start, A.c.end, A.c.gpus).where(
                 A.c.node.in_(nodes), or_(A.c.end.is_(None), A.c.end >= since)
             )
         )
         for r in rows:
             end = math.inf if r.end is None else r.end
-            found[r.node][(r.job_id, r.attempt)] = (r.start, end)
+            found[r.node][(r.job_id, r.attempt)] = (r.start, end, r.gpus)
         return found
 
     def add(self, item: _Pending, minutes: Minutes) -> ReportAck:
@@ -448,9 +448,13 @@ class _Taking:
         minute = int(report.at // 60)
         gpus = []
         busy: dict[tuple[int, int], bool] = {}  # job -> one of its GPUs is busy here
+        working: dict[tuple[int, int], int] = defaultdict(int)  # job -> GPUs its processes use
         for sample in report.gpus:
             jobs = self._jobs_of(node, sample, report.at)
             previous = before.get(sample.uuid)
+            if sample.mig_parent_uuid is None:
+                for key in jobs:
+                    working[key] += 1
             if counts and jobs and previous is not None:
                 self._count(sample, previous, jobs, gap, report.at)
                 if sample.util_gpu_pct is not None:
@@ -466,6 +470,8 @@ class _Taking:
             elif previous is not None and previous[2] is not None:
                 kept["last_xid"] = previous[2]
             gpus.append(kept)
+        if counts:
+            self._count_unused(node, working, busy, gap, report.at)
         fresh = {
             "node": node,
             "boot": report.boot,
@@ -502,6 +508,32 @@ class _Taking:
             if span is not None and span[0] <= at <= span[1]:
                 jobs.add(key)
         return jobs
+
+    def _count_unused(
+        self,
+        node: str,
+        working: dict[tuple[int, int], int],
+        busy: dict[tuple[int, int], bool],
+        gap: float,
+        at: float,
+    ) -> None:
+        """GPUs a job holds on this node that none of its processes use are idle GPUs it
+        holds: counted as such (utilization 0), and a job with no process on any of them
+        is idle here. (Its processes' environment must be readable: see the agent.)"""
+        for key, (start, end, gpus) in self.allocations.get(node, {}).items():
+            if not (start <= at - gap and at <= end):
+                continue
+            unused = gpus - working.get(key, 0)
+            if unused <= 0:
+                continue
+            usage = self.usage[key]
+            seconds = unused * gap
+            usage.gpu_s += seconds
+            usage.util_gpu_s += seconds
+            usage.idle_gpu_s += seconds
+            usage.first_at = min(usage.first_at, at - gap)
+            usage.last_at = max(usage.last_at, at)
+            busy[key] = busy.get(key, False)
 
     def _count(
         self,

@@ -135,7 +135,7 @@ def test_a_jobs_gpus_count_their_time_utilization_energy_and_peak_memory(api: Ap
 
 
 def test_a_resent_report_is_acknowledged_and_not_counted_again(api: Api) -> None:
-    job = running_job(api)
+    job = running_job(api, gpus=1)
     agent = Agent(api, "h-0")
     t = api.clock.now()
     first = report(1, t, gpu(0, jobs=[(job, 1)]))
@@ -153,7 +153,7 @@ def test_a_resent_report_is_acknowledged_and_not_counted_again(api: Api) -> None
 
 
 def test_a_counter_going_backwards_gives_no_energy_for_that_interval(api: Api) -> None:
-    job = running_job(api)
+    job = running_job(api, gpus=1)
     agent = Agent(api, "h-0")
     t = api.clock.now()
     agent.ok(
@@ -179,7 +179,7 @@ def test_processes_of_jobs_that_hold_no_gpus_on_the_node_count_for_nobody(api: A
 
 
 def test_a_gpu_shared_by_two_jobs_gives_each_half(api: Api) -> None:
-    one, two = running_job(api), running_job(api)
+    one, two = running_job(api, gpus=1), running_job(api, gpus=1)
     agent = Agent(api, "h-0")
     t = api.clock.now()
     shared = gpu(0, jobs=[(one, 1), (two, 1)])
@@ -188,6 +188,21 @@ def test_a_gpu_shared_by_two_jobs_gives_each_half(api: Api) -> None:
         [attempt] = usage(api, job)
         assert attempt["gpu_s"] == pytest.approx(4.0)
         assert attempt["energy_kwh"] == pytest.approx(400 / 3.6e6)
+
+
+def test_gpus_a_job_holds_but_does_not_use_count_as_its_idle_gpus(api: Api) -> None:
+    half, none = running_job(api, gpus=2), running_job(api, gpus=2)
+    agent = Agent(api, "h-0")
+    t = api.clock.advance(1200)
+    used = gpu(0, jobs=[(half, 1)], util_gpu_pct=80.0)  # GPU 1 of `half` has no process
+    agent.ok(report(1, t - 900, used), report(2, t - 890, used))
+    [attempt] = usage(api, half)
+    assert attempt["gpu_s"] == pytest.approx(20.0)  # both GPUs, 10 s
+    assert attempt["mean_util_pct"] == pytest.approx(40.0)  # 80 % and an unused GPU
+    [nothing] = usage(api, none)  # no process on any of its GPUs: all idle
+    assert (nothing["gpu_s"], nothing["mean_util_pct"]) == (pytest.approx(20.0), 0.0)
+    flagged = api.get("alice", f"/jobs/{none}").json()["idle_since"]
+    assert flagged is not None and api.get("alice", f"/jobs/{half}").json()["idle_since"] is None
 
 
 def test_a_long_silence_is_not_guessed_at(api: Api) -> None:
