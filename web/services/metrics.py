@@ -37,6 +37,7 @@ from web.models import (
     Project,
     Quota,
 )
+from web.services.projects import credits_left
 
 # Core tables: aggregate queries read plainer on them than on the ORM classes.
 A = Allocation.__table__  # type: ignore[attr-defined]
@@ -86,10 +87,12 @@ class PoolCollector:
             "Credits a project has left (GPU-hours weighted by flavor); budgeted projects only.",
             labels=["project"],
         )
-        for name, granted, used in s.execute(
-            select(P.c.name, P.c.credits, P.c.credits_used).where(P.c.credits.is_not(None))
+        for p in s.execute(
+            select(P.c.name, P.c.credits, P.c.credits_used, P.c.credits_earned).where(
+                P.c.credits.is_not(None)
+            )
         ):
-            credits.add_metric([name], float(granted) - float(used))
+            credits.add_metric([p.name], credits_left(p) or 0.0)
         yield credits
         yield from self._nodes()
         yield self._idle_jobs()

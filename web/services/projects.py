@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import func, update
 from sqlmodel import Session, col, select
@@ -321,8 +322,20 @@ def _granted_after(project: Project, spec: CreditChange) -> float:
     return new
 
 
-def credits_left(project: Project) -> float | None:
-    """What a budgeted project may still spend (None: no budget): the ledger's balance."""
+class Budget(Protocol):
+    """A project's credit totals: its row, or a row of a query that selects them."""
+
+    @property
+    def credits(self) -> float | None: ...
+    @property
+    def credits_used(self) -> float: ...
+    @property
+    def credits_earned(self) -> float: ...
+
+
+def credits_left(project: Budget) -> float | None:
+    """What a budgeted project may still spend (None: no budget): the ledger's balance,
+    granted plus earned less used. The scheduler, the API and /metrics all ask this."""
     if project.credits is None:
         return None
     return project.credits + project.credits_earned - project.credits_used

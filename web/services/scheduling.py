@@ -46,7 +46,7 @@ from web.models import (
 from web.services.changes import record_change
 from web.services.ledger import append
 from web.services.metering import Ended, MeteringPolicy, meter
-from web.services.projects import expire_projects
+from web.services.projects import credits_left, expire_projects
 from web.services.telemetry import silent_reason
 
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
@@ -85,7 +85,7 @@ class DbSnapshotSource:
                     name=p.name,
                     sector=p.sector,
                     quotas=quotas.get(p.name, {}),
-                    credits_left=None if p.credits is None else p.credits - p.credits_used,
+                    credits_left=credits_left(p),
                     share=p.share,
                     usage_gpu_s=p.usage_gpu_s,
                     usage_at=p.usage_at,
@@ -96,6 +96,7 @@ class DbSnapshotSource:
                         P.c.sector,
                         P.c.credits,
                         P.c.credits_used,
+                        P.c.credits_earned,
                         P.c.share,
                         P.c.usage_gpu_s,
                         P.c.usage_at,

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from web.db import write_session
+from web.models import Project
+
 from ..conftest import Api
 from .test_agents import Agent, gpu, report, running_job
 
@@ -57,6 +60,10 @@ def test_foreign_processes_and_the_last_xid_are_shown(api: Api) -> None:
 
 
 def test_pool_gauges_queue_allocations_quotas_credits_nodes(api: Api) -> None:
+    with write_session(api.engine) as s:
+        project = s.get(Project, "p1")
+        assert project is not None
+        project.credits_earned = 25.0  # lending rewards count in what is left
     running_job(api, gpus=2)
     api.submit("alice", gpus=3)
     metrics = scrape(api, "admin")
@@ -72,7 +79,7 @@ def test_pool_gauges_queue_allocations_quotas_credits_nodes(api: Api) -> None:
     assert value("gpupool_borrowed_gpus", project="p1", flavor="H100") == 0
     assert value("gpupool_guaranteed_gpus", project="p1", flavor="H100") == 8
     assert value("gpupool_limit_gpus", project="p1", flavor="H100") == 16
-    assert value("gpupool_credits_left", project="p1") == 1000
+    assert value("gpupool_credits_left", project="p1") == 1025
     assert value("gpupool_nodes", state="up", flavor="H100") == 2
     assert value("gpupool_nodes", state="down", flavor="H100") == 0
     assert value("gpupool_node_gpus", state="up", flavor="A100") == 8

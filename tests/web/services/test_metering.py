@@ -251,3 +251,16 @@ def test_split_by_month(start: str, end: str, expected: list[tuple[str, float]])
         return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
 
     assert list(split_by_month(moment(start), moment(end))) == expected
+
+
+def test_the_scheduler_enforces_the_ledgers_balance_earned_credits_included(
+    rows: PoolRows, live: Live
+) -> None:
+    rows.pool(nodes=1)
+    rows.project("a", guaranteed=8, limit=8, credits=10.0)
+    with write_session(rows.engine) as s:
+        project = s.get(Project, "a")
+        assert project is not None
+        project.credits_used, project.credits_earned = 12.0, 5.0
+    [seen] = [p for p in live.source.snapshot(live.clock.now()).projects if p.name == "a"]
+    assert seen.credits_left == pytest.approx(3.0)  # 10 granted + 5 earned - 12 used
