@@ -1,13 +1,82 @@
-"""Group commit's two small pieces, shared by the submissions' and the agents' writers:
-take every request waiting now (up to a limit) as one batch, and answer a request once."""
+"""Group commit, shared by the submissions' and the agents' writers: one thread takes every
+request waiting at that moment (up to a limit) as one batch, stores it in one transaction
+and answers each request once, after the commit."""
 
 from __future__ import annotations
 
+import logging
 import queue
+import threading
+from abc import ABC, abstractmethod
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger("gpupool.batching")
+
+
+class Request(Protocol):
+    @property
+    def result(self) -> Future[Any]: ...
+
+
+R = TypeVar("R", bound=Request)
+
+
+class GroupCommitWriter(ABC, Generic[R]):
+    """The writer thread and its queue. A subclass stores a batch (`store`, which answers
+    each request), may do more between batches (`between_batches`), and names what it
+    stores (`what`, for the log) and its thread (`thread_name`). A failed store answers
+    every request of the batch with the error; the writer goes on."""
+
+    what = "requests"
+    thread_name = "gpupool-writer"
+
+    def __init__(self, max_batch: int) -> None:
+        self.max_batch = max_batch
+        self._queue: queue.Queue[R | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write, name=self.thread_name, daemon=True)
+            self._writer.start()
+
+    def stop(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=30)
+            self._writer = None
+
+    def enqueue(self, request: R) -> None:
+        """Hand a request to the writer (started if it is not yet)."""
+        if self._writer is None:
+            self.start()
+        self._queue.put(request)
+
+    @abstractmethod
+    def store(self, batch: list[R]) -> None:
+        """Store the batch and answer each of its requests."""
+
+    def between_batches(self) -> None:
+        """After each batch but the last."""
+
+    def _write(self) -> None:
+        while True:
+            batch, stop = take_batch(self._queue, self.max_batch)
+            # A request that went away before its turn (its future cancelled) is not
+            # stored: it got no answer, so it may come again. From here on, none can be.
+            batch = [item for item in batch if item.result.set_running_or_notify_cancel()]
+            try:
+                if batch:
+                    self.store(batch)
+            except Exception as err:  # answered to every waiting request; the writer goes on
+                log.exception("storing %d %s failed", len(batch), self.what)
+                for item in batch:
+                    settle(item.result, err)
+            if stop:
+                return
+            self.between_batches()
 
 
 def take_batch(waiting: queue.Queue[T | None], max_batch: int) -> tuple[list[T], bool]:

@@ -14,7 +14,6 @@ after a quiet spell, or after a change on this server (`refresh`), loads it itse
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from sqlmodel import Session
 from web.db import read_session, write_session
 from web.models import Job, JobCreate
 from web.services.auth import Principal
-from web.services.batching import settle, take_batch
+from web.services.batching import GroupCommitWriter, settle
 from web.services.errors import ServiceError
 from web.services.jobs import (
     Reference,
@@ -64,7 +63,10 @@ class _CommitFailed(Exception):
     stored again (a resend with the idempotency key finds out)."""
 
 
-class SubmissionIntake:
+class SubmissionIntake(GroupCommitWriter[_Pending]):
+    what = "submissions"
+    thread_name = "gpupool-intake"
+
     def __init__(
         self,
         engine: Engine,
@@ -73,27 +75,14 @@ class SubmissionIntake:
         max_batch: int = 500,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.engine, self.limits = engine, limits
-        self.max_age_s, self.max_batch = max_age_s, max_batch
+        super().__init__(max_batch)
+        self.engine, self.limits, self.max_age_s = engine, limits, max_age_s
         self.clock = clock  # the time the requests' `now` is in
         self._reference: tuple[float, Reference] | None = None
         # refresh() bumps it; data read before a refresh is not kept after it.
         self._generation = 0
         self._swap_lock = threading.Lock()  # the generation check and the store, together
         self._reference_lock = threading.Lock()  # one synchronous load at a time
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._writer: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write, name="gpupool-intake", daemon=True)
-            self._writer.start()
-
-    def stop(self) -> None:
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join(timeout=30)
-            self._writer = None
 
     def refresh(self) -> None:
         """Forget the reference data (a project, quota or node changed here)."""
@@ -116,9 +105,7 @@ class SubmissionIntake:
             # since, its quota was lowered): the writer looks the key up, after whatever
             # was queued before it, and answers with the first jobs if it finds them.
             pending = _Pending(asker, spec.idempotency_key, [], refusal)
-        if self._writer is None:
-            self.start()
-        self._queue.put(pending)
+        self.enqueue(pending)
         return pending.result
 
     def reference(self, now: float) -> Reference:
@@ -153,22 +140,11 @@ class SubmissionIntake:
         except Exception:  # the next request loads it, or says why it cannot
             log.exception("reloading the submissions' reference data failed")
 
-    def _write(self) -> None:
-        while True:
-            batch, stop = take_batch(self._queue, self.max_batch)
-            # A request that went away before its turn (its future cancelled) is not
-            # stored: it got no answer, so it may come again. From here on, none can be.
-            batch = [item for item in batch if item.result.set_running_or_notify_cancel()]
-            try:
-                if batch:
-                    self._commit(batch)
-            except Exception as err:  # answered to every waiting request; the writer goes on
-                log.exception("storing %d submissions failed", len(batch))
-                for item in batch:
-                    settle(item.result, err)
-            if stop:
-                return
-            self._keep_reference_fresh()
+    def between_batches(self) -> None:
+        self._keep_reference_fresh()
+
+    def store(self, batch: list[_Pending]) -> None:
+        self._commit(batch)
 
     def _commit(self, batch: list[_Pending]) -> None:
         """Store the batch in one transaction; if that fails before its commit, store each

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import queue
 import threading
 import time
 from collections import defaultdict
@@ -52,7 +51,7 @@ from agents.schema import GpuSample, NodeReport, ReportAck, ReportBatch
 from web.db import write_session
 from web.enums import NodeStateName
 from web.models import Allocation, GpuMinute, Job, JobUsage, Node, NodeTelemetry
-from web.services.batching import settle, take_batch
+from web.services.batching import GroupCommitWriter, settle
 from web.services.changes import record_change
 from web.services.errors import Forbidden, Invalid
 
@@ -198,7 +197,10 @@ MINUTE_COLUMNS = (
 Minute = tuple[str, int, int, int, float, float, float, int, int | None, float | None]
 
 
-class TelemetryIngest:
+class TelemetryIngest(GroupCommitWriter["_Pending"]):
+    what = "agent reports"
+    thread_name = "gpupool-telemetry"
+
     def __init__(
         self,
         engine: Engine,
@@ -207,10 +209,9 @@ class TelemetryIngest:
         max_batch: int = 1_000,
         flush_every_s: float = 5.0,
     ) -> None:
+        super().__init__(max_batch)
         self.engine, self.limits, self.clock = engine, limits, clock
-        self.max_batch, self.flush_every_s = max_batch, flush_every_s
-        self._queue: queue.Queue[_Pending | None] = queue.Queue()
-        self._writer: threading.Thread | None = None
+        self.flush_every_s = flush_every_s
         self._minutes: dict[tuple[str, int], Minute] = {}
         # node -> its node_telemetry row as this server last wrote it, so that a report
         # needs no JSON read back while no other server took one of that node's since.
@@ -219,54 +220,31 @@ class TelemetryIngest:
         self._next_flush = 0.0
         self._next_prune = 0.0
 
-    def start(self) -> None:
-        if self._writer is None:
-            self._writer = threading.Thread(
-                target=self._write, name="gpupool-telemetry", daemon=True
-            )
-            self._writer.start()
-
     def stop(self) -> None:
-        if self._writer is not None:
-            self._queue.put(None)
-            self._writer.join(timeout=30)
-            self._writer = None
+        super().stop()
         self.flush_minutes(everything=True)
 
     def submit(self, token_node: str, batch: ReportBatch, now: float) -> Future[ReportAck]:
         """Check now (raises the service's errors); store with the next group commit."""
         check(batch, token_node, now, self.limits)
         pending = _Pending(batch.node, batch, now)
-        if self._writer is None:
-            self.start()
-        self._queue.put(pending)
+        self.enqueue(pending)
         return pending.result
 
     # -- the writer ---------------------------------------------------------------------------
 
-    def _write(self) -> None:
-        while True:
-            batch, stop = take_batch(self._queue, self.max_batch)
-            batch = [item for item in batch if item.result.set_running_or_notify_cancel()]
-            if batch:
-                try:
-                    answers = self.take(batch)
-                except Exception as err:  # every waiting agent is told; it resends
-                    log.exception("storing %d agent reports failed", len(batch))
-                    for item in batch:
-                        settle(item.result, err)
-                else:
-                    for item, answer in zip(batch, answers, strict=True):
-                        settle(item.result, answer)
-            now = self.clock()
-            if now >= self._next_flush:
-                self._next_flush = now + self.flush_every_s
-                self._guarded(self.flush_minutes)
-            if now >= self._next_prune:
-                self._next_prune = now + 3600.0
-                self._guarded(self.prune_history)
-            if stop:
-                return
+    def store(self, batch: list[_Pending]) -> None:
+        for item, answer in zip(batch, self.take(batch), strict=True):
+            settle(item.result, answer)
+
+    def between_batches(self) -> None:
+        now = self.clock()
+        if now >= self._next_flush:
+            self._next_flush = now + self.flush_every_s
+            self._guarded(self.flush_minutes)
+        if now >= self._next_prune:
+            self._next_prune = now + 3600.0
+            self._guarded(self.prune_history)
 
     @staticmethod
     def _guarded(step: Callable[[], object]) -> None:
