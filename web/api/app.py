@@ -166,7 +166,7 @@ class AgentReportsFastPath:
             await self.app(scope, receive, send)
             return
         try:
-            node = await agents.node_of(self.pool, _bearer_token(scope))
+            node = await agents.node_of(self.pool, agents.bearer_token(scope))
             response: Response = await agents.take_reports(self.pool, node, await _body(receive))
         except RequestValidationError as err:
             response = invalid_request_response(err.errors())
@@ -175,14 +175,6 @@ class AgentReportsFastPath:
         except Exception:
             response = unexpected_error_response("POST", agents.REPORTS_PATH)
         await response(scope, receive, send)
-
-
-def _bearer_token(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    return None
 
 
 async def _body(receive: Receive) -> bytes:

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
+from starlette.types import Scope
 
 from agents.schema import ReportAck, ReportBatch
 from web.api.deps import PoolDep
@@ -49,10 +50,17 @@ async def report(request: Request, pool: PoolDep) -> Response:
     below the last taken) are acknowledged and not counted again, so an agent resends
     whatever got no answer. (Served by web.api.app.AgentReportsFastPath, through the same
     functions as here.)"""
-    authorization = request.headers.get("authorization", "")
-    scheme, _, token = authorization.partition(" ")
-    node = await node_of(pool, token.strip() if scheme.lower() == "bearer" else None)
+    node = await node_of(pool, bearer_token(request.scope))
     return await take_reports(pool, node, await request.body())
+
+
+def bearer_token(scope: Scope) -> str | None:
+    """The token of the request's `Authorization: Bearer ...` header, if it has one."""
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return None
 
 
 async def node_of(pool: Pool, token: str | None) -> str:
