@@ -459,21 +459,18 @@ class DbDecisionSink:
         prepared = None
         if ends:
             with read_session(self.engine) as r:
-                ended = self._ending(r, ends)
+                ended = [end for _, end, _ in self._closing(r, ends)]
                 prepared = (set(ended), meter(r, ended, self.metering))
         with write_session(self.engine) as s:
             self._fence(s)
             self._started(s, [e for e in events if e.kind is EventKind.RUNNING])
             self._ended(s, ends, prepared)
 
-    def _ending(self, s: Session, events: list[JobEvent]) -> list[Ended]:
-        """The attempts these events end (not old attempts' news, not closed jobs)."""
-        return [end for _, end, _ in self._closing(s, events)]
-
     def _closing(
         self, s: Session, events: list[JobEvent]
     ) -> list[tuple[JobEvent, Ended, JobState | None]]:
-        """(event, the attempt it ends, the job's final state or None: requeued)."""
+        """For each event that ends an attempt (not an old attempt's news, not a closed
+        job's): (event, the attempt it ends, the job's final state or None: requeued)."""
         rows = {
             r.id: r
             for r in s.execute(
