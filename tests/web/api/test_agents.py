@@ -410,3 +410,11 @@ def test_a_job_whose_gpus_all_idle_is_flagged_until_one_is_busy(api: Api) -> Non
 
     agent.ok(report(4, t - 270, busy, half))  # one of its GPUs works again
     assert api.get("alice", f"/jobs/{job}").json()["idle_since"] is None
+
+
+def test_a_project_idle_stop_policy_is_set_by_its_pi_within_bounds(api: Api) -> None:
+    refused = api.patch("alice", "/projects/p1", json={"idle_stop_after_s": 10})
+    assert refused.status_code == 422 and "idle_stop_after_s" in refused.text
+    assert api.patch("bob", "/projects/p1", json={"idle_stop_after_s": 3600}).status_code == 403
+    set_ = api.patch("alice", "/projects/p1", json={"idle_stop_after_s": 3600})
+    assert set_.status_code == 200 and set_.json()["idle_stop_after_s"] == 3600
