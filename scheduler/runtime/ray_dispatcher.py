@@ -278,6 +278,7 @@ class RayDispatcher:
         self.python, self.timeout_s, self.retry_s = python, timeout_s, retry_s
         self.keep_ended_s, self.nodes_every_s = keep_ended_s, nodes_every_s
         self._next_sighting = 0.0
+        self._deletions_asked: set[str] = set()  # see _forget_old
         self._last_alive: set[str] | None = None  # the node list sight_nodes() saw last
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._jobs_client: JobSubmissionClient | None = None
@@ -419,7 +420,8 @@ class RayDispatcher:
                 and job.status.is_terminal()
                 and job.end_time is not None
                 and job.end_time < oldest
-            ]
+            ],
+            set(ours),
         )
         # Also for jobs just ended: a job whose node died ends FAILED in Ray.
         alive = self._alive_nodes() if self._runs else None
@@ -429,20 +431,23 @@ class RayDispatcher:
         for run in list(self._runs.values()):
             self._follow(run, ours.get(run.key), alive, now)
 
-    def _forget_old(self, keys: list[str]) -> None:
-        """Delete Ray's records of these ended jobs (see keep_ended_s), a few per refresh."""
-        for key in keys[:DELETE_PER_REFRESH]:
+    def _forget_old(self, keys: list[str], listed: set[str]) -> None:
+        """Delete Ray's records of these ended jobs (see keep_ended_s), a few per refresh.
+        Each is asked once: a record Ray refused to delete, or still lists for a while
+        after deleting it, is not asked again (it would hold back the others) while it is
+        listed."""
+        self._deletions_asked &= listed
+        todo = [key for key in keys if key not in self._deletions_asked][:DELETE_PER_REFRESH]
+        for key in todo:
             try:
                 self._call(functools.partial(_delete_job, key=key))
             except DispatchError:
                 return  # Ray is away: next refresh
             except RuntimeError as err:  # Ray refused this one; the others may go
                 log.warning("could not delete Ray's record of %s: %s", key, _short(err))
-        if keys:
-            log.info(
-                "deleted Ray's records of %d jobs ended long ago",
-                min(len(keys), DELETE_PER_REFRESH),
-            )
+            self._deletions_asked.add(key)
+        if todo:
+            log.info("deleted Ray's records of %d jobs ended long ago", len(todo))
 
     def _follow(
         self, run: _Run, job: JobDetails | None, alive: set[str] | None, now: float

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from scheduler.core.types import Piece
+from scheduler.runtime import ray_dispatcher
 from scheduler.runtime.clock import SystemClock
 from scheduler.runtime.ports import (
     DispatchError,
@@ -313,6 +314,7 @@ def test_a_runtime_env_ray_cannot_set_up_fails_the_job(cluster: LocalRayCluster)
 def test_a_new_dispatcher_finds_what_runs_and_what_ended_meanwhile(
     cluster: LocalRayCluster,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     before = dispatcher(cluster)
     running = order((("gpu-01", 1),), "sleep 60")
@@ -335,13 +337,24 @@ def test_a_new_dispatcher_finds_what_runs_and_what_ended_meanwhile(
     assert wait_for(after, running.key, ENDED)[-1].kind is EventKind.STOPPED
     # Without the window for ended jobs, known() is what Ray runs now, and Ray's records
     # of gpupool's ended jobs are deleted (every ended one in this session's cluster).
+    # (Whether Ray's job list stops listing a deleted job at once is Ray's business: what is
+    # checked is that Ray accepted each deletion.)
+    deleted: dict[str, bool] = {}
+    real_delete = ray_dispatcher._delete_job
+
+    def record(jobs: Any, key: str) -> bool:
+        deleted[key] = real_delete(jobs, key)
+        return deleted[key]
+
+    monkeypatch.setattr(ray_dispatcher, "_delete_job", record)
     forgetful = dispatcher(cluster, keep_ended_s=0)
     assert running.key not in forgetful.known()
     deadline = time.monotonic() + 60  # DELETE_PER_REFRESH a refresh: the session has many
-    while submissions(cluster, ended.key) or submissions(cluster, running.key):
-        assert time.monotonic() < deadline, f"Ray's records not deleted:\n{caplog.text}"
+    while not {ended.key, running.key} <= set(deleted):
+        assert time.monotonic() < deadline, f"not deleted: {deleted}\n{caplog.text}"
         forgetful.known()
         time.sleep(0.2)
+    assert deleted[ended.key] is deleted[running.key] is True
 
 
 def test_ray_unreachable_is_a_dispatch_error_that_is_not_permanent() -> None:
@@ -521,6 +534,8 @@ class FakeJobs:
         self.jobs: dict[str, Any] = {}
         self.stopped: list[str] = []
         self.broken: Exception | None = None
+        self.deletions: list[str] = []
+        self.undeletable: set[str] = set()
 
     def submit_job(self, **spec: Any) -> str:
         key = spec["submission_id"]
@@ -548,6 +563,9 @@ class FakeJobs:
         return True
 
     def delete_job(self, key: str) -> bool:
+        self.deletions.append(key)
+        if key in self.undeletable:
+            raise RuntimeError(f"Request failed with status code 400: cannot delete {key}")
         del self.jobs[key]
         return True
 
@@ -628,6 +646,24 @@ def test_rays_records_of_jobs_ended_long_ago_are_deleted_a_few_per_refresh() -> 
     assert len(d.fake.jobs) == 5 + 2  # at most DELETE_PER_REFRESH at a time
     d.known()
     assert set(d.fake.jobs) == {recent.key, "other-1"}  # kept: recent, and not gpupool's
+
+
+def test_a_record_ray_refuses_to_delete_is_asked_once_and_holds_back_no_other() -> None:
+    d = FakeRayDispatcher()
+    d.keep_ended_s = 86400.0
+    long_ago = int((time.time() - 2 * 86400) * 1000)
+    keys = []
+    for i in range(DELETE_PER_REFRESH + 1):
+        old = order((("gpu-01", 1),), "true", job_id=f"old{i}")
+        d.fake.submit_job(**submission(old, 1.0, 1.0))
+        d.fake.jobs[old.key].status = d.fake.status.SUCCEEDED
+        d.fake.jobs[old.key].end_time = long_ago
+        keys.append(old.key)
+    d.fake.undeletable = set(keys[:DELETE_PER_REFRESH])  # a whole refresh's worth
+    d.known()
+    d.known()
+    assert sorted(d.fake.deletions) == sorted(keys)  # each asked once; the last got its turn
+    assert set(d.fake.jobs) == d.fake.undeletable
 
 
 def test_nodes_are_sighted_at_most_every_nodes_every_s_and_absent_only_twice_in_a_row() -> None:
