@@ -104,6 +104,9 @@ class User(SQLModel, table=True):
     role: str = Field(default=Role.RESEARCHER.value, max_length=16)
     active: bool = True
     created_at: float = 0.0
+    # For signing in to the portal: scrypt (web/services/auth.py); None: no password set,
+    # the user signs in with an API token.
+    password_hash: str | None = Field(default=None, max_length=200)
 
 
 class UserCreate(Input):
@@ -688,6 +691,25 @@ class JobUsage(SQLModel, table=True):
     peak_mem_bytes: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     first_at: float = 0.0
     last_at: float = 0.0
+
+
+class UtilizationMinute(SQLModel, table=True):
+    """The pool's GPUs over one minute, per flavor and sector, for the operators' charts:
+    `allocated` GPUs held by jobs (sampled by the scheduling loop), and what the node
+    agents saw of them: GPU-seconds held (`gpu_s`), weighted by utilization
+    (`busy_gpu_s`), and under the idle threshold (`idle_gpu_s`), added up by every report
+    of that minute. The row of sector "" holds the flavor's `capacity` (GPUs on nodes that
+    are up or draining)."""
+
+    __tablename__ = "utilization_minutes"
+    minute: int = Field(primary_key=True)  # seconds since the epoch // 60
+    flavor: str = Field(primary_key=True, max_length=63)
+    sector: str = Field(primary_key=True, max_length=63)
+    capacity: int = 0
+    allocated: int = 0
+    gpu_s: float = 0.0
+    busy_gpu_s: float = 0.0
+    idle_gpu_s: float = 0.0
 
 
 class JobUsagePublic(SQLModel):

@@ -82,6 +82,13 @@ class Settings(BaseSettings):
     statement_key_file: Path | None = None
     max_statement_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
 
+    # The portal: sessions last this long after sign-in; cookies are sent over HTTPS only
+    # when the portal is served over HTTPS (set it behind a TLS proxy); times are shown in
+    # this time zone.
+    portal_session_hours: float = Field(default=12.0, gt=0, le=24 * 90)
+    portal_secure_cookies: bool = False
+    timezone: str = "Asia/Seoul"
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:

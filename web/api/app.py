@@ -1,5 +1,5 @@
-"""The HTTP application: /api/v1 (thin routers over web/services), /healthz, /metrics,
-/docs."""
+"""The HTTP application: /api/v1 (thin routers over web/services), the portal's pages
+(web/portal), /healthz, /metrics, /docs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.api.deps import CurrentUser, ReadSessionDep, refuse_nul
@@ -20,6 +22,8 @@ from web.api.routes import accounts, agents, jobs, nodes, projects, statements
 from web.db import read_session
 from web.models import Role
 from web.pool import Pool
+from web.portal.app import error_page, is_portal, mount_portal
+from web.portal.deps import SignInNeeded
 from web.services import signing
 from web.services.errors import (
     Conflict,
@@ -99,17 +103,32 @@ def create_app(pool: Pool) -> FastAPI:
         metrics = render_metrics(session, pool.settings.idle_flag_after_s)
         return Response(metrics, media_type=METRICS_CONTENT_TYPE)
 
+    mount_portal(app, pool)
+
+    # Errors on the portal's pages are pages (web/portal/app.py); the API's are JSON.
     @app.exception_handler(ServiceError)
-    async def service_error(request: Request, err: ServiceError) -> JSONResponse:
-        return service_error_response(err)
+    async def service_error(request: Request, err: ServiceError) -> Response:
+        return error_page(request, err) or service_error_response(err)
+
+    @app.exception_handler(SignInNeeded)
+    async def sign_in_needed(request: Request, err: SignInNeeded) -> Response:
+        return error_page(request, err) or service_error_response(Unauthenticated("sign in"))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> Response:
+        return error_page(request, err) or await http_exception_handler(request, err)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+    async def invalid_request(request: Request, err: RequestValidationError) -> Response:
+        if is_portal(request):  # a path or query a person edited: no such page
+            return error_page(request, NotFound("no such page")) or Response(status_code=404)
         return invalid_request_response(err.errors())
 
     @app.exception_handler(Exception)
-    async def unexpected(request: Request, err: Exception) -> JSONResponse:
-        return unexpected_error_response(request.method, request.url.path)
+    async def unexpected(request: Request, err: Exception) -> Response:
+        return error_page(request, err) or unexpected_error_response(
+            request.method, request.url.path
+        )
 
     app.add_middleware(AgentReportsFastPath, pool=pool)
     app.add_middleware(

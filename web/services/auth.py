@@ -5,7 +5,9 @@ Every service takes a Principal and scopes what it reads and writes by it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import secrets
 import threading
 from dataclasses import dataclass, field, replace
@@ -14,7 +16,8 @@ from typing import Generic, TypeVar
 from sqlmodel import Session, col, select
 
 from web.models import ApiToken, MemberRole, Membership, Role, TokenCreated, TokenPublic, User
-from web.services.errors import Forbidden, NotFound, Unauthenticated
+from web.services.changes import record_change
+from web.services.errors import Forbidden, Invalid, NotFound, Unauthenticated
 
 TOKEN_PREFIX = "gpp_"
 
@@ -192,3 +195,81 @@ def revoke_token(session: Session, asker: Principal, token_id: int, now: float) 
         row.revoked_at = now
         session.add(row)
     return row
+
+
+# --- passwords (the portal's sign-in) --------------------------------------------------------
+# scrypt from the standard library, with a random salt per password; stored as
+# "scrypt$n$r$p$salt$hash" (base64), so the cost can be raised later without a migration.
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+MIN_PASSWORD_LENGTH = 10
+MAX_PASSWORD_LENGTH = 200
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    parts = (str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(key))
+    return "scrypt$" + "$".join(parts)
+
+
+def password_matches(stored: str | None, password: str) -> bool:
+    if not stored or not stored.startswith("scrypt$"):
+        return False
+    _, n, r, p, salt, key = stored.split("$")
+    found = hashlib.scrypt(
+        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
+    )
+    return hmac.compare_digest(found, base64.b64decode(key))
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def check_password_rules(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise Invalid(f"at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise Invalid(f"at most {MAX_PASSWORD_LENGTH} characters", field="password")
+
+
+def set_password(
+    session: Session, asker: Principal, user_name: str, password: str, now: float
+) -> User:
+    """Set a user's portal password (admins for anyone, others for themselves)."""
+    if user_name != asker.name:
+        asker.require(Role.ADMIN)
+    user = session.get(User, user_name)
+    if user is None:
+        raise NotFound(f"no user {user_name!r}", field="user")
+    check_password_rules(password)
+    user.password_hash = hash_password(password)
+    session.add(user)
+    record_change(session, asker.name, f"user:{user_name}", "password", "", "set", now)
+    return user
+
+
+# The same work for unknown users as for known ones, so timing tells nobody which exist.
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+
+
+def sign_in(session: Session, user_name: str, password: str) -> Principal:
+    """The principal a user name and password name; Unauthenticated (never saying which of
+    the two was wrong) otherwise."""
+    user = session.get(User, user_name) if user_name else None
+    stored = user.password_hash if user is not None else None
+    if not password_matches(stored or _DUMMY_HASH, password) or user is None or not stored:
+        raise Unauthenticated("wrong user name or password")
+    if not user.active:
+        raise Unauthenticated(f"user {user.name} is deactivated")
+    return principal_of(session, user)
+
+
+def principal_named(session: Session, user_name: str) -> Principal:
+    """The principal of a signed-in user (the portal's session names the user); one
+    deactivated or gone since is signed out."""
+    user = session.get(User, user_name)
+    if user is None or not user.active:
+        raise Unauthenticated("signed out: the user is deactivated or gone")
+    return principal_of(session, user)

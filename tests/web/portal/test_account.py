@@ -1,0 +1,124 @@
+"""Signing in and out, sessions, form tokens, the language, error pages."""
+
+from __future__ import annotations
+
+from tests.web.portal.conftest import Portal, password_of, text_of
+from web.portal.sessions import COOKIE
+
+
+def test_a_signed_out_visitor_is_sent_to_sign_in_and_back(portal: Portal) -> None:
+    visitor = portal.anonymous()
+    answer = visitor.get("/account?tab=tokens")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/signin?next=%2Faccount%3Ftab%3Dtokens"
+    visitor.get(answer.headers["location"])
+    signed = visitor.post_form(
+        "/signin",
+        {"user": "alice", "password": password_of("alice"), "next": "/account?tab=tokens"},
+    )
+    assert signed.status_code == 303
+    assert signed.headers["location"] == "/account?tab=tokens"
+    cookie = signed.headers["set-cookie"]
+    assert COOKIE in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "alice" in visitor.get("/").text
+
+
+def test_a_wrong_password_is_refused_in_place_keeping_the_user_name(portal: Portal) -> None:
+    visitor = portal.anonymous()
+    visitor.get("/signin")
+    answer = visitor.post_form("/signin", {"user": "alice", "password": "not-her-password"})
+    assert answer.status_code == 400
+    assert "Wrong user name or password." in text_of(answer)
+    assert 'value="alice"' in answer.text
+    assert "not-her-password" not in answer.text
+    assert visitor.get("/").status_code == 303  # still signed out
+
+
+def test_missing_fields_are_named(portal: Portal) -> None:
+    visitor = portal.anonymous()
+    visitor.get("/signin")
+    answer = visitor.post_form("/signin", {"user": "", "password": ""})
+    assert answer.status_code == 400
+    assert 'id="e-user"' in answer.text and 'id="e-password"' in answer.text
+
+
+def test_sign_in_with_an_api_token(portal: Portal) -> None:
+    visitor = portal.anonymous()
+    visitor.get("/signin")
+    answer = visitor.post_form("/signin", {"token": portal.api.tokens["bob"]})
+    assert answer.status_code == 303
+    assert "bob" in visitor.get("/").text
+    other = portal.anonymous()
+    other.get("/signin")
+    refused = other.post_form("/signin", {"token": "gpp_never-issued"})
+    assert refused.status_code == 400 and 'id="e-token"' in refused.text
+
+
+def test_a_form_without_the_session_token_changes_nothing(portal: Portal) -> None:
+    alice = portal.as_user("alice")
+    answer = alice.post_form("/signout", csrf="forged")
+    assert answer.status_code == 303
+    assert "alice" in alice.get("/").text  # still signed in
+    assert alice.post_form("/signout").status_code == 303
+    assert alice.get("/").status_code == 303
+
+
+def test_sign_in_never_redirects_to_another_site(portal: Portal) -> None:
+    for target in ("https://evil.example/", "//evil.example/x", "javascript:alert(1)"):
+        visitor = portal.anonymous()
+        visitor.get("/signin")
+        answer = visitor.post_form(
+            "/signin", {"user": "alice", "password": password_of("alice"), "next": target}
+        )
+        assert answer.headers["location"] == "/"
+
+
+def test_a_deactivated_user_is_signed_out_at_once(portal: Portal) -> None:
+    bob = portal.as_user("bob")
+    assert bob.get("/").status_code == 200
+    assert portal.api.patch("admin", "/users/bob", json={"active": False}).status_code == 200
+    assert bob.get("/").status_code == 303
+
+
+def test_the_language_follows_accept_language_and_can_be_switched(portal: Portal) -> None:
+    korean = portal.as_user("alice", **{"Accept-Language": "ko-KR,ko;q=0.9,en;q=0.5"})
+    page = korean.get("/")
+    assert page.headers["content-language"] == "ko"
+    assert '<html lang="ko">' in page.text
+    assert "내 프로젝트" in page.text
+    switched = korean.post_form("/language", {"language": "en", "next": "/"})
+    assert switched.status_code == 303
+    page = korean.get("/")
+    assert page.headers["content-language"] == "en" and "My projects" in page.text
+
+
+def test_own_password_change_checks_both_fields(portal: Portal) -> None:
+    alice = portal.as_user("alice")
+    alice.get("/account")
+    short = alice.post_form("/account/password", {"password": "short", "password_again": "short"})
+    assert short.status_code == 400 and 'id="e-password"' in short.text
+    differ = alice.post_form(
+        "/account/password", {"password": "long-enough-1", "password_again": "long-enough-2"}
+    )
+    assert differ.status_code == 400 and 'id="e-password_again"' in differ.text
+    done = alice.post_form(
+        "/account/password", {"password": "long-enough-1", "password_again": "long-enough-1"}
+    )
+    assert done.status_code == 303
+    visitor = portal.anonymous()
+    visitor.get("/signin")
+    again = visitor.post_form("/signin", {"user": "alice", "password": "long-enough-1"})
+    assert again.status_code == 303
+
+
+def test_unknown_pages_and_bad_paths_are_pages_not_json(portal: Portal) -> None:
+    alice = portal.as_user("alice")
+    for path in ("/no-such-page", "/static/no-such-file.css"):
+        answer = alice.get(path)
+        assert answer.status_code == 404
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "Traceback" not in answer.text
+    api_answer = portal.api.get("alice", "/jobs/not-a-number")
+    assert (
+        api_answer.status_code == 422 and api_answer.headers["content-type"] == "application/json"
+    )

@@ -1,0 +1,139 @@
+"""Signing in and out, the language, and the user's own account (password, API tokens)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from web.db import read_session, write_session
+from web.models import TokenPublic
+from web.portal.deps import Page, PageDep, SignedIn
+from web.portal.forms import FORM, read_form
+from web.portal.i18n import LANGUAGES
+from web.services import auth
+from web.services.auth import Principal
+from web.services.errors import ServiceError, Unauthenticated
+
+router = APIRouter()
+
+
+def safe_next(target: str | None) -> str:
+    """Where to go after signing in: a path on this site only (never another host)."""
+    if not target:
+        return "/"
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+@router.get("/signin")
+def signin_form(page: PageDep, next: Annotated[str, Query(max_length=2000)] = "/") -> Response:
+    if page.user is not None:
+        return page.redirect(safe_next(next))
+    return page.render("signin.html", form=None, next=safe_next(next))
+
+
+@router.post("/signin")
+async def signin(page: PageDep) -> Response:
+    _ = page.gettext
+    form = await read_form(page.request, page.session.csrf, _)
+    target = safe_next(form.get("next"))
+    name, password, token = (
+        form.get("user").strip(),
+        form.get("password"),
+        form.get("token").strip(),
+    )
+    if form.ok and not token:
+        if not name:
+            form.error("user", _("Required."))
+        if not password:
+            form.error("password", _("Required."))
+    if form.ok:
+        try:
+            principal = await run_in_threadpool(_sign_in, page, name, password, token)
+        except Unauthenticated:
+            if token:
+                form.error("token", _("This token is not valid (wrong, revoked or expired)."))
+            else:
+                form.error(FORM, _("Wrong user name or password."))
+        else:
+            page.session.sign_in(principal.name, page.now)
+            page.pool.principals.clear()  # the session's user looked up afresh
+            return page.redirect(target)
+    form.values.pop("password", None)  # never sent back into the page
+    form.values.pop("token", None)
+    return page.render("signin.html", status_code=400, form=form, next=target)
+
+
+def _sign_in(page: Page, name: str, password: str, token: str) -> Principal:
+    with read_session(page.pool.engine) as session:
+        if token:
+            return auth.authenticate(session, token, page.now)
+        return auth.sign_in(session, name, password)
+
+
+@router.post("/signout")
+async def signout(page: PageDep) -> Response:
+    form = await read_form(page.request, page.session.csrf, page.gettext)
+    if form.ok:
+        page.session.sign_out()
+    return page.redirect("/signin")
+
+
+@router.post("/language")
+async def choose_language(page: PageDep) -> Response:
+    form = await read_form(page.request, page.session.csrf, page.gettext)
+    language = form.get("language")
+    if form.ok and language in LANGUAGES:
+        page.session.language = language
+        page.language = language
+        page.session.changed = True
+    return page.redirect(safe_next(form.get("next")))
+
+
+@router.get("/account")
+def account(page: SignedIn) -> Response:
+    return page.render("account.html", form=None, tokens=_tokens(page), created=None)
+
+
+def _tokens(page: Page) -> list[TokenPublic]:
+    with read_session(page.pool.engine) as session:
+        rows = auth.list_tokens(session, page.who, page.who.name)
+        return [TokenPublic.model_validate(t.model_dump()) for t in rows]
+
+
+@router.post("/account/password")
+async def change_password(page: SignedIn) -> Response:
+    _ = page.gettext
+    form = await read_form(page.request, page.session.csrf, _)
+    password, again = form.get("password"), form.get("password_again")
+    if form.ok and password != again:
+        form.error("password_again", _("The two passwords differ."))
+    if form.ok:
+        try:
+            auth.check_password_rules(password)
+        except ServiceError:
+            form.error(
+                "password",
+                _("Between %(low)s and %(high)s characters.")
+                % {"low": auth.MIN_PASSWORD_LENGTH, "high": auth.MAX_PASSWORD_LENGTH},
+            )
+    if form.ok:
+        await run_in_threadpool(_set_password, page, password)
+        page.session.say("ok", _("Your password was changed."))
+        return page.redirect("/account")
+    form.values.pop("password", None)
+    form.values.pop("password_again", None)
+    return page.render(
+        "account.html", status_code=400, form=form, tokens=_tokens(page), created=None
+    )
+
+
+def _set_password(page: Page, password: str) -> None:
+    with write_session(page.pool.engine) as session:
+        auth.set_password(session, page.who, page.who.name, password, page.now)
