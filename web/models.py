@@ -124,6 +124,10 @@ class UserUpdate(Input):
     active: bool | None = None
 
 
+class PasswordUpdate(Input):
+    password: str = Field(min_length=10, max_length=200)
+
+
 class UserPublic(SQLModel):
     name: str
     full_name: str

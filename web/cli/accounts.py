@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Any
 
 import typer
@@ -158,6 +159,25 @@ def user_activate(
     """Reactivate a deactivated user (administrators)."""
     user = _update(name, {"active": True}, server, token)
     say(f"{user['name']} is active")
+
+
+@user_app.command("passwd")
+def user_passwd(
+    name: UserArg,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+    ] = False,
+    server: ServerOption = None,
+    token: TokenOption = None,
+) -> None:
+    """Set a user's password for the web portal (administrators for anyone, everyone for
+    themselves). Asks for it twice unless --password-stdin."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    connect(server, token).put(f"/users/{part(name)}/password", {"password": password})
+    say(f"password set for {name}: sign in to the portal with it")
 
 
 # --- tokens --------------------------------------------------------------------------------

@@ -196,6 +196,15 @@ def up_command(
     config = save_client_config(settings, token)
     console.print(f"[bold]gpupool[/] is starting at http://{settings.host}:{settings.port}")
     console.print(f"admin token: {token}")
+    admin, password = portal_password(settings, token)
+    portal = f"portal: http://{settings.host}:{settings.port}/"
+    if password is None:
+        console.print(f"{portal} (sign in as {admin} with your password or the token above)")
+    else:
+        console.print(
+            f"{portal} (sign in as {admin}, password {password}; kept in "
+            f"{settings.data_dir / 'admin.password'})"
+        )
     console.print(f"(saved for the CLI in {config}; try: gpupool queue, gpupool nodes)")
     head = None
     if settings.dispatcher == "ray":
@@ -313,6 +322,43 @@ def seed_and_token(settings: Settings, pool_file: Path) -> str:
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
     return token
+
+
+def portal_password(settings: Settings, token: str) -> tuple[str, str | None]:
+    """The admin's name and portal password: the one `up` made before (kept owner-only in
+    the data directory) while it still signs in; a new one if the admin has none; None if
+    the admin has set a password of their own since."""
+    import secrets
+
+    from scheduler.runtime.clock import SystemClock
+    from web.db import make_engine, write_session
+    from web.models import User
+    from web.services.auth import authenticate, set_password, sign_in
+    from web.services.errors import Unauthenticated
+
+    engine = make_engine(settings)
+    password_file = settings.data_dir / "admin.password"
+    now = SystemClock().now()
+    try:
+        with write_session(engine) as session:
+            admin = authenticate(session, token, now)
+            if password_file.exists():
+                password = password_file.read_text().strip()
+                try:
+                    sign_in(session, admin.name, password)
+                    return admin.name, password
+                except Unauthenticated:
+                    pass  # changed since, or another database
+            if session.get(User, admin.name).password_hash:  # type: ignore[union-attr]
+                return admin.name, None  # their own: leave it
+            password = secrets.token_urlsafe(12)
+            set_password(session, admin, admin.name, password, now)
+    finally:
+        engine.dispose()
+    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(password + "\n")
+    return admin.name, password
 
 
 def save_client_config(settings: Settings, token: str) -> Path:

@@ -363,6 +363,12 @@ ROWS = [
         admin=OK, operator=403, pi=403, member=OK, outsider=403,
     ),
     Row(
+        "PUT", "/api/v1/users/{name}/password",
+        fixed("/users/bob/password", {"password": "a-long-password"}),
+        # Admins set anyone's; everyone else only their own (bob here).
+        admin=OK, operator=403, pi=403, member=OK, outsider=403,
+    ),
+    Row(
         "GET", "/api/v1/tokens", fixed("/tokens"),
         admin=OK, operator=OK, pi=OK, member=OK, outsider=OK, check=only_own_tokens,
     ),

@@ -48,19 +48,29 @@ class Pool:
     env: dict[str, str]
     admin: str  # the admin token `gpupool up` printed
 
-    def run(self, *args: str, token: str | None = None, **env: str) -> Done:
+    def run(
+        self, *args: str, token: str | None = None, input_text: str | None = None, **env: str
+    ) -> Done:
         full = dict(self.env)
         if token is not None:
             full["GPUPOOL_TOKEN"] = token
         full.update(env)
         done = subprocess.run(
-            [*CLI, *args], capture_output=True, text=True, timeout=60, cwd=REPO, env=full
+            [*CLI, *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env=full,
+            input=input_text,
         )
         assert "Traceback" not in done.stderr, done.stderr
         return Done(done.returncode, done.stdout, done.stderr)
 
-    def ok(self, *args: str, token: str | None = None, **env: str) -> Done:
-        done = self.run(*args, token=token, **env)
+    def ok(
+        self, *args: str, token: str | None = None, input_text: str | None = None, **env: str
+    ) -> Done:
+        done = self.run(*args, token=token, input_text=input_text, **env)
         assert done.code == 0, f"gpupool {' '.join(args)}: {done.err}"
         return done
 
@@ -571,3 +581,38 @@ def test_bad_config_file_is_a_clear_error(pool: Pool, tmp_path: Path) -> None:
     assert done.code == 1 and "'token' must be a string" in done.err_line
     not_url = pool.run("queue", "--server", "http://")
     assert not_url.code == 1 and "is not a URL" in not_url.err_line
+
+
+def portal_signs_in(pool: Pool, user: str, password: str) -> bool:
+    """Whether the portal takes this user name and password (a real form post)."""
+    with httpx.Client(base_url=pool.url, follow_redirects=False) as browser:
+        page = browser.get("/signin")
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert csrf, page.text
+        answer = browser.post(
+            "/signin", data={"csrf_token": csrf.group(1), "user": user, "password": password}
+        )
+        return answer.status_code == 303
+
+
+def test_up_prints_the_portal_and_a_password_that_signs_the_admin_in(pool: Pool) -> None:
+    log = (pool.data.parent / "server.log").read_text()
+    found = re.search(r"portal: (\S+) \(sign in as (\w+), password (\S+);", log)
+    assert found, log
+    assert found.group(1) == pool.url + "/"
+    assert portal_signs_in(pool, found.group(2), found.group(3))
+    assert (pool.data / "admin.password").stat().st_mode & 0o077 == 0
+
+
+def test_user_passwd_sets_a_portal_password(pool: Pool, jiwoo: str) -> None:
+    done = pool.ok(
+        "user", "passwd", "jiwoo", "--password-stdin", token=jiwoo, input_text="jiwoo-portal-pass\n"
+    )
+    assert "password set for jiwoo" in done.out
+    assert portal_signs_in(pool, "jiwoo", "jiwoo-portal-pass")
+    short = pool.run("user", "passwd", "jiwoo", "--password-stdin", token=jiwoo, input_text="x\n")
+    assert short.code != 0 and "password" in short.err_line
+    other = pool.run(
+        "user", "passwd", "sora", "--password-stdin", token=jiwoo, input_text="long-enough-pw\n"
+    )
+    assert other.code != 0 and "admin" in other.err_line

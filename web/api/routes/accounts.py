@@ -6,6 +6,7 @@ from fastapi import APIRouter, status
 
 from web.api.deps import CurrentUser, IdPath, PoolDep, ReadSessionDep, SessionDep
 from web.models import (
+    PasswordUpdate,
     SectorPublic,
     SectorUpdate,
     TokenCreate,
@@ -52,6 +53,16 @@ def update_user(
     session.commit()
     pool.identities_changed()
     return UserPublic.model_validate(updated.model_dump())
+
+
+@router.put("/users/{name}/password", response_model=UserPublic)
+def set_password(
+    name: str, spec: PasswordUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
+) -> UserPublic:
+    """Set a user's portal password (admins for anyone, others for their own)."""
+    changed = auth.set_password(session, user, name, spec.password, pool.clock.now())
+    session.commit()
+    return UserPublic.model_validate(changed.model_dump())
 
 
 @router.post(
