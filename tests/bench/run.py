@@ -1,7 +1,7 @@
 """`make bench`: the allocation core's cycle times, submissions and node agents' reports over
-HTTP (SQLite and PostgreSQL), the agent's own CPU per poll, the ledger, jobs through the
-whole path on a local Ray (one at a time and in a burst with a control-plane restart) and
-the Philly replay under each policy.
+HTTP and the portal's pages on 10,000 nodes and 100,000 jobs (SQLite and PostgreSQL), the
+agent's own CPU per poll, the ledger, jobs through the whole path on a local Ray (one at a
+time and in a burst with a control-plane restart) and the Philly replay under each policy.
 
 Prints one JSON object per benchmark, then a Markdown table of the replays for the README.
 The Philly trace is read from ../shared/traces (never copied into the project); without it
@@ -48,12 +48,14 @@ def gpupool(*args: str) -> dict[str, object]:
 HTTP_BENCHES = [
     ("api", "--seconds", "20"),
     ("ingest", "--seconds", "15", "--nodes", "10000", "--clients", "64"),
+    ("portal", "--nodes", "10000", "--jobs", "100000", "--requests", "50"),
 ]
 
 
 def bench_http() -> None:
-    """Submissions and agents' reports over HTTP on SQLite, then on PostgreSQL: the server in
-    GPUPOOL_BENCH_DATABASE_URL, or a throwaway one started like the tests' (tests/pg_server.sh)."""
+    """Submissions, agents' reports and portal pages over HTTP on SQLite, then on PostgreSQL:
+    the server in GPUPOOL_BENCH_DATABASE_URL, or a throwaway one started like the tests'
+    (tests/pg_server.sh)."""
     for bench in HTTP_BENCHES:
         gpupool("bench", *bench)
     url = os.environ.get("GPUPOOL_BENCH_DATABASE_URL")

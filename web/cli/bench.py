@@ -93,6 +93,53 @@ def ingest_command(
     show(result, "ingest", as_json)
 
 
+@app.command("portal")
+def portal_command(
+    nodes: Annotated[
+        int, typer.Option(min=1, help="8-GPU nodes, each with its latest report.")
+    ] = 10_000,
+    jobs: Annotated[int, typer.Option(min=1, help="Jobs in the database, most ended.")] = 100_000,
+    requests: Annotated[int, typer.Option(min=1, help="Timed requests per page.")] = 50,
+    projects: Annotated[int, typer.Option(min=10, help="Projects sharing the pool.")] = 300,
+    database_url: Annotated[
+        str | None,
+        typer.Option(help="A PostgreSQL server to make a scratch database on (default SQLite)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Every main page of the portal through a real server on a pool of this size, built
+    with bulk inserts: p50/p95/max per page (server-side and over loopback) and the pages
+    over 200 ms at p95."""
+    from web.bench_portal import TARGET_MS, bench_portal
+
+    result = bench_portal(nodes, jobs, requests, database_url, projects)
+    if as_json:
+        print(json.dumps(result))
+        return
+    console = Console()
+    table = Table(
+        title=f"gpupool bench portal: {result['database']}, {nodes:,} nodes, {jobs:,} jobs "
+        f"(built in {result['build_s']} s); server-side ms"
+    )
+    for column in ("page", "p50", "p95", "max", "client p95", "status"):
+        table.add_column(column, justify="left" if column == "page" else "right")
+    for page, figures in result["pages"].items():
+        p95 = figures.get("p95_ms")
+        mark = "[red]" if p95 is not None and p95 > TARGET_MS else ""
+        table.add_row(
+            page,
+            str(figures.get("p50_ms", "")),
+            f"{mark}{p95 if p95 is not None else ''}",
+            str(figures.get("max_ms", "")),
+            str(figures.get("client_p95_ms", "")),
+            "missing" if figures["status"] == 404 else str(figures["status"]),
+        )
+    console.print(table)
+    console.print(
+        f"over {TARGET_MS:.0f} ms at p95: {', '.join(result['over_200ms_p95']) or 'none'}"
+    )
+
+
 def show(result: dict[str, Any], bench: str, as_json: bool) -> None:
     """One JSON object, or a table of the figures for people."""
     if as_json:
