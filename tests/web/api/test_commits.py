@@ -33,7 +33,7 @@ from web.models import (
     Sector,
     User,
 )
-from web.services.auth import Principal
+from web.services.auth import Principal, password_matches
 from web.services.nodes import issue_node_token
 
 Probe = Callable[[Session], bool]
@@ -82,6 +82,16 @@ def update_user(api: Api) -> Write:
         return user is not None and user.email == "x@example.org"
 
     return Write("admin", "PATCH", f"/users/{name}", {"email": "x@example.org"}, probe)
+
+
+def set_password(api: Api) -> Write:
+    name = api.add_user(unique("passworded"))
+
+    def probe(s: Session) -> bool:
+        user = s.get(User, name)
+        return user is not None and password_matches(user.password_hash, "a-new-password")
+
+    return Write("admin", "PUT", f"/users/{name}/password", {"password": "a-new-password"}, probe)
 
 
 def create_token(api: Api) -> Write:
@@ -274,6 +284,7 @@ def verify_statement(api: Api) -> Write:
 WRITES: list[tuple[str, Callable[[Api], Write]]] = [
     ("POST /users", create_user),
     ("PATCH /users/{name}", update_user),
+    ("PUT /users/{name}/password", set_password),
     ("POST /users/{name}/tokens", create_token),
     ("DELETE /tokens/{id}", revoke_token),
     ("PUT /sectors/{name}", set_sector),
