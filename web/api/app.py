@@ -139,6 +139,7 @@ def create_app(pool: Pool) -> FastAPI:
             "/api/v1/agents/reports": pool.settings.max_report_bytes,
             # A statement lists every ledger entry it is built from.
             "/api/v1/statements/verify": pool.settings.max_statement_bytes,
+            "/verify": pool.settings.max_statement_bytes,  # the portal's page of the same
         },
     )
     return app

@@ -300,9 +300,10 @@ def list_jobs(
     limit: int = 100,
     offset: int = 0,
     idle_flag_before: float | None = None,
+    newest_first: bool = False,
 ) -> JobPage:
-    """A page of the jobs the asker may see; running jobs idle since before
-    `idle_flag_before` carry `idle_since` (see public_jobs)."""
+    """A page of the jobs the asker may see, by id (the newest first if asked); running
+    jobs idle since before `idle_flag_before` carry `idle_since` (see public_jobs)."""
     query = select(Job)
     visible = asker.visible_projects()
     if visible is not None:
@@ -316,7 +317,8 @@ def list_jobs(
     if flavor is not None:
         query = query.where(Job.flavor == flavor)
     total = session.exec(select(func.count()).select_from(query.subquery())).one()
-    rows = session.exec(query.order_by(col(Job.id)).limit(limit).offset(offset)).all()
+    order = col(Job.id).desc() if newest_first else col(Job.id)
+    rows = session.exec(query.order_by(order).limit(limit).offset(offset)).all()
     items = public_jobs(session, rows, idle_flag_before)
     return JobPage(items=items, total=total, limit=limit, offset=offset)
 

@@ -50,9 +50,10 @@ from math import fsum
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Engine, and_, func, or_, select
 from sqlmodel import Session
 
+from web.db import read_session
 from web.models import LedgerEntry
 from web.services import signing
 from web.services.auth import Principal
@@ -156,6 +157,22 @@ def build_statement(
     """The signed statement of `project_name` (one the asker may see) for the period."""
     with collector_paused():
         return _build(session, asker, project_name, period_text, key, now)
+
+
+def rendered_statement(
+    engine: Engine,
+    asker: Principal,
+    project_name: str,
+    period_text: str,
+    form: str,
+    key: Ed25519PrivateKey,
+    now: float,
+) -> tuple[bytes, str]:
+    """(body, media type) of the signed statement in one of FORMATS: what the API's
+    GET /projects/{name}/statements/{period} and the portal's downloads answer."""
+    with read_session(engine) as session:
+        signed = build_statement(session, asker, project_name, period_text, key, now)
+    return signed.render(form)
 
 
 def _build(

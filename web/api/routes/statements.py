@@ -62,9 +62,9 @@ async def statement(
 
 def _statement(pool: Pool, user: Principal, name: str, period: str, form: str) -> tuple[bytes, str]:
     key = signing.pool_key(pool.settings.statement_key_path)
-    with read_session(pool.engine) as session:
-        signed = statements.build_statement(session, user, name, period, key, pool.clock.now())
-    return signed.render(form)
+    return statements.rendered_statement(
+        pool.engine, user, name, period, form, key, pool.clock.now()
+    )
 
 
 @router.get(PUBLIC_KEY_PATH, response_class=PlainTextResponse)
