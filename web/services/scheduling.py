@@ -48,6 +48,7 @@ from web.services.ledger import append
 from web.services.metering import Ended, MeteringPolicy, meter
 from web.services.projects import credits_left, expire_projects
 from web.services.telemetry import silent_reason
+from web.services.utilization import sample_minute
 
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
 J = Job.__table__  # type: ignore[attr-defined]
@@ -204,6 +205,7 @@ class DbDecisionSink:
         self.half_life_s = half_life_s
         # What each waiting job's row says now, so a cycle writes only reasons that changed.
         self._written: dict[int, tuple[str, str, float | None]] = {}
+        self._sampled_minute: int | None = None  # the last minute of utilization recorded
 
     # --- fencing ---------------------------------------------------------------------------
 
@@ -241,6 +243,10 @@ class DbDecisionSink:
             self._cancel(s, now, recorded)
             self._reserve(s, snapshot, plan)
             self._reasons(s, snapshot, plan)
+            minute = int(now // 60)
+            if minute != self._sampled_minute:
+                sample_minute(s, minute)  # the GPUs allocated and in service, once a minute
+        self._sampled_minute = minute
         return recorded
 
     def _admit(self, s: Session, plan: core.Plan, now: float, recorded: Recorded) -> None:

@@ -22,10 +22,14 @@ In that transaction, per report, in order:
    its history. A node that was down for missed heartbeats comes back up.
 5. The node's row (node_telemetry) takes the report: the latest sample of each GPU, the
    jobs on it, the heartbeat (`received_at`, the server's clock).
+6. The pool's utilization per minute (utilization_minutes, the operators' charts): the
+   GPU-seconds of step 3, busy (utilization-weighted) and idle, added per (minute of the
+   report, flavor of the node, sector of the job's project), one upsert row per key per
+   transaction. (The scheduling loop sets the rows' `allocated` and `capacity`.)
 History: samples add up in memory per GPU and minute; minutes that are over are written
 (one row per GPU per minute) every few seconds, and rows older than `history_days` are
-deleted every hour. A crash loses at most the minutes not yet written, which only charts
-read.
+deleted every hour (with the utilization minutes as old). A crash loses at most the
+minutes not yet written, which only charts read.
 
 Silent nodes are the scheduling loop's business (DbDecisionSink.take_down_silent_nodes).
 """
@@ -50,7 +54,16 @@ from sqlmodel import Session
 from agents.schema import GpuSample, NodeReport, ReportAck, ReportBatch
 from web.db import write_session
 from web.enums import NodeStateName
-from web.models import Allocation, GpuMinute, Job, JobUsage, Node, NodeTelemetry
+from web.models import (
+    Allocation,
+    GpuMinute,
+    Job,
+    JobUsage,
+    Node,
+    NodeTelemetry,
+    Project,
+    UtilizationMinute,
+)
 from web.services.batching import GroupCommitWriter, settle
 from web.services.changes import record_change
 from web.services.errors import Forbidden, Invalid
@@ -63,6 +76,9 @@ N = Node.__table__  # type: ignore[attr-defined]
 NT = NodeTelemetry.__table__  # type: ignore[attr-defined]
 GM = GpuMinute.__table__  # type: ignore[attr-defined]
 JU = JobUsage.__table__  # type: ignore[attr-defined]
+P = Project.__table__  # type: ignore[attr-defined]
+UM = UtilizationMinute.__table__  # type: ignore[attr-defined]
+UTILIZATION_SUMS = ("gpu_s", "busy_gpu_s", "idle_gpu_s")
 
 # Xid errors after which a GPU should not take new work until an operator has looked
 # (NVIDIA's Xid catalog: the ones whose action is a GPU reset or a node reboot).
@@ -330,9 +346,12 @@ class TelemetryIngest(GroupCommitWriter["_Pending"]):
         return len(rows)
 
     def prune_history(self) -> int:
+        """Delete the per-minute history older than `history_days` (the GPUs' minutes and
+        the pool's utilization minutes); how many GPU minutes went."""
         oldest = int((self.clock() - self.limits.history_days * 86400.0) // 60)
         with write_session(self.engine) as s:
             result = s.execute(delete(GM).where(GM.c.minute < oldest))
+            s.execute(delete(UM).where(UM.c.minute < oldest))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
@@ -350,8 +369,12 @@ class _Taking:
         self.s, self.limits = s, limits
         self.rows = self._rows(nodes, written)
         self.taken: dict[str, float] = {}  # node -> when its latest report taken here came
+        # (job, attempt) -> (flavor, sector) of the allocations below, for the utilization
+        self.places: dict[tuple[int, int], tuple[str, str]] = {}
         self.allocations = self._allocations(nodes, since)
         self.usage: dict[tuple[int, int], _Usage] = defaultdict(_Usage)
+        # (minute, flavor, sector) -> [gpu_s, busy_gpu_s, idle_gpu_s] of this transaction
+        self.utilization: dict[tuple[int, str, str], list[float]] = {}
         self.drains: dict[str, str] = {}  # node -> why it should drain
 
     def _rows(
@@ -382,17 +405,38 @@ class _Taking:
         self, nodes: set[str], since: float
     ) -> dict[str, dict[tuple[int, int], tuple[float, float, int]]]:
         """Per node: (job, attempt) -> (start, end, GPUs) of the allocations the reports may
-        fall in: open ones, and those that ended after `since`."""
+        fall in: open ones, and those that ended after `since` (and in `places`, each
+        attempt's flavor and its project's sector)."""
         found: dict[str, dict[tuple[int, int], tuple[float, float, int]]] = defaultdict(dict)
         rows = self.s.execute(
-            select(A.c.node, A.c.job_id, A.c.attempt, A.c.start, A.c.end, A.c.gpus).where(
-                A.c.node.in_(nodes), or_(A.c.end.is_(None), A.c.end >= since)
+            select(
+                A.c.node,
+                A.c.job_id,
+                A.c.attempt,
+                A.c.start,
+                A.c.end,
+                A.c.gpus,
+                A.c.flavor,
+                P.c.sector,
             )
+            .join(J, J.c.id == A.c.job_id)
+            .join(P, P.c.name == J.c.project)
+            .where(A.c.node.in_(nodes), or_(A.c.end.is_(None), A.c.end >= since))
         )
         for r in rows:
             end = math.inf if r.end is None else r.end
             found[r.node][(r.job_id, r.attempt)] = (r.start, end, r.gpus)
+            self.places[(r.job_id, r.attempt)] = (r.flavor, r.sector)
         return found
+
+    def _utilization(self, key: tuple[int, int], at: float) -> list[float]:
+        """The sums of the pool's minute of `at` that the job attempt `key` adds to."""
+        flavor, sector = self.places[key]
+        where = (int(at // 60), flavor, sector)
+        sums = self.utilization.get(where)
+        if sums is None:
+            sums = self.utilization[where] = [0.0, 0.0, 0.0]
+        return sums
 
     def add(self, item: _Pending, minutes: Minutes) -> ReportAck:
         node = item.node
@@ -509,6 +553,9 @@ class _Taking:
             usage.gpu_s += seconds
             usage.util_gpu_s += seconds
             usage.idle_gpu_s += seconds
+            sums = self._utilization(key, at)
+            sums[0] += seconds
+            sums[2] += seconds
             usage.first_at = min(usage.first_at, at - gap)
             usage.last_at = max(usage.last_at, at)
             busy[key] = busy.get(key, False)
@@ -534,11 +581,16 @@ class _Taking:
         for key in jobs:
             usage = self.usage[key]
             usage.gpu_s += share
+            sums = self._utilization(key, at)
+            sums[0] += share
             if sample.util_gpu_pct is not None:
-                usage.busy_gpu_s += sample.util_gpu_pct / 100.0 * share
+                busy = sample.util_gpu_pct / 100.0 * share
+                usage.busy_gpu_s += busy
                 usage.util_gpu_s += share
+                sums[1] += busy
                 if sample.util_gpu_pct < self.limits.idle_util_pct:
                     usage.idle_gpu_s += share
+                    sums[2] += share
             if energy_j is not None:
                 usage.energy_j += energy_j / len(jobs)
                 usage.energy_gpu_s += share
@@ -567,7 +619,18 @@ class _Taking:
         rows = [{name: self.rows[node][name] for name in columns} for node in self.taken]
         upsert(self.s, NT, rows, keys=("node",))
         self._write_usage()
+        self._write_utilization()
         self._write_health()
+
+    def _write_utilization(self) -> None:
+        """Add this transaction's GPU-seconds to the pool's minutes (in key order: two
+        servers' transactions lock the rows in the same order)."""
+        rows = [
+            {"minute": minute, "flavor": flavor, "sector": sector}
+            | dict(zip(UTILIZATION_SUMS, sums, strict=True))
+            for (minute, flavor, sector), sums in sorted(self.utilization.items())
+        ]
+        upsert(self.s, UM, rows, keys=("minute", "flavor", "sector"), add=UTILIZATION_SUMS)
 
     def _write_usage(self) -> None:
         if not self.usage:
