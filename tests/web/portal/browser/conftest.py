@@ -165,8 +165,13 @@ def context(browser: Browser, live: LiveServer) -> Iterator[BrowserContext]:
 
 
 @pytest.fixture
-def page(context: BrowserContext) -> Page:
-    return context.new_page()
+def page(context: BrowserContext) -> Iterator[Page]:
+    """A tab of `context`; the test fails if a script on any page it opened threw."""
+    page = context.new_page()
+    thrown: list[str] = []
+    page.on("pageerror", lambda error: thrown.append(f"{page.url}: {error}"))
+    yield page
+    assert not thrown, f"scripts threw on the pages: {thrown}"
 
 
 def sign_in(page: Page, user: str) -> None:
