@@ -566,7 +566,7 @@ async def verify(page: PageDep) -> Response:
             form.error(where, _("Larger than %(size)s.") % {"size": formats(page).size(limit)})
         else:
             try:
-                statement = json.loads(raw)
+                statement = json.loads(raw.decode("utf-8-sig"))
             except UnicodeDecodeError:
                 form.error(where, _("Not text in UTF-8: a statement is a JSON file."))
             except json.JSONDecodeError as err:
@@ -625,12 +625,11 @@ async def request_project(page: SignedIn) -> Response:
             _("1 to 63 characters: a-z, 0-9, '.', '_' or '-', starting with a letter or digit."),
         )
     spec = None
-    if form.ok:
-        try:
-            spec = ProjectCreate.model_validate(data)
-        except ValidationError as err:
-            form.refuse(err, _)
-    if spec is not None:
+    try:
+        spec = ProjectCreate.model_validate(data)
+    except ValidationError as err:
+        form.refuse(err, _)  # every field's error at once (a bad name's said above)
+    if spec is not None and form.ok:
         try:
             await run_in_threadpool(_request, page, spec)
         except ServiceError as err:
