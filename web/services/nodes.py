@@ -8,8 +8,9 @@ import secrets
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from web.models import (
@@ -216,12 +217,15 @@ def node_gpus(session: Session, asker: Principal, name: str) -> NodeGpusPublic:
     operators and admins: it shows every job's processes on the node."""
     asker.require(Role.OPERATOR, Role.ADMIN)
     node = get_node(session, name)
-    row = session.get(NodeTelemetry, name)
+    return _gpus_public(node, session.get(NodeTelemetry, name))
+
+
+def _gpus_public(node: Node, row: NodeTelemetry | None) -> NodeGpusPublic:
     if row is None:
-        return NodeGpusPublic(node=name, state=NodeStateName(node.state), gpus=[])
+        return NodeGpusPublic(node=node.name, state=NodeStateName(node.state), gpus=[])
     return NodeGpusPublic.model_validate(
         {
-            "node": name,
+            "node": node.name,
             "state": node.state,
             "state_reason": node.state_reason,
             "reader": row.reader,
@@ -231,6 +235,79 @@ def node_gpus(session: Session, asker: Principal, name: str) -> NodeGpusPublic:
             "gpus": [GpuStatusPublic.model_validate(gpu) for gpu in row.gpus],
         }
     )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeWithGpus:
+    node: NodePublic
+    gpus: NodeGpusPublic
+
+
+@dataclass(frozen=True, slots=True)
+class NodePage:
+    items: list[NodeWithGpus]
+    total: int
+    limit: int
+    offset: int
+
+
+# Down nodes first, then draining ones: what an operator looks at first.
+_STATE_ORDER = case(
+    (col(Node.state) == NodeStateName.DOWN.value, 0),
+    (col(Node.state) == NodeStateName.DRAINING.value, 1),
+    else_=2,
+)
+
+
+def node_page(
+    session: Session,
+    asker: Principal,
+    *,
+    state: NodeStateName | None = None,
+    flavor: str | None = None,
+    group: str | None = None,
+    search: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> NodePage:
+    """One page of nodes (down, then draining, then up; by name), each with its GPUs as
+    its agent last reported them (node_gpus for a page: one query for the nodes and
+    their reports, two for what public_nodes adds), filtered by state, flavor, group and
+    a part of the name."""
+    asker.require(Role.OPERATOR, Role.ADMIN)
+    query = select(Node, NodeTelemetry).outerjoin(
+        NodeTelemetry, col(NodeTelemetry.node) == col(Node.name)
+    )
+    counted = select(func.count()).select_from(Node)
+    where = []
+    if state is not None:
+        where.append(col(Node.state) == state.value)
+    if flavor is not None:
+        where.append(col(Node.flavor) == flavor)
+    if group is not None:
+        where.append(col(Node.group) == group)
+    if search:
+        where.append(col(Node.name).contains(search.lower(), autoescape=True))
+    for condition in where:
+        query, counted = query.where(condition), counted.where(condition)
+    total = session.exec(counted).one()
+    rows = session.exec(
+        query.order_by(_STATE_ORDER, col(Node.name)).limit(limit).offset(offset)
+    ).all()
+    publics = public_nodes(session, [node for node, _ in rows])
+    items = [
+        NodeWithGpus(public, _gpus_public(node, report))
+        for public, (node, report) in zip(publics, rows, strict=True)
+    ]
+    return NodePage(items, int(total), limit, offset)
+
+
+def node_groups(session: Session) -> list[str]:
+    """The nodes' topology groups (racks, switches), those with a name."""
+    rows = session.exec(
+        select(Node.group).where(col(Node.group) != "").distinct().order_by(col(Node.group))
+    ).all()
+    return list(rows)
 
 
 def node_history(
