@@ -524,3 +524,14 @@ def test_a_cancel_without_the_form_token_changes_nothing(portal: Portal) -> None
     assert alice.post_form(f"/jobs/{job_id}/cancel", csrf="forged").status_code == 303
     assert portal.api.job_row(job_id).state == "queued"
     assert "did not come from this site" in text_of(alice.get(f"/jobs/{job_id}"))
+
+
+def test_every_bad_field_of_a_submission_is_named_at_once(portal: Portal) -> None:
+    alice = portal.as_user("alice")
+    key = submit_page(alice)
+    sent = SUBMIT | {"gpus": "0", "time": "2x", "runtime_env": "{", "env_vars": "oops"}
+    answer = alice.post_form("/submit", sent | {"idempotency_key": key})
+    assert answer.status_code == 400
+    for field in ("gpus", "time", "runtime_env", "env_vars"):
+        assert f'id="e-{field}"' in answer.text, field
+    assert jobs_in(portal.api) == []

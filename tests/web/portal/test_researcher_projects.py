@@ -215,3 +215,12 @@ def test_every_bad_field_is_named_at_once(portal: Portal) -> None:
     for field in ("name", "title", "requested_gpus"):
         assert f'id="e-{field}"' in answer.text, field
     assert "1 to 63 characters" in text_of(answer)
+
+
+@pytest.mark.parametrize(
+    "path", ["/projects/p1%00", "/projects/p%001/statements/2026-03.json", "/jobs?project=p%001"]
+)
+def test_a_nul_in_a_path_or_query_is_refused_not_a_crash(portal: Portal, path: str) -> None:
+    answer = portal.as_user("alice").get(path)
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith("text/html")

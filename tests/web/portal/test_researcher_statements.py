@@ -197,7 +197,7 @@ def test_a_pasted_statement_verifies_in_korean(charged: Portal) -> None:
 
 
 def tampered(statement: dict[str, Any], how: str) -> dict[str, Any]:
-    changed = json.loads(json.dumps(statement))
+    changed: dict[str, Any] = json.loads(json.dumps(statement))
     if how == "a figure":
         changed["credits"]["used"] = 1.0
     elif how == "an entry":

@@ -16,13 +16,13 @@ import secrets
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.responses import JSONResponse, Response
 
-from web.api.deps import IdPath
+from web.api.deps import IdPath, refuse_nul
 from web.db import read_session, write_session
 from web.enums import ACTIVE_JOB_STATE_VALUES, FINAL_JOB_STATE_VALUES
 from web.models import (
@@ -44,6 +44,7 @@ from web.portal.i18n import Formats
 from web.portal.words import N_, REASONS
 from web.services import jobs, ledger, nodes, projects, signing, statements
 from web.services.changes import history
+from web.services.durations import parse_duration
 from web.services.errors import NotFound, ServiceError, Unavailable
 from web.services.logs import MAX_CHUNK, JobLogs, read_logs
 from web.services.metering import period_of
@@ -238,7 +239,9 @@ def _submit_choices(page: Page) -> SubmitChoices:
     who = page.who
     with read_session(page.pool.engine) as session:
         active = projects.list_projects(session, who, ProjectState.ACTIVE)
-        mine = [(p.name, f"{p.name} · {p.title}" if p.title else p.name) for p in active]
+        mine = [
+            (p.name, p.name if p.title in ("", p.name) else f"{p.name} · {p.title}") for p in active
+        ]
         flavors = [f.name for f in nodes.list_flavors(session)]
         return SubmitChoices([m for m in mine if m[0] in who.memberships], flavors)
 
@@ -251,6 +254,11 @@ def job_spec(form: Form, _: Any) -> JobCreate | None:
         form.values,
         ("project", "entrypoint", "gpus", "flavor", "nodes", "time", "name", "idempotency_key"),
     )
+    if "time" in data:  # said with the other fields' errors, not after them
+        try:
+            parse_duration(data["time"])
+        except ServiceError as err:
+            form.refuse(err, _)
     runtime_env: dict[str, Any] = {}
     text = form.get("runtime_env").strip()
     if text:
@@ -499,7 +507,7 @@ def _visible_project_names(page: Page) -> list[str]:
         return [p.name for p in projects.list_projects(session, page.who, None)]
 
 
-@router.get("/projects/{name}/statements/{period}.{fmt}")
+@router.get("/projects/{name}/statements/{period}.{fmt}", dependencies=[Depends(refuse_nul)])
 async def statement_download(
     page: SignedIn,
     name: Annotated[str, Path(max_length=63)],
@@ -665,7 +673,7 @@ class ProjectView:
     changes: list[ChangePublic] | None = None  # for its PI and administrators
 
 
-@router.get("/projects/{name}")
+@router.get("/projects/{name}", dependencies=[Depends(refuse_nul)])
 async def project_page(page: SignedIn, name: Annotated[str, Path(max_length=63)]) -> Response:
     view = await run_in_threadpool(_project_view, page, name)
     return page.render(
