@@ -61,6 +61,7 @@ class Chart:
     unit: str = ""  # the y axis' title
     x_range: tuple[float, float] | None = None  # the span shown (default: the times')
     y_max: float | None = None  # a fixed top (100 for percentages); default: from the data
+    x_offset_s: float = 0.0  # the page's time zone's offset: ticks fall on its round times
     width: int = 720
     height: int = 260
     id: str = ""
@@ -89,14 +90,15 @@ def y_ticks(top: float, ticks: int = 5) -> list[float]:
     return [round(i * step, 10) for i in range(count + 1)]
 
 
-def time_ticks(start: float, end: float, most: int) -> list[float]:
-    """Times at a round step (TIME_STEPS) within [start, end], at most `most` of them."""
+def time_ticks(start: float, end: float, most: int, offset_s: float = 0.0) -> list[float]:
+    """Times at a round step (TIME_STEPS) within [start, end], at most `most` of them;
+    round in the time zone `offset_s` ahead of UTC."""
     span = end - start
     for step in TIME_STEPS:
         if span / step <= most:
             break
-    first = math.ceil(start / step) * step
-    return [float(t) for t in range(int(first), int(end) + 1, step)]
+    first = math.ceil((start + offset_s) / step) * step - offset_s
+    return [first + i * step for i in range(int((end - first) // step) + 1)]
 
 
 def _text_width(text: str, size: float = 12.0) -> float:
@@ -174,7 +176,7 @@ def render(chart: Chart) -> Markup:
             f'text-anchor="end">{escape(chart.y_label(tick))}</text>'
         )
     most = max(2, int((right - left) // 90))
-    for t in time_ticks(start, end, most):
+    for t in time_ticks(start, end, most, chart.x_offset_s):
         parts.append(
             f'<line class="chart-grid" x1="{_fmt(x(t))}" x2="{_fmt(x(t))}" '
             f'y1="{_fmt(top)}" y2="{_fmt(bottom)}"/>'

@@ -72,6 +72,10 @@ def test_time_ticks_fall_on_round_times_within_the_span() -> None:
     assert time_ticks(T0 + 1, T0 + 3600, 7) == [T0 + 600 * i for i in range(1, 7)]
     day = time_ticks(T0, T0 + 7 * 86400, 8)
     assert len(day) <= 8 and all(t % 86400 == 0 for t in day)
+    # In a time zone 9 h ahead of UTC, ticks fall on its own round hours.
+    local = time_ticks(T0, T0 + 86400, 5, offset_s=9 * 3600)
+    assert local and all((t + 9 * 3600) % (6 * 3600) == 0 for t in local)
+    assert all(T0 <= t <= T0 + 86400 for t in local)
 
 
 def test_the_structure_title_summary_legend_and_one_shape_per_series() -> None:

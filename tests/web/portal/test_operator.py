@@ -114,12 +114,12 @@ def test_the_overview_shows_the_figures_and_charts_of_what_was_reported(portal: 
     assert answer.status_code == 200
     text = text_of(answer)
     for figure in (
-        "GPUs up 24 on 4 nodes",
-        "GPUs down 0 on 0 nodes",
+        "GPUs up 24 nodes: 4",
+        "GPUs down 0 nodes: 0",
         "Allocated now 2 of 24 in service",
         "Busy 1.0 in the last minute",
         "Idle 1.0 in the last minute",
-        "Queue 1 jobs asking for 3 GPUs",
+        "Queued jobs 1 GPUs asked for: 3",
     ):
         assert figure in text
     # One chart for the pool, one per flavor, one by sector; each says what it shows.

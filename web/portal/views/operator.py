@@ -92,6 +92,13 @@ def time_label(page: Page, span_s: float) -> Callable[[float], str]:
     return label
 
 
+def utc_offset(page: Page) -> float:
+    """How far the pool's time zone is ahead of UTC now, in seconds."""
+    tz = ZoneInfo(page.pool.settings.timezone)
+    offset = datetime.fromtimestamp(page.now, UTC).astimezone(tz).utcoffset()
+    return offset.total_seconds() if offset is not None else 0.0
+
+
 def number_label(page: Page) -> Callable[[float], str]:
     from web.portal.i18n import Formats
 
@@ -150,6 +157,7 @@ def utilization_chart(
         empty=_("No figures for this range yet."),
         unit=_("GPUs"),
         x_range=span,
+        x_offset_s=utc_offset(page),
         id=chart_id,
     )
     return render(chart)
@@ -194,6 +202,7 @@ def sector_chart(
             empty=_("No figures for this range yet."),
             unit=_("GPUs"),
             x_range=span,
+            x_offset_s=utc_offset(page),
             id="chart-sectors",
         )
     )
@@ -400,25 +409,26 @@ def _render_node(page: Page, view: NodeView, form: Form | None, status_code: int
         kinds=GPU_KINDS,
         xids=CRITICAL_XIDS,
         charts=[
-            gpu_history_chart(
-                page,
-                view.history,
-                "util_gpu_pct",
-                _("GPU utilization over the last hour"),
-                _("Utilization (%)"),
-                span,
-                "chart-util",
-                y_max=100.0,
-            ),
-            gpu_history_chart(
-                page,
-                view.history,
-                "temp_c",
-                _("GPU temperature over the last hour"),
-                _("Temperature (°C)"),
-                span,
-                "chart-temp",
-            ),
+            (
+                title,
+                gpu_history_chart(page, view.history, what, title, unit, span, chart_id, top),
+            )
+            for what, title, unit, chart_id, top in (
+                (
+                    "util_gpu_pct",
+                    _("GPU utilization over the last hour"),
+                    _("Utilization (%)"),
+                    "chart-util",
+                    100.0,
+                ),
+                (
+                    "temp_c",
+                    _("GPU temperature over the last hour"),
+                    _("Temperature (°C)"),
+                    "chart-temp",
+                    None,
+                ),
+            )
         ],
     )
 
@@ -463,6 +473,7 @@ def gpu_history_chart(
             empty=_("No figures for this range yet."),
             unit=unit,
             x_range=span,
+            x_offset_s=utc_offset(page),
             y_max=y_max,
             id=chart_id,
         )
