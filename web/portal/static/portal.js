@@ -110,7 +110,7 @@
             return pollLog();
           }
           if (end < size) return pollLog(); // more than one answer holds
-          if (done && final) logDone = true;
+          if (final && (done || latest === 0)) logDone = true; // over (or never admitted)
         });
       });
     }
