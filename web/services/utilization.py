@@ -121,9 +121,10 @@ def bucket_minutes(span_s: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class UtilizationPoint:
-    """One bucket of a chart: its start (seconds since the epoch) and, averaged over its
-    minutes, GPUs allocated, busy (held and used: (gpu_s - idle_gpu_s) / 60), idle, and
-    the capacity. `allocated` and `capacity` are None where the loop sampled no minute."""
+    """One bucket of a chart: its start (seconds since the epoch) and GPUs allocated and
+    in service (`capacity`), averaged over the minutes the loop sampled (None where it
+    sampled none), and busy (held and used: (gpu_s - idle_gpu_s) / 60) and idle, averaged
+    over the bucket's minutes in the range (a minute no agent reported counts 0)."""
 
     at: float
     allocated: float | None
@@ -132,139 +133,103 @@ class UtilizationPoint:
     capacity: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class UtilizationSeries:
-    flavor: str | None  # None: every flavor
+@dataclass(slots=True)
+class UtilizationOverview:
+    """The charts of a range: the whole pool, each flavor that has rows (by name), and
+    the GPUs allocated per sector (bucket start, GPUs) over every flavor."""
+
     bucket_s: int
-    points: list[UtilizationPoint] = field(default_factory=list)
+    whole: list[UtilizationPoint] = field(default_factory=list)
+    flavors: dict[str, list[UtilizationPoint]] = field(default_factory=dict)
+    sectors: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
 
-def series(
-    s: Session,
-    asker: Principal,
-    since: float,
-    until: float,
-    *,
-    flavor: str | None = None,
-    sector: str | None = None,
-    by_flavor: bool = False,
-) -> list[UtilizationSeries]:
-    """The utilization over [since, until) in buckets (bucket_minutes): one series for
-    the whole pool, or with `by_flavor` one per flavor that has rows; `sector` keeps that
-    sector's GPUs (capacity stays the flavor's). Two GROUP BYs in SQL: per minute, then
-    per bucket."""
+@dataclass(slots=True)
+class _Sums:
+    allocated: float = 0.0
+    busy_s: float = 0.0
+    idle_s: float = 0.0
+    sampled: int = 0  # minutes the loop sampled (the capacity rows)
+    capacity: float = 0.0
+
+
+def overview(
+    s: Session, asker: Principal, since: float, until: float, sector: str | None = None
+) -> UtilizationOverview:
+    """The utilization over [since, until) in buckets (bucket_minutes): one scan of the
+    range, GROUP BY (flavor, sector, bucket) in SQL (at most ~300 buckets x flavors x
+    sectors rows come back), summed up here per flavor, for the whole pool and per
+    sector. With `sector`, the whole pool's and the flavors' allocated, busy and idle
+    GPUs are that sector's (capacity stays every sector's); the per-sector figures are
+    always every sector's."""
     asker.require(Role.OPERATOR, Role.ADMIN)
     size = bucket_minutes(until - since)
     first, last = int(since // 60), int(until // 60)
-    is_capacity = UM.c.sector == CAPACITY_SECTOR
-    group = (UM.c.flavor,) if by_flavor else ()
-    per_minute = (
+    bucket = (UM.c.minute // size).label("bucket")
+    rows = s.execute(
         select(
-            *group,
-            UM.c.minute,
+            UM.c.flavor,
+            UM.c.sector,
+            bucket,
+            func.count().label("minutes"),
             func.sum(UM.c.allocated).label("allocated"),
             func.sum(UM.c.gpu_s - UM.c.idle_gpu_s).label("busy_s"),
             func.sum(UM.c.idle_gpu_s).label("idle_s"),
             func.sum(UM.c.capacity).label("capacity"),
-            func.max(case((is_capacity, 1), else_=0)).label("sampled"),
         )
         .where(UM.c.minute >= first, UM.c.minute < last)
-        .group_by(*group, UM.c.minute)
-    )
-    if flavor is not None:
-        per_minute = per_minute.where(UM.c.flavor == flavor)
-    if sector is not None:
-        per_minute = per_minute.where(UM.c.sector.in_((sector, CAPACITY_SECTOR)))
-    m = per_minute.subquery()
-    bucket = (m.c.minute // size).label("bucket")
-    outer_group = (m.c.flavor,) if by_flavor else ()
-    rows = s.execute(
-        select(
-            *outer_group,
-            bucket,
-            func.count().label("minutes"),
-            func.sum(m.c.sampled).label("sampled"),
-            func.sum(m.c.allocated).label("allocated"),
-            func.sum(m.c.busy_s).label("busy_s"),
-            func.sum(m.c.idle_s).label("idle_s"),
-            func.sum(m.c.capacity).label("capacity"),
-        )
-        .group_by(*outer_group, bucket)
-        .order_by(*outer_group, bucket)
+        .group_by(UM.c.flavor, UM.c.sector, bucket)
     ).all()
-    found: dict[str | None, UtilizationSeries] = {}
+    sums: dict[tuple[str, int], _Sums] = {}
+    per_sector: dict[tuple[str, str, int], float] = {}
     for r in rows:
-        name = r.flavor if by_flavor else None
-        if name not in found:
-            found[name] = UtilizationSeries(name, size * 60)
-        minutes, sampled = int(r.minutes), int(r.sampled or 0)
-        found[name].points.append(
-            UtilizationPoint(
-                at=float(r.bucket * size * 60),
-                allocated=float(r.allocated or 0) / sampled if sampled else None,
-                busy=max(0.0, float(r.busy_s or 0.0)) / (60.0 * minutes),
-                idle=float(r.idle_s or 0.0) / (60.0 * minutes),
-                capacity=float(r.capacity or 0) / sampled if sampled else None,
-            )
-        )
-    if not by_flavor and None not in found:
-        found[None] = UtilizationSeries(None, size * 60)
-    return list(found.values())
+        cell = sums.setdefault((r.flavor, int(r.bucket)), _Sums())
+        if r.sector == CAPACITY_SECTOR:
+            cell.sampled += int(r.minutes)
+            cell.capacity += float(r.capacity or 0)
+            continue
+        per_sector[(r.flavor, r.sector, int(r.bucket))] = float(r.allocated or 0)
+        if sector is None or r.sector == sector:
+            cell.allocated += float(r.allocated or 0)
+            cell.busy_s += float(r.busy_s or 0.0)
+            cell.idle_s += float(r.idle_s or 0.0)
 
+    def seconds(b: int) -> float:
+        """The bucket's time within the range."""
+        return 60.0 * max(1, min((b + 1) * size, last) - max(b * size, first))
 
-def allocated_by_sector(
-    s: Session, asker: Principal, since: float, until: float, flavor: str | None = None
-) -> tuple[int, dict[str, list[tuple[float, float]]]]:
-    """GPUs allocated per sector over [since, until) in buckets: (bucket seconds, sector ->
-    [(bucket start, GPUs averaged over the minutes the loop sampled)])."""
-    asker.require(Role.OPERATOR, Role.ADMIN)
-    size = bucket_minutes(until - since)
-    first, last = int(since // 60), int(until // 60)
-    where = [UM.c.minute >= first, UM.c.minute < last]
-    if flavor is not None:
-        where.append(UM.c.flavor == flavor)
-    per_minute = (
-        select(
-            UM.c.sector,
-            (UM.c.minute // size).label("bucket"),
-            func.sum(UM.c.allocated).label("allocated"),
+    found = UtilizationOverview(size * 60)
+    whole: dict[int, list[float | None]] = {}
+    for (flavor, b), cell in sorted(sums.items()):
+        point = UtilizationPoint(
+            at=float(b * size * 60),
+            allocated=cell.allocated / cell.sampled if cell.sampled else None,
+            busy=max(0.0, cell.busy_s) / seconds(b),
+            idle=cell.idle_s / seconds(b),
+            capacity=cell.capacity / cell.sampled if cell.sampled else None,
         )
-        .where(and_(*where), UM.c.sector != CAPACITY_SECTOR)
-        .group_by(UM.c.sector, UM.c.minute)
-        .subquery()
-    )
-    summed = (
-        select(
-            per_minute.c.sector,
-            per_minute.c.bucket,
-            func.sum(per_minute.c.allocated).label("allocated"),
-        )
-        .group_by(per_minute.c.sector, per_minute.c.bucket)
-        .subquery()
-    )
-    # The minutes the loop sampled per bucket (any flavor's capacity row says it did).
-    capacity_minutes = (
-        select(UM.c.minute, (UM.c.minute // size).label("bucket"))
-        .where(and_(*where), UM.c.sector == CAPACITY_SECTOR)
-        .distinct()
-        .subquery()
-    )
-    sampled = (
-        select(capacity_minutes.c.bucket, func.count().label("minutes"))
-        .group_by(capacity_minutes.c.bucket)
-        .subquery()
-    )
-    rows = s.execute(
-        select(summed.c.sector, summed.c.bucket, summed.c.allocated, sampled.c.minutes)
-        .join(sampled, sampled.c.bucket == summed.c.bucket)
-        .order_by(summed.c.sector, summed.c.bucket)
-    ).all()
-    found: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
-        found.setdefault(r.sector, []).append(
-            (float(r.bucket * size * 60), float(r.allocated or 0) / int(r.minutes))
-        )
-    return size * 60, found
+        found.flavors.setdefault(flavor, []).append(point)
+        total = whole.setdefault(b, [None, 0.0, 0.0, None])
+        if point.allocated is not None and point.capacity is not None:
+            total[0] = (total[0] or 0.0) + point.allocated
+            total[3] = (total[3] or 0.0) + point.capacity
+        total[1] = (total[1] or 0.0) + point.busy
+        total[2] = (total[2] or 0.0) + point.idle
+    found.whole = [
+        UtilizationPoint(float(b * size * 60), a, busy or 0.0, idle or 0.0, c)
+        for b, (a, busy, idle, c) in sorted(whole.items())
+    ]
+    for (flavor, name, b), allocated in sorted(per_sector.items(), key=lambda i: i[0][1:]):
+        sampled = sums[(flavor, b)].sampled
+        if not sampled:
+            continue
+        points = found.sectors.setdefault(name, [])
+        at = float(b * size * 60)
+        if points and points[-1][0] == at:
+            points[-1] = (at, points[-1][1] + allocated / sampled)
+        else:
+            points.append((at, allocated / sampled))
+    return found
 
 
 # --- reading: the figures of the moment -----------------------------------------------------

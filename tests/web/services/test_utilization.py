@@ -261,7 +261,11 @@ def add_minute(engine: Engine, minute: int, flavor: str, sector: str, **values: 
         s.add(UtilizationMinute(minute=minute, flavor=flavor, sector=sector, **values))
 
 
-def test_series_average_each_bucket_over_its_minutes(engine: Engine) -> None:
+def points(found: list[utilization.UtilizationPoint]) -> list[tuple[Any, ...]]:
+    return [(p.at, p.allocated, p.busy, p.idle, p.capacity) for p in found]
+
+
+def test_the_overview_averages_each_bucket(engine: Engine) -> None:
     base = 28_000_000  # a minute; a multiple of 2 and 5 (buckets start at multiples)
     for i in range(4):
         add_minute(engine, base + i, "H100", "", capacity=16)
@@ -273,46 +277,46 @@ def test_series_average_each_bucket_over_its_minutes(engine: Engine) -> None:
     # A minute the agents saw but the loop did not sample.
     add_minute(engine, base + 4, "A100", "academia", gpu_s=60.0, idle_gpu_s=60.0)
     since, until = base * 60.0, (base + 6 * 60) * 60.0  # 6 h: buckets of 2 minutes
+    b0, b1, b2 = [(base + 2 * i) * 60.0 for i in range(3)]
     with read_session(engine) as s:
-        [whole] = utilization.series(s, OPS, since, until)
-        academic = utilization.series(s, OPS, since, until, sector="academia")[0]
-        flavors = utilization.series(s, OPS, since, until, by_flavor=True)
-        bucket_s, by_sector = utilization.allocated_by_sector(s, OPS, since, until)
-    assert whole.bucket_s == 120
-    got = [(p.at, p.allocated, p.busy, p.idle, p.capacity) for p in whole.points]
-    assert got == [
+        found = utilization.overview(s, OPS, since, until)
+        academic = utilization.overview(s, OPS, since, until, sector="academia")
+        late = utilization.overview(s, OPS, since + 60, until + 60)
+    assert found.bucket_s == 120
+    assert points(found.whole) == [
         # minutes 0 and 1: allocated (2+4, 3+4), busy (1+4 GPUs), idle 1, capacity 16+8
-        (base * 60.0, 6.5, 5.0, 1.0, 24.0),
-        ((base + 2) * 60.0, 8.5, 5.0, 1.0, 24.0),
-        ((base + 4) * 60.0, None, 0.0, 1.0, None),  # unsampled: no allocation known
+        (b0, 6.5, 5.0, 1.0, 24.0),
+        (b1, 8.5, 5.0, 1.0, 24.0),
+        # the unsampled minute: no allocation known; idle 1 GPU for one of its 2 minutes
+        (b2, None, 0.0, 0.5, None),
     ]
-    assert [(p.allocated, p.busy, p.idle, p.capacity) for p in academic.points] == [
-        (2.5, 1.0, 1.0, 24.0),
-        (4.5, 1.0, 1.0, 24.0),
-        (None, 0.0, 1.0, None),
+    assert list(found.flavors) == ["A100", "H100"]
+    assert points(found.flavors["A100"]) == [
+        (b0, 0.0, 0.0, 0.0, 8.0),
+        (b1, 0.0, 0.0, 0.0, 8.0),
+        (b2, None, 0.0, 0.5, None),
     ]
-    assert [f.flavor for f in flavors] == ["A100", "H100"]
-    assert [(p.allocated, p.capacity) for p in flavors[0].points] == [
-        (0.0, 8.0),
-        (0.0, 8.0),
-        (None, None),
+    assert points(found.flavors["H100"]) == [(b0, 6.5, 5.0, 1.0, 16.0), (b1, 8.5, 5.0, 1.0, 16.0)]
+    assert found.sectors == {"academia": [(b0, 2.5), (b1, 4.5)], "industry": [(b0, 4.0), (b1, 4.0)]}
+    # One sector: its GPUs, the capacity of all.
+    assert points(academic.whole) == [
+        (b0, 2.5, 1.0, 1.0, 24.0),
+        (b1, 4.5, 1.0, 1.0, 24.0),
+        (b2, None, 0.0, 0.5, None),
     ]
-    assert [(p.allocated, p.busy) for p in flavors[1].points] == [(6.5, 5.0), (8.5, 5.0)]
-    assert bucket_s == 120
-    assert by_sector == {
-        "academia": [(base * 60.0, 2.5), ((base + 2) * 60.0, 4.5)],
-        "industry": [(base * 60.0, 4.0), ((base + 2) * 60.0, 4.0)],
-    }
+    assert academic.sectors == found.sectors
+    # A bucket cut by the range's start averages over the minute it keeps.
+    assert points(late.flavors["H100"])[0] == (b0, 7.0, 5.0, 1.0, 16.0)
 
 
-def test_an_empty_range_is_one_empty_series(engine: Engine) -> None:
+def test_an_empty_range_has_no_points(engine: Engine) -> None:
     with read_session(engine) as s:
-        assert [len(x.points) for x in utilization.series(s, OPS, 0.0, 3600.0)] == [0]
-        assert utilization.series(s, OPS, 0.0, 3600.0, by_flavor=True) == []
+        found = utilization.overview(s, OPS, 0.0, 3600.0)
+    assert (found.whole, found.flavors, found.sectors) == ([], {}, {})
 
 
 def test_researchers_may_not_read_the_pool_s_utilization(engine: Engine) -> None:
     from web.services.errors import Forbidden
 
     with read_session(engine) as s, pytest.raises(Forbidden):
-        utilization.series(s, Principal("alice", Role.RESEARCHER), 0.0, 3600.0)
+        utilization.overview(s, Principal("alice", Role.RESEARCHER), 0.0, 3600.0)

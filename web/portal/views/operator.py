@@ -44,7 +44,7 @@ from web.services import nodes, projects, utilization
 from web.services.errors import NotFound, ServiceError
 from web.services.nodes import NodePage
 from web.services.telemetry import CRITICAL_XIDS
-from web.services.utilization import PoolNow, ReasonCount, UtilizationSeries
+from web.services.utilization import PoolNow, ReasonCount, UtilizationOverview, UtilizationPoint
 
 router = APIRouter()
 
@@ -113,14 +113,13 @@ def _mean(values: Sequence[float | None]) -> float:
 
 def utilization_chart(
     page: Page,
-    found: UtilizationSeries,
+    points: list[UtilizationPoint],
     title: str,
     span: tuple[float, float],
     chart_id: str,
 ) -> Markup:
     """Busy and idle GPUs stacked, allocated and capacity as lines, over `span`."""
     _ = page.gettext
-    points = found.points
     times = [p.at for p in points]
     allocated = [p.allocated for p in points]
     capacity = [p.capacity for p in points]
@@ -166,7 +165,6 @@ def utilization_chart(
 def sector_chart(
     page: Page,
     found: dict[str, list[tuple[float, float]]],
-    bucket_s: int,
     span: tuple[float, float],
 ) -> Markup:
     """GPUs allocated per sector, stacked."""
@@ -214,10 +212,8 @@ def sector_chart(
 @dataclass
 class Overview:
     now: PoolNow
-    whole: UtilizationSeries
-    flavors: list[tuple[str, UtilizationSeries]]
-    sectors: dict[str, list[tuple[float, float]]]
-    sector_bucket_s: int
+    charts: UtilizationOverview
+    flavors: list[str]  # those with GPUs
     sector_names: list[str]
 
 
@@ -240,10 +236,15 @@ async def overview(
     view = await run_in_threadpool(_overview, page, form, span)
     whole = _("All GPUs")
     charts = [
-        (whole, utilization_chart(page, view.whole, whole, span, "chart-all")),
+        (whole, utilization_chart(page, view.charts.whole, whole, span, "chart-all")),
         *(
-            (flavor, utilization_chart(page, found, flavor, span, f"chart-flavor-{i}"))
-            for i, (flavor, found) in enumerate(view.flavors)
+            (
+                flavor,
+                utilization_chart(
+                    page, view.charts.flavors.get(flavor, []), flavor, span, f"chart-flavor-{i}"
+                ),
+            )
+            for i, flavor in enumerate(view.flavors)
         ),
     ]
     return page.render(
@@ -253,12 +254,12 @@ async def overview(
         view=view,
         charts=charts,
         sector_options=[("", _("All")), *((name, _(name)) for name in view.sector_names)],
-        by_sector=sector_chart(page, view.sectors, view.sector_bucket_s, span)
+        by_sector=sector_chart(page, view.charts.sectors, span)
         if not form.get("sector") or "sector" in form.errors
         else None,
         ranges=[(key, _(RANGE_WORDS[key])) for key in RANGES],
         range_words=_(RANGE_WORDS[chosen]),
-        bucket_s=view.whole.bucket_s,
+        bucket_s=view.charts.bucket_s,
     )
 
 
@@ -273,22 +274,9 @@ def _overview(page: Page, form: Form, span: tuple[float, float]) -> Overview:
             form.error("sector", _("No such sector."))
             sector = None
         now = utilization.pool_now(session, who, page.now)
-        [whole] = utilization.series(session, who, since, until, sector=sector)
-        per_flavor = {
-            s.flavor: s
-            for s in utilization.series(session, who, since, until, sector=sector, by_flavor=True)
-        }
+        charts = utilization.overview(session, who, since, until, sector=sector)
         flavors = [f.name for f in nodes.list_flavors(session) if f.gpus]
-        bucket_s, sectors = utilization.allocated_by_sector(session, who, since, until)
-    empty = UtilizationSeries(None, whole.bucket_s)
-    return Overview(
-        now,
-        whole,
-        [(name, per_flavor.get(name, empty)) for name in flavors],
-        sectors,
-        bucket_s,
-        names,
-    )
+    return Overview(now, charts, flavors, names)
 
 
 # --- nodes -----------------------------------------------------------------------------------
