@@ -95,6 +95,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         simulated_run_s=RUN_S,
         loop_interval_s=0.5,
         max_array_size=50,
+        # A node whose agent reported once (tests do) is not taken down while the session
+        # runs, which would end its jobs.
+        agent_heartbeat_timeout_s=24 * 3600.0,
     )
     toml = tmp / "pool.toml"
     toml.write_text(POOL_TOML)

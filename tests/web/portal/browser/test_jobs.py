@@ -99,6 +99,7 @@ def test_a_refused_submission_shows_its_errors_in_place(page: Page, live: LiveSe
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Submit a job")
     expect_error_on(page, "gpus")
+    expect_error_on(page, "time")
     expect(page.get_by_label("Command")).to_have_value(command)
     expect(page.get_by_label(GPUS)).to_have_value("0")
     expect(page.get_by_label("Time limit")).to_have_value("2x")
@@ -106,7 +107,7 @@ def test_a_refused_submission_shows_its_errors_in_place(page: Page, live: LiveSe
     screenshot(page, "submit-refused")
     assert stored_jobs(live, command) == []
 
-    page.get_by_label(GPUS).fill("1")  # fixed; the time is still wrong
+    page.get_by_label(GPUS).fill("1")  # one fixed; the time is still wrong
     page.get_by_role("button", name="Submit", exact=True).click()
     expect_error_on(page, "time")
     expect(page.locator("#f-gpus")).not_to_have_attribute("aria-invalid", "true")
