@@ -752,6 +752,7 @@ def pages_to_time(world: World) -> list[tuple[str, str, list[str]]]:
         ("/admin/users", admin, ["/admin/users"]),
         ("/admin/users/NAME", admin, [f"/admin/users/{researcher}"]),
         ("/admin/sectors", admin, ["/admin/sectors"]),
+        ("/admin/changes", admin, ["/admin/changes"]),
         ("/ops", ops, ["/ops"]),
         ("/ops?range=7d", ops, ["/ops?range=7d"]),
         ("/ops/nodes", ops, ["/ops/nodes"]),
