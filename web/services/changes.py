@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import ColumnElement, func
 from sqlmodel import Session, col, select
 
 from web.models import Change
@@ -33,3 +34,23 @@ def record_change(
 def history(session: Session, subject: str, limit: int = 200) -> list[Change]:
     query = select(Change).where(Change.subject == subject)
     return list(session.exec(query.order_by(col(Change.id).desc()).limit(limit)).all())
+
+
+def recent_changes(
+    session: Session, kind: str | None = None, limit: int = 50, offset: int = 0
+) -> tuple[list[Change], int]:
+    """The change log across subjects, newest first, one page of it; `kind` keeps those of
+    one kind of subject (project, user, sector, node: the part before the colon). And how
+    many there are in all."""
+    conditions: list[ColumnElement[bool]] = []
+    if kind:
+        conditions.append(col(Change.subject).startswith(kind + ":", autoescape=True))
+    total = session.exec(select(func.count()).select_from(Change).where(*conditions)).one()
+    rows = session.exec(
+        select(Change)
+        .where(*conditions)
+        .order_by(col(Change.id).desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return list(rows), int(total)

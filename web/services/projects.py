@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import func, update
+from sqlalchemy import ColumnElement, func, or_, update
 from sqlmodel import Session, col, select
 
 from web.models import (
@@ -97,6 +97,65 @@ def list_projects(
     if state is not None:
         query = query.where(Project.state == state.value)
     return list(session.exec(query).all())
+
+
+def page_projects(
+    session: Session,
+    asker: Principal,
+    states: Sequence[ProjectState] = (),
+    sector: str | None = None,
+    contains: str | None = None,
+    limit: int = 50,
+    offset: int = 0,
+    oldest_first: bool = False,
+) -> tuple[list[Project], int]:
+    """One page of the projects `asker` sees, by name (or oldest first: a queue of
+    requests), filtered by state, sector and a piece of the name or title; and how many
+    match in all."""
+    conditions: list[ColumnElement[bool]] = []
+    visible = asker.visible_projects()
+    if visible is not None:
+        conditions.append(col(Project.name).in_(visible))
+    if states:
+        conditions.append(col(Project.state).in_([s.value for s in states]))
+    if sector:
+        conditions.append(col(Project.sector) == sector)
+    if contains:
+        conditions.append(
+            or_(
+                col(Project.name).contains(contains.lower(), autoescape=True),
+                func.lower(col(Project.title)).contains(contains.lower(), autoescape=True),
+            )
+        )
+    total = session.exec(select(func.count()).select_from(Project).where(*conditions)).one()
+    order = (col(Project.created_at), col(Project.name)) if oldest_first else (col(Project.name),)
+    rows = session.exec(
+        select(Project).where(*conditions).order_by(*order).limit(limit).offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def projects_by_state(session: Session) -> dict[str, int]:
+    """How many projects are in each state (one aggregate)."""
+    rows = session.exec(select(Project.state, func.count()).group_by(col(Project.state))).all()
+    return {state: int(count) for state, count in rows}
+
+
+def sector_project_counts(session: Session) -> dict[str, tuple[int, int]]:
+    """Per sector: its projects in all, and those active (one aggregate)."""
+    found: dict[str, tuple[int, int]] = {}
+    rows = session.exec(
+        select(Project.sector, Project.state, func.count()).group_by(
+            col(Project.sector), col(Project.state)
+        )
+    ).all()
+    for sector, state, count in rows:
+        every, active = found.get(sector, (0, 0))
+        found[sector] = (
+            every + int(count),
+            active + (int(count) if state == ProjectState.ACTIVE.value else 0),
+        )
+    return found
 
 
 def decide(
@@ -225,6 +284,14 @@ def members_of(session: Session, name: str) -> list[MemberPublic]:
         select(Membership).where(Membership.project == name).order_by(col(Membership.user))
     ).all()
     return [MemberPublic(user=m.user, role=MemberRole(m.role)) for m in rows]
+
+
+def memberships_of(session: Session, user: str) -> list[tuple[str, MemberRole]]:
+    """The projects `user` belongs to, and as what, by project."""
+    rows = session.exec(
+        select(Membership).where(Membership.user == user).order_by(col(Membership.project))
+    ).all()
+    return [(m.project, MemberRole(m.role)) for m in rows]
 
 
 def _require_admin_or_pi(session: Session, asker: Principal, name: str) -> Project:
@@ -370,6 +437,13 @@ def quotas_of(session: Session, names: Sequence[str]) -> dict[str, list[QuotaPub
             )
         )
     return result
+
+
+def own_credit_rates(session: Session, name: str) -> dict[str, float | None]:
+    """A project's quotas' own credit rates by flavor (None: the flavor's rate applies), as
+    set, where QuotaPublic gives the rate in force."""
+    rows = session.exec(select(Quota.flavor, Quota.credit_rate).where(Quota.project == name))
+    return {flavor: rate for flavor, rate in rows.all()}
 
 
 def project_public(session: Session, project: Project) -> ProjectPublic:

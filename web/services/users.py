@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sqlalchemy import ColumnElement, func, or_
 from sqlmodel import Session, col, select
 
 from web.models import Role, User, UserCreate, UserUpdate
@@ -33,6 +34,48 @@ def get_user(session: Session, asker: Principal, name: str) -> User:
 def list_users(session: Session, asker: Principal) -> list[User]:
     asker.require(Role.ADMIN, Role.OPERATOR)
     return list(session.exec(select(User).order_by(col(User.name))).all())
+
+
+def page_users(
+    session: Session,
+    asker: Principal,
+    role: Role | None = None,
+    contains: str | None = None,
+    active: bool | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[list[User], int]:
+    """One page of users by name, filtered by role, activity and a piece of the name, full
+    name or email; and how many match in all."""
+    asker.require(Role.ADMIN, Role.OPERATOR)
+    conditions: list[ColumnElement[bool]] = []
+    if role is not None:
+        conditions.append(col(User.role) == role.value)
+    if active is not None:
+        conditions.append(col(User.active) == active)
+    if contains:
+        piece = contains.lower()
+        conditions.append(
+            or_(
+                col(User.name).contains(piece, autoescape=True),
+                func.lower(col(User.full_name)).contains(piece, autoescape=True),
+                func.lower(col(User.email)).contains(piece, autoescape=True),
+            )
+        )
+    total = session.exec(select(func.count()).select_from(User).where(*conditions)).one()
+    rows = session.exec(
+        select(User).where(*conditions).order_by(col(User.name)).limit(limit).offset(offset)
+    ).all()
+    return list(rows), int(total)
+
+
+def users_by_role(session: Session, asker: Principal) -> dict[str, int]:
+    """How many active users have each role (one aggregate)."""
+    asker.require(Role.ADMIN, Role.OPERATOR)
+    rows = session.exec(
+        select(User.role, func.count()).where(col(User.active)).group_by(col(User.role))
+    ).all()
+    return {role: int(count) for role, count in rows}
 
 
 def update_user(

@@ -7,16 +7,18 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
 from starlette.responses import Response
 
+from web.api.deps import IdPath
 from web.db import read_session, write_session
-from web.models import TokenPublic
+from web.models import TokenCreate, TokenCreated, TokenPublic
 from web.portal.deps import Page, PageDep, SignedIn
-from web.portal.forms import FORM, read_form
+from web.portal.forms import FORM, Form, Gettext, blank_to_none, read_form
 from web.portal.i18n import LANGUAGES
 from web.services import auth
 from web.services.auth import Principal
-from web.services.errors import ServiceError, Unauthenticated
+from web.services.errors import NotFound, ServiceError, Unauthenticated
 
 router = APIRouter()
 
@@ -98,7 +100,9 @@ async def choose_language(page: PageDep) -> Response:
 
 @router.get("/account")
 def account(page: SignedIn) -> Response:
-    return page.render("account.html", form=None, tokens=_tokens(page), created=None)
+    return page.render(
+        "account.html", form=None, tokens=_tokens(page), created=None, token_form=None
+    )
 
 
 def _tokens(page: Page) -> list[TokenPublic]:
@@ -130,10 +134,86 @@ async def change_password(page: SignedIn) -> Response:
     form.values.pop("password", None)
     form.values.pop("password_again", None)
     return page.render(
-        "account.html", status_code=400, form=form, tokens=_tokens(page), created=None
+        "account.html",
+        status_code=400,
+        form=form,
+        tokens=_tokens(page),
+        created=None,
+        token_form=None,
     )
 
 
 def _set_password(page: Page, password: str) -> None:
     with write_session(page.pool.engine) as session:
         auth.set_password(session, page.who, page.who.name, password, page.now)
+
+
+# --- my API tokens ---------------------------------------------------------------------------
+
+
+def issue_token_spec(form: Form, _: Gettext) -> TokenCreate | None:
+    """A token form's label and days to expiry (blank: never) as TokenCreate; None, with
+    the errors on the form, if refused."""
+    try:
+        return TokenCreate.model_validate(
+            blank_to_none(form.values, ("expires_in_days",)) | {"label": form.get("label").strip()}
+        )
+    except ValidationError as err:
+        form.refuse(err, _)
+        return None
+
+
+@router.post("/account/tokens")
+async def issue_own_token(page: SignedIn) -> Response:
+    """A new API token of my own; its secret is on this answer only (the pool keeps its
+    digest), so it is never shown again."""
+    _ = page.gettext
+    form = await read_form(page.request, page.session.csrf, _)
+    spec = issue_token_spec(form, _) if form.ok else None
+    created = None
+    if spec is not None and form.ok:
+        created = await run_in_threadpool(_issue_own, page, spec)
+    return page.render(
+        "account.html",
+        status_code=200 if created is not None else 400,
+        form=None,
+        tokens=_tokens(page),
+        created=created,
+        token_form=None if created is not None else form,
+    )
+
+
+def _issue_own(page: Page, spec: TokenCreate) -> TokenCreated:
+    with write_session(page.pool.engine) as session:
+        return auth.issue_token(
+            session, page.who, page.who.name, page.now, spec.label, spec.expires_in_days
+        )
+
+
+@router.post("/account/tokens/{token_id}/revoke")
+async def revoke_own_token(page: SignedIn, token_id: IdPath) -> Response:
+    """Revoke one of my tokens (another's, even an administrator's own view of it, is not
+    found here)."""
+    _ = page.gettext
+    form = await read_form(page.request, page.session.csrf, _)
+    if not form.ok:
+        return page.render(
+            "account.html",
+            status_code=400,
+            form=None,
+            tokens=_tokens(page),
+            created=None,
+            token_form=form,
+        )
+    prefix = await run_in_threadpool(_revoke_own, page, token_id)
+    page.pool.identities_changed()
+    page.session.say("ok", _("Token %(prefix)s… is revoked.") % {"prefix": prefix})
+    return page.redirect("/account")
+
+
+def _revoke_own(page: Page, token_id: int) -> str:
+    with write_session(page.pool.engine) as session:
+        row = auth.revoke_token(session, page.who, token_id, page.now)
+        if row.user != page.who.name:
+            raise NotFound(f"no token {token_id}", field="token")
+        return row.prefix
