@@ -682,6 +682,9 @@ class JobUsage(SQLModel, table=True):
     on any one of its GPUs."""
 
     __tablename__ = "job_usage"
+    # The operators' idle allocations: the few attempts idle since before a time, found
+    # without reading every attempt's usage (PostgreSQL scanned them all).
+    __table_args__ = (Index("ix_job_usage_idle_since", "idle_since"),)
     job_id: int = Field(foreign_key="jobs.id", primary_key=True)
     attempt: int = Field(primary_key=True)
     gpu_s: float = 0.0
