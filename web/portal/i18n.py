@@ -18,7 +18,7 @@ from babel.core import Locale
 from babel.dates import format_datetime
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_decimal
+from babel.numbers import NumberPattern, parse_pattern
 from babel.support import NullTranslations, Translations
 
 LANGUAGES = ("en", "ko")
@@ -73,18 +73,31 @@ def language_name(language: str) -> str:
     return name[:1].upper() + name[1:]
 
 
+# Parsed once: Babel's format_decimal parses its pattern on every call, and a page of
+# nodes shows thousands of numbers.
+@functools.cache
+def _number_pattern(digits: int) -> NumberPattern:
+    return parse_pattern("#,##0" + ("." + "0" * digits if digits else ""))
+
+
+@functools.cache
+def _locale(language: str) -> Locale:
+    return Locale.parse(language)
+
+
 class Formats:
     """Numbers, dates and durations as the page's language writes them."""
 
     def __init__(self, language: str, timezone: str) -> None:
         self.language = language
+        self.locale = _locale(language)
         self.tz = ZoneInfo(timezone)
 
     def number(self, value: float | int | None, digits: int = 0) -> str:
         if value is None:
             return NOTHING
-        pattern = "#,##0" + ("." + "0" * digits if digits else "")
-        return format_decimal(value, format=pattern, locale=self.language)
+        shown: str = _number_pattern(digits).apply(value, self.locale)
+        return shown
 
     def when(self, moment: datetime | float | None) -> str:
         if moment is None:
