@@ -16,8 +16,11 @@ $(STAMP): pyproject.toml requirements.lock
 up: $(STAMP)
 	$(BIN)/gpupool up
 
+# Two workers (pytest-xdist); the tests that drive Ray keep to one of them (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 bench: $(STAMP)
 	$(BIN)/python tests/bench/run.py

@@ -84,8 +84,9 @@ def until(what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
     raise AssertionError(f"not within {timeout_s} s: {what}")
 
 
-def pid_of_job(job_id: int) -> int | None:
-    """The job's own process: the one whose environment names it, under the dispatcher."""
+def pid_of_job(job_id: int, server: Server) -> int | None:
+    """The job's own process: the one whose environment names it, under this server (tests
+    running beside this one have jobs of the same ids under servers of their own)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -93,9 +94,23 @@ def pid_of_job(job_id: int) -> int | None:
             environ = (entry / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        if f"GPUPOOL_JOB_ID={job_id}".encode() in environ:
+        if f"GPUPOOL_JOB_ID={job_id}".encode() in environ and _descends_from(
+            int(entry.name), server.process.pid
+        ):
             return int(entry.name)
     return None
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rpartition(")")[2].split()[1])  # the field after the state: ppid
+        if pid == ancestor:
+            return True
+    return False
 
 
 class Agent:
@@ -155,7 +170,7 @@ def test_a_real_agent_reports_a_real_jobs_gpu_and_the_server_follows_the_node(
 
     running = until("the job runs", lambda: job() if job()["state"] == "running" else None)
     node = running["allocations"][0]["node"]
-    pid = until("the job's process", lambda: pid_of_job(job_id))
+    pid = until("the job's process", lambda: pid_of_job(job_id, server))
 
     state_file = tmp_path / "nvml-state"
     state = eight_gpus(pids=[pid])
@@ -213,7 +228,7 @@ def test_a_real_agent_reports_a_real_jobs_gpu_and_the_server_follows_the_node(
             ),
         )
         assert requeued["state"] in ("queued", "admitted", "running")
-        until("its process stopped", lambda: pid_of_job(job_id) != pid or None, 20)
+        until("its process stopped", lambda: pid_of_job(job_id, server) != pid or None, 20)
 
         agent = Agent(server, made.json()["token"], node, fake_library, state_file)
         until("the node drains again", lambda: node_row()["state"] == "draining", 20)
@@ -221,5 +236,5 @@ def test_a_real_agent_reports_a_real_jobs_gpu_and_the_server_follows_the_node(
     finally:
         agent.stop()
         api.post(f"/jobs/{job_id}/cancel", headers=researcher)
-        if (leftover := pid_of_job(job_id)) is not None:
+        if (leftover := pid_of_job(job_id, server)) is not None:
             os.kill(leftover, signal.SIGKILL)

@@ -397,14 +397,16 @@ def test_a_job_whose_node_is_not_in_ray_is_lost_at_once(cluster: LocalRayCluster
 
 
 def test_a_job_ray_cannot_place_is_given_up_after_pending_s(cluster: LocalRayCluster) -> None:
-    d = dispatcher(cluster, pending_s=1.0)
+    # The gang's driver must reach RUNNING (to wait for its placement group) before its
+    # pending_s ends; Ray's job supervisors take over a second to start on a busy machine.
+    d, gang_d = dispatcher(cluster, pending_s=1.0), dispatcher(cluster, pending_s=8.0)
     single = order((("gpu-01", 16),), "true")  # more GPUs than the node has (Ray waits)
     gang = order((("gpu-01", 1), ("gpu-02", 16)), "true")
     d.start(single)
-    d.start(gang)
+    gang_d.start(gang)
 
     lost = wait_for(d, single.key, ENDED, timeout_s=60)[-1]
-    gang_lost = wait_for(d, gang.key, ENDED, timeout_s=60)[-1]
+    gang_lost = wait_for(gang_d, gang.key, ENDED, timeout_s=60)[-1]
 
     assert lost.kind is EventKind.LOST
     assert lost.message == (
@@ -413,7 +415,7 @@ def test_a_job_ray_cannot_place_is_given_up_after_pending_s(cluster: LocalRayClu
     )
     assert gang_lost.kind is EventKind.LOST
     assert gang_lost.message == (
-        "its placement group was not reserved within 1 s (not all of its GPUs on gpu-01, "
+        "its placement group was not reserved within 8 s (not all of its GPUs on gpu-01, "
         "gpu-02 are free in Ray)"
     )
 

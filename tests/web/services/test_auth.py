@@ -54,3 +54,16 @@ def test_an_entry_lasts_its_ttl_and_never_past_its_token(
     cache.put("gpp_token", principal, NOW, cache.generation)
     assert cache.get("gpp_token", until - 0.001) is principal
     assert cache.get("gpp_token", until) is None
+
+
+def test_passwords_are_hashed_with_scrypt_at_the_real_cost_and_a_salt_each() -> None:
+    from web.services import auth
+
+    assert auth.SCRYPT_N == 2**8  # the tests' cheap cost (tests/conftest.py) ...
+    assert auth._DUMMY_HASH.startswith("scrypt$16384$8$1$")  # ... the real one, at import
+    first, second = auth.hash_password("the same words"), auth.hash_password("the same words")
+    assert first != second  # salted
+    assert auth.password_matches(first, "the same words")
+    assert not auth.password_matches(first, "other words")
+    assert not auth.password_matches(None, "the same words")
+    assert not auth.password_matches("md5$abc", "the same words")
