@@ -12,29 +12,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
-from scheduler.runtime.fake import InProcessDispatcher
 from tests.conftest import ManualClock
-from tests.scheduler.runtime.conftest import HOUR, Live, PoolRows, make_live
+from tests.scheduler.runtime.conftest import HOUR, Live, PoolRows
 from web.db import read_session, write_session
 from web.models import JobUsage, Project
 from web.services import ledger
 from web.services.ledger import LEDGER, check_chain
 from web.services.metering import split_by_month
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def rows(engine: Engine, clock: ManualClock) -> PoolRows:
-    return PoolRows(engine, clock)
-
-
-@pytest.fixture
-def live(engine: Engine, clock: ManualClock) -> Live:
-    return make_live(engine, clock, InProcessDispatcher(clock))
 
 
 def entries(engine: Engine, **where: Any) -> list[dict[str, Any]]:

@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from scheduler.runtime.fake import InProcessDispatcher
 from tests.conftest import ManualClock
-from tests.scheduler.runtime.conftest import Live, PoolRows, make_live
+from tests.scheduler.runtime.conftest import Live, PoolRows
 from tests.web.api.test_agents import Agent, gpu, report
 from tests.web.conftest import START, Api
 from web.db import read_session, write_session
@@ -137,21 +136,6 @@ def test_utilization_older_than_the_days_kept_is_pruned(api: Api) -> None:
 
 
 # --- the loop's side ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
-
-
-@pytest.fixture
-def rows(engine: Engine, clock: ManualClock) -> PoolRows:
-    return PoolRows(engine, clock)
-
-
-@pytest.fixture
-def live(engine: Engine, clock: ManualClock) -> Live:
-    return make_live(engine, clock, InProcessDispatcher(clock))
 
 
 def set_node(engine: Engine, name: str, state: str) -> None:
