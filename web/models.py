@@ -9,10 +9,10 @@ models turn them into ISO datetimes.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import ConfigDict, StringConstraints, ValidationInfo, field_validator
+from pydantic import AfterValidator, ConfigDict, StringConstraints, ValidationInfo, field_validator
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -42,6 +42,25 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 NAME_RULE = "1-63 characters: a-z, 0-9, '.', '_', '-', starting with a letter or digit"
 MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
 MAX_CREDITS = 1e12  # a project's budget, and any one grant or take-back
+
+
+# End dates callers may give: 1970 to 2499. Times are stored as seconds since the epoch and
+# read back through pydantic, which takes a number past 2e10 (a date after 2603) for
+# milliseconds; a far-future end date would come back as one in the 1970s.
+EARLIEST_END = datetime(1970, 1, 2, tzinfo=UTC)
+LATEST_END = datetime(2500, 1, 1, tzinfo=UTC)
+
+
+def _end_date_in_range(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if not EARLIEST_END <= aware < LATEST_END:
+        raise ValueError("must be a date from 1970-01-02 to 2499-12-31")
+    return value
+
+
+EndDate = Annotated[datetime | None, AfterValidator(_end_date_in_range)]
 
 
 class Input(SQLModel):
@@ -241,7 +260,7 @@ class ProjectCreate(Input):
 
 class ProjectDecision(Input):
     note: str = Field(default="", max_length=5_000)
-    expires_at: datetime | None = None
+    expires_at: EndDate = None
 
 
 class ProjectUpdate(Input):
@@ -252,7 +271,7 @@ class ProjectUpdate(Input):
     title: str | None = Field(default=None, min_length=1, max_length=300)
     share: float | None = Field(default=None, gt=0, le=1_000_000)
     default_max_runtime_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
-    expires_at: datetime | None = None
+    expires_at: EndDate = None
     idle_stop_after_s: float | None = Field(default=None, ge=60, le=MAX_DURATION_S)
 
 

@@ -257,7 +257,8 @@ _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 def sign_in(session: Session, user_name: str, password: str) -> Principal:
     """The principal a user name and password name; Unauthenticated (never saying which of
     the two was wrong) otherwise."""
-    user = session.get(User, user_name) if user_name else None
+    # A name with a NUL is no user's (and PostgreSQL cannot even compare it).
+    user = session.get(User, user_name) if user_name and "\x00" not in user_name else None
     stored = user.password_hash if user is not None else None
     if not password_matches(stored or _DUMMY_HASH, password) or user is None or not stored:
         raise Unauthenticated("wrong user name or password")

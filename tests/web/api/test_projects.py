@@ -363,6 +363,9 @@ def test_the_pi_changes_the_title_and_it_is_recorded(module_api: Api, title: str
         ("admin", {"title": None}, 422, "title"),
         ("alice", {"title": None, "default_max_runtime_s": 60}, 422, "title"),
         ("alice", {"title": "a\x00b"}, 422, "title"),
+        # Past 2603 a stored end date would read back as milliseconds (a date in 1978).
+        ("admin", {"expires_at": "9999-12-31T00:00:00Z"}, 422, "expires_at"),
+        ("admin", {"expires_at": "0001-01-01T00:00:00Z"}, 422, "expires_at"),
     ],
     ids=[
         "pi-share",
@@ -378,6 +381,8 @@ def test_the_pi_changes_the_title_and_it_is_recorded(module_api: Api, title: str
         "title-null",
         "title-null-with-another",
         "title-nul",
+        "end-date-too-late",
+        "end-date-too-early",
     ],
 )
 def test_project_changes_refused(

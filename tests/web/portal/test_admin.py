@@ -176,6 +176,11 @@ def test_deny_a_request(portal: Portal) -> None:
             "e-decide-expires_at",
             "Must be a date (YYYY-MM-DD).",
         ),
+        (
+            {"action": "close", "note": "keep me", "expires_at": "9999-12-31"},
+            "e-decide-expires_at",
+            "Must be a date from 1970-01-02 to 2499-12-31.",
+        ),
         ({"action": "explode", "note": "keep me"}, "form-error", "Choose one of the decisions."),
         ({"action": "close", "note": "x" * 5001}, "e-decide-note", "At most 5000 characters."),
     ],
@@ -269,6 +274,8 @@ def test_modify_a_request_before_approving_it(portal: Portal) -> None:
         ("share", "0", "Must be more than 0."),
         ("default_max_runtime_s", "forever", "is not a duration"),
         ("expires_at", "31/03/2024", "Must be a date (YYYY-MM-DD)."),
+        ("expires_at", "9999-12-31", "Must be a date from 1970-01-02 to 2499-12-31."),
+        ("expires_at", "0001-01-01", "Must be a date from 1970-01-02 to 2499-12-31."),
     ],
 )
 def test_a_bad_change_to_a_request_keeps_what_was_typed(

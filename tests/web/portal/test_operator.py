@@ -260,6 +260,25 @@ def test_a_node_filter_naming_nothing_is_an_error_on_its_field(
     assert len(shown_nodes(answer)) == 4  # the filter is left out
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("get", "/ops/nodes/h-01%00"),
+        ("get", "/ops/nodes?q=h%00"),
+        ("get", "/ops/queue?reason=%00"),
+        ("post", "/ops/nodes/h-01%00/drain"),
+    ],
+)
+def test_a_nul_in_a_path_or_query_is_refused_not_a_crash(
+    portal: Portal, method: str, path: str
+) -> None:
+    ops = portal.as_user("ops")
+    answer = ops.get(path) if method == "get" else ops.post_form(path, {"reason": "x"})
+    assert answer.status_code == 400
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "NUL" in text_of(answer)
+
+
 def test_nodes_come_fifty_a_page(portal: Portal) -> None:
     for i in range(60):
         portal.api.add_node(f"z-{i:03d}")

@@ -28,6 +28,8 @@ from starlette.responses import Response
 from web.api.deps import IdPath, refuse_nul
 from web.db import read_session, write_session
 from web.models import (
+    EARLIEST_END,
+    LATEST_END,
     MAX_ID,
     NAME_PATTERN,
     ChangePublic,
@@ -135,7 +137,11 @@ def date_field(page: Page, form: Form, name: str) -> datetime | None:
     except ValueError:
         form.error(name, page.gettext("Must be a date (YYYY-MM-DD)."))
         return None
-    return datetime.combine(day, time(), tzinfo=ZoneInfo(page.pool.settings.timezone))
+    moment = datetime.combine(day, time(), tzinfo=ZoneInfo(page.pool.settings.timezone))
+    if not EARLIEST_END <= moment < LATEST_END:
+        form.error(name, page.gettext("Must be a date from 1970-01-02 to 2499-12-31."))
+        return None
+    return moment
 
 
 def refused_form(page: Page, form: Form, err: Refused, rename: Mapping[str, str] = {}) -> None:

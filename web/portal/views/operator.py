@@ -22,6 +22,7 @@ from markupsafe import Markup
 from pydantic import ValidationError
 from starlette.responses import Response
 
+from web.api.deps import refuse_nul
 from web.db import read_session, write_session
 from web.models import (
     MAX_ID,
@@ -46,7 +47,7 @@ from web.services.nodes import NodePage
 from web.services.telemetry import CRITICAL_XIDS
 from web.services.utilization import PoolNow, ReasonCount, UtilizationOverview, UtilizationPoint
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(refuse_nul)])
 
 PAGE_SIZE = 50
 RANGES = {"1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
