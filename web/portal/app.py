@@ -19,7 +19,13 @@ from web.portal.rendering import make_environments
 from web.portal.sessions import COOKIE, SessionCodec, session_secret
 from web.portal.views import account, admin, operator, researcher
 from web.services import signing
-from web.services.errors import Forbidden, NotFound, ServiceError, Unauthenticated
+from web.services.errors import (
+    Forbidden,
+    NotFound,
+    ServiceError,
+    Unauthenticated,
+    Unavailable,
+)
 
 log = logging.getLogger("gpupool.portal")
 STATIC = Path(__file__).parent / "static"
@@ -73,6 +79,10 @@ def error_page(request: Request, err: Exception) -> Response | None:
     if isinstance(err, StarletteHTTPException):
         return page.render(
             "error.html", status_code=err.status_code, title=str(err.detail), message=""
+        )
+    if isinstance(err, Unavailable):  # Ray, say, not answering: the same page later works
+        return page.render(
+            "error.html", status_code=503, title=_("Not available now"), message=err.message
         )
     if isinstance(err, ServiceError):
         return page.render(

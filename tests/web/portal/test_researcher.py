@@ -449,6 +449,17 @@ def test_the_log_route_follows_the_output(portal: Portal) -> None:
     assert alice.get(f"/jobs/{job_id}/log?attempt=5").status_code == 404
 
 
+def test_a_log_that_cannot_be_read_now_is_a_503_to_try_again(portal: Portal) -> None:
+    api = portal.api
+    job_id = int(api.submit("alice")["id"])
+    api.set_job(job_id, state="running", attempt=1)
+    log_file(api, job_id, 1).mkdir()  # reading it fails, as a disk or Ray away would
+    answer = portal.as_user("alice").get(f"/jobs/{job_id}/log")
+    assert answer.status_code == 503  # the page's script asks again later
+    assert "Not available now" in text_of(answer)
+    assert f"cannot read the log of job {job_id}" in text_of(answer)
+
+
 def test_a_long_log_shows_its_end(portal: Portal) -> None:
     api = portal.api
     job_id = int(api.submit("alice")["id"])

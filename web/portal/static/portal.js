@@ -20,6 +20,7 @@
     var offset = logEl ? parseInt(logEl.getAttribute("data-offset"), 10) || 0 : 0;
     var attempt = logEl ? parseInt(logEl.getAttribute("data-attempt"), 10) || 0 : 0;
     var logDone = !logEl;
+    var gone = false; // signed out, or the job no longer ours to see: stop following
     var timer = null;
     var busy = false;
 
@@ -65,6 +66,8 @@
     function pollState() {
       return fetch("/jobs/" + id + "/state.json", { credentials: "same-origin", headers: { Accept: "application/json" } })
         .then(function (r) {
+          // A redirect is to the sign-in page (the session ended); reload to sign in again.
+          if (r.redirected || r.status === 401 || r.status === 403 || r.status === 404) gone = true;
           var type = r.headers.get("Content-Type") || "";
           return r.ok && type.indexOf("application/json") === 0 ? r.json() : null;
         })
@@ -87,9 +90,10 @@
     }
 
     function pollLog() {
-      if (logDone) return Promise.resolve();
+      if (logDone || gone) return Promise.resolve();
       var url = "/jobs/" + id + "/log?offset=" + offset + (attempt > 0 ? "&attempt=" + attempt : "");
       return fetch(url, { credentials: "same-origin" }).then(function (r) {
+        if (r.status >= 500) return null; // the server or Ray is away for a moment: ask again
         if (!r.ok || (r.headers.get("Content-Type") || "").indexOf("text/plain") !== 0) {
           logDone = true; // no log here (a dispatcher that runs nothing): stop asking
           return null;
@@ -124,7 +128,7 @@
         .catch(function () { /* the server is away for a moment: ask again later */ })
         .then(function () {
           busy = false;
-          if (final && logDone) {
+          if (gone || (final && logDone)) {
             if (live) live.hidden = true;
             return;
           }
@@ -134,7 +138,7 @@
 
     if (!(final && logDone)) timer = window.setTimeout(tick, POLL_MS);
     document.addEventListener("visibilitychange", function () {
-      if (!document.hidden && timer !== null && !busy && !(final && logDone)) {
+      if (!document.hidden && timer !== null && !busy && !gone && !(final && logDone)) {
         window.clearTimeout(timer);
         tick();
       }

@@ -1,7 +1,7 @@
 """A job's live log in a real browser: the job page's script (static/portal.js) appends what
 the log route sends from where the page's log ends, asks again while an answer leaves
 more, goes on to the next attempt's log when one ends and the job had another, and stops
-once the job is over; the job's state and reason follow in place.
+once the job is over (or the session is); the job's state and reason follow in place.
 
 The browser pool's dispatcher runs nothing, so it keeps no output: the log route and the
 state route are answered here (Playwright's routing), in the order a job that ran twice
@@ -115,3 +115,30 @@ def test_the_job_page_follows_the_log_across_attempts(
     page.wait_for_timeout(4500)  # two polls' worth: the script has stopped asking
     assert len(asked) == count
     assert "attempt=2" in asked[-1]
+
+
+def test_the_job_page_stops_following_once_signed_out(page: Page, live: LiveServer) -> None:
+    sign_in(page, "alice")
+    page.goto("/submit")
+    page.get_by_label("Command").fill(f"python train.py --wait {uuid.uuid4().hex[:8]}")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    page.wait_for_url(re.compile(r"/jobs/\d+$"))
+    job_id = int(page.url.rsplit("/", 1)[1])
+    asked: list[str] = []
+    page.on(
+        "request",
+        lambda request: asked.append(request.url) if "/state.json" in request.url else None,
+    )
+    following = page.get_by_text("Following the job: this page updates by itself.")
+    expect(following).to_be_visible()
+    page.wait_for_timeout(2500)  # one poll, still signed in
+    assert asked, "the page did not follow its job"
+    other = page.context.new_page()  # the same browser signs out in another tab
+    other.goto("/")
+    other.get_by_role("button", name="Sign out").click()
+    other.wait_for_url(re.compile(r"/signin"))
+    expect(following).to_be_hidden(timeout=FOLLOW_MS)  # its next poll met the sign-in page
+    count = len(asked)
+    page.wait_for_timeout(4500)  # two polls' worth: it has stopped asking
+    assert len(asked) == count
+    assert f"/jobs/{job_id}/state.json" in asked[-1]
