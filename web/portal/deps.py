@@ -112,12 +112,14 @@ async def get_page(request: Request) -> Page:
     language = session.language or negotiate(request.headers.get("accept-language"))
     user = None
     if session.user is not None:
-        key = SESSION_KEY_PREFIX + session.user
+        key = f"{SESSION_KEY_PREFIX}{session.user}\x00{session.token_id or ''}"
         user = pool.principals.get(key, now)
         if user is None:
             generation = pool.principals.generation
             try:
-                user = await run_in_threadpool(_principal, pool, session.user)
+                user = await run_in_threadpool(
+                    _principal, pool, session.user, session.token_id, now
+                )
             except Unauthenticated:
                 session.sign_out()
             else:
@@ -127,9 +129,9 @@ async def get_page(request: Request) -> Page:
     return page
 
 
-def _principal(pool: Pool, name: str) -> Principal:
+def _principal(pool: Pool, name: str, token_id: int | None, now: float) -> Principal:
     with read_session(pool.engine) as session:
-        return principal_named(session, name)
+        return principal_named(session, name, token_id, now)
 
 
 PageDep = Annotated[Page, Depends(get_page)]

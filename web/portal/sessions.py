@@ -39,6 +39,7 @@ class PortalSession:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     language: str | None = None  # chosen by the user; None: by Accept-Language
     signed_in_at: float | None = None
+    token_id: int | None = None  # the API token signed in with (None: a password)
     flash: list[tuple[str, str]] = field(default_factory=list)  # (kind, message) once
     changed: bool = True  # to be (re)written into the response
 
@@ -48,17 +49,19 @@ class PortalSession:
             "c": self.csrf,
             "l": self.language,
             "t": self.signed_in_at,
+            "k": self.token_id,
             "f": self.flash,
         }
 
-    def sign_in(self, user: str, now: float) -> None:
-        """A fresh form token at sign-in: one learnt before it is of no use after."""
-        self.user, self.signed_in_at = user, now
+    def sign_in(self, user: str, now: float, token_id: int | None = None) -> None:
+        """A fresh form token at sign-in: one learnt before it is of no use after. Signed
+        in with an API token, the session lasts no longer than the token does."""
+        self.user, self.signed_in_at, self.token_id = user, now, token_id
         self.csrf = secrets.token_urlsafe(24)
         self.changed = True
 
     def sign_out(self) -> None:
-        self.user, self.signed_in_at = None, None
+        self.user, self.signed_in_at, self.token_id = None, None, None
         self.csrf = secrets.token_urlsafe(24)
         self.changed = True
 
@@ -106,6 +109,7 @@ class SessionCodec:
             csrf=data["c"],
             language=data.get("l") if isinstance(data.get("l"), str) else None,
             signed_in_at=signed_in_at,
+            token_id=data.get("k") if user and isinstance(data.get("k"), int) else None,
             flash=flash,
             changed=False,
         )

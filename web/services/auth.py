@@ -30,6 +30,7 @@ class Principal:
     memberships: dict[str, MemberRole] = field(default_factory=dict)
     # When the token it signed in with expires (None: never; or not signed in by token).
     token_expires_at: float | None = None
+    token_id: int | None = None  # the token it signed in with (None: a password)
 
     @property
     def is_admin(self) -> bool:
@@ -148,7 +149,7 @@ def authenticate(session: Session, token: str, now: float) -> Principal:
         raise Unauthenticated("this token has expired")
     if not user.active:
         raise Unauthenticated(f"user {user.name} is deactivated")
-    return replace(principal_of(session, user), token_expires_at=row.expires_at)
+    return replace(principal_of(session, user), token_expires_at=row.expires_at, token_id=row.id)
 
 
 def issue_token(
@@ -267,10 +268,23 @@ def sign_in(session: Session, user_name: str, password: str) -> Principal:
     return principal_of(session, user)
 
 
-def principal_named(session: Session, user_name: str) -> Principal:
-    """The principal of a signed-in user (the portal's session names the user); one
-    deactivated or gone since is signed out."""
+def principal_named(
+    session: Session, user_name: str, token_id: int | None = None, now: float = 0.0
+) -> Principal:
+    """The principal of a signed-in user (the portal's session names the user, and the
+    token it signed in with, if it did); one deactivated or gone since is signed out, and
+    so is one whose token has been revoked or has expired since."""
     user = session.get(User, user_name)
     if user is None or not user.active:
         raise Unauthenticated("signed out: the user is deactivated or gone")
-    return principal_of(session, user)
+    if token_id is None:
+        return principal_of(session, user)
+    row = session.get(ApiToken, token_id)
+    if (
+        row is None
+        or row.user != user_name
+        or row.revoked_at is not None
+        or (row.expires_at is not None and row.expires_at <= now)
+    ):
+        raise Unauthenticated("signed out: the token it signed in with is revoked or expired")
+    return replace(principal_of(session, user), token_expires_at=row.expires_at, token_id=row.id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.web.portal.conftest import Portal, password_of, text_of
+from tests.web.portal.conftest import Portal, PortalClient, password_of, text_of
 from web.portal.sessions import COOKIE
 
 
@@ -58,6 +58,44 @@ def test_sign_in_with_an_api_token(portal: Portal) -> None:
     other.get("/signin")
     refused = other.post_form("/signin", {"token": "gpp_never-issued"})
     assert refused.status_code == 400 and 'id="e-token"' in refused.text
+
+
+def bobs_token(portal: Portal, days: int | None = None) -> tuple[str, int]:
+    made = portal.api.post("bob", "/users/bob/tokens", json={"expires_in_days": days})
+    assert made.status_code == 201, made.text
+    return made.json()["token"], int(made.json()["id"])
+
+
+def signed_in_with(portal: Portal, token: str) -> PortalClient:
+    visitor = portal.anonymous()
+    visitor.get("/signin")
+    assert visitor.post_form("/signin", {"token": token}).status_code == 303
+    assert visitor.get("/").status_code == 200
+    return visitor
+
+
+def test_a_session_signed_in_with_a_token_ends_when_the_token_is_revoked(
+    portal: Portal,
+) -> None:
+    token, token_id = bobs_token(portal)
+    visitor = signed_in_with(portal, token)
+    password_session = portal.as_user("bob")
+    assert portal.api.delete("bob", f"/tokens/{token_id}").status_code == 200
+    answer = visitor.get("/")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/signin")
+    assert visitor.get("/").status_code == 303  # signed out, not only sent away once
+    assert password_session.get("/").status_code == 200  # bob's other session stays
+
+
+def test_a_session_signed_in_with_a_token_ends_when_the_token_expires(portal: Portal) -> None:
+    token, _token_id = bobs_token(portal, days=1)
+    portal.api.clock.advance(23 * 3600)
+    visitor = signed_in_with(portal, token)  # its session would last 12 h; the token 1 h
+    portal.api.clock.advance(3600 - 60)
+    assert visitor.get("/").status_code == 200
+    portal.api.clock.advance(61)
+    answer = visitor.get("/")
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/signin")
 
 
 def test_a_form_without_the_session_token_changes_nothing(portal: Portal) -> None:

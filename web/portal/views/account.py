@@ -64,7 +64,7 @@ async def signin(page: PageDep) -> Response:
             else:
                 form.error(FORM, _("Wrong user name or password."))
         else:
-            page.session.sign_in(principal.name, page.now)
+            page.session.sign_in(principal.name, page.now, principal.token_id)
             page.pool.principals.clear()  # the session's user looked up afresh
             return page.redirect(target)
     form.values.pop("password", None)  # never sent back into the page
