@@ -143,13 +143,17 @@ def authenticate(session: Session, token: str, now: float) -> Principal:
     if found is None:
         raise Unauthenticated("invalid token")
     row, user = found
+    _require_usable(row, now)
+    if not user.active:
+        raise Unauthenticated(f"user {user.name} is deactivated")
+    return replace(principal_of(session, user), token_expires_at=row.expires_at, token_id=row.id)
+
+
+def _require_usable(row: ApiToken, now: float) -> None:
     if row.revoked_at is not None:
         raise Unauthenticated("this token was revoked")
     if row.expires_at is not None and row.expires_at <= now:
         raise Unauthenticated("this token has expired")
-    if not user.active:
-        raise Unauthenticated(f"user {user.name} is deactivated")
-    return replace(principal_of(session, user), token_expires_at=row.expires_at, token_id=row.id)
 
 
 def issue_token(
@@ -280,11 +284,7 @@ def principal_named(
     if token_id is None:
         return principal_of(session, user)
     row = session.get(ApiToken, token_id)
-    if (
-        row is None
-        or row.user != user_name
-        or row.revoked_at is not None
-        or (row.expires_at is not None and row.expires_at <= now)
-    ):
-        raise Unauthenticated("signed out: the token it signed in with is revoked or expired")
+    if row is None or row.user != user_name:
+        raise Unauthenticated("signed out: the token it signed in with is gone")
+    _require_usable(row, now)
     return replace(principal_of(session, user), token_expires_at=row.expires_at, token_id=row.id)

@@ -115,20 +115,10 @@ def _tokens(page: Page) -> list[TokenPublic]:
 async def change_password(page: SignedIn) -> Response:
     _ = page.gettext
     form = await read_form(page.request, page.session.csrf, _)
-    password, again = form.get("password"), form.get("password_again")
-    if form.ok and password != again:
-        form.error("password_again", _("The two passwords differ."))
     if form.ok:
-        try:
-            auth.check_password_rules(password)
-        except ServiceError:
-            form.error(
-                "password",
-                _("Between %(low)s and %(high)s characters.")
-                % {"low": auth.MIN_PASSWORD_LENGTH, "high": auth.MAX_PASSWORD_LENGTH},
-            )
+        password_error(page, form)
     if form.ok:
-        await run_in_threadpool(_set_password, page, password)
+        await run_in_threadpool(_set_password, page, form.get("password"))
         page.session.say("ok", _("Your password was changed."))
         return page.redirect("/account")
     form.values.pop("password", None)
@@ -141,6 +131,22 @@ async def change_password(page: SignedIn) -> Response:
         created=None,
         token_form=None,
     )
+
+
+def password_error(page: Page, form: Form) -> None:
+    """The password fields' rules: the same twice, of an allowed length."""
+    _ = page.gettext
+    password = form.get("password")
+    if password != form.get("password_again"):
+        form.error("password_again", _("The two passwords differ."))
+    try:
+        auth.check_password_rules(password)
+    except ServiceError:
+        form.error(
+            "password",
+            _("Between %(low)s and %(high)s characters.")
+            % {"low": auth.MIN_PASSWORD_LENGTH, "high": auth.MAX_PASSWORD_LENGTH},
+        )
 
 
 def _set_password(page: Page, password: str) -> None:

@@ -53,7 +53,7 @@ from web.models import (
 from web.portal.deps import Page, SignedIn
 from web.portal.forms import FORM, Form, blank_to_none, read_form
 from web.portal.i18n import Formats
-from web.portal.views.account import issue_token_spec
+from web.portal.views.account import issue_token_spec, password_error
 from web.portal.words import N_
 from web.services import auth, nodes, projects, users
 from web.services.changes import history, recent_changes
@@ -775,22 +775,6 @@ def _users(page: Page, role: Role | None, contains: str, offset: int) -> UserLis
             offset=offset,
         )
         return UserList([UserPublic.model_validate(u.model_dump()) for u in rows], total)
-
-
-def password_error(page: Page, form: Form) -> None:
-    """The password fields' rules: the same twice, of an allowed length."""
-    _ = page.gettext
-    password = form.get("password")
-    if password != form.get("password_again"):
-        form.error("password_again", _("The two passwords differ."))
-    try:
-        auth.check_password_rules(password)
-    except ServiceError:
-        form.error(
-            "password",
-            _("Between %(low)s and %(high)s characters.")
-            % {"low": auth.MIN_PASSWORD_LENGTH, "high": auth.MAX_PASSWORD_LENGTH},
-        )
 
 
 @router.post("/users")
