@@ -145,6 +145,9 @@ class UserUpdate(Input):
 
 class PasswordUpdate(Input):
     password: str = Field(min_length=10, max_length=200)
+    # Required to change one's own password (once one is set): a stolen session or token
+    # alone cannot take the account over. An administrator setting another's leaves it out.
+    current_password: str | None = Field(default=None, max_length=200)
 
 
 class UserPublic(SQLModel):
@@ -166,6 +169,19 @@ class ApiToken(SQLModel, table=True):
     created_at: float = 0.0
     expires_at: float | None = None
     revoked_at: float | None = None
+
+
+class PortalSessionRecord(SQLModel, table=True):
+    """A signed-in portal session. The cookie carries its id, this row its digest: deleting
+    the row (sign-out, a password change, deactivation, "sign out everywhere") ends the
+    session at once, whoever holds a copy of the cookie."""
+
+    __tablename__ = "portal_sessions"
+    digest: str = Field(primary_key=True, max_length=64)  # sha256 of the id; never the id
+    user: str = Field(foreign_key="users.name", index=True, max_length=63)
+    token_id: int | None = None  # the API token signed in with (None: a password)
+    created_at: float = 0.0
+    expires_at: float = Field(default=0.0, index=True)
 
 
 class TokenCreate(Input):
