@@ -12,7 +12,6 @@ server turns down prints one line on stderr (the server's own `detail`) and exit
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from web.cli.safe_text import printable, printable_json
 
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 API_PREFIX = "/api/v1"
@@ -74,9 +75,9 @@ def stderr() -> Console:
 def error(message: str, hint: str = "", code: int = 1) -> typer.Exit:
     """Print `error: message` (and a hint) on stderr; return the Exit to raise."""
     console = stderr()
-    console.print(Text.assemble(("error: ", "bold red"), (message, "red")))
+    console.print(Text.assemble(("error: ", "bold red"), (printable(message), "red")))
     if hint:
-        console.print(Text(hint, style="yellow"))
+        console.print(Text(printable(hint), style="yellow"))
     return typer.Exit(code=code)
 
 
@@ -329,12 +330,12 @@ class Client:
         stderr().print(
             Text.assemble(
                 ("error: ", "bold red"),
-                (f"{subject}: " if subject else "", "red"),
-                (err.detail, "red"),
+                (printable(f"{subject}: ") if subject else "", "red"),
+                (printable(err.detail), "red"),
             )
         )
         if err.status == 401:
-            stderr().print(Text(self.token_hint(), style="yellow"))
+            stderr().print(Text(printable(self.token_hint()), style="yellow"))
 
     def fail(self, err: ApiError) -> NoReturn:
         self.report(err)
@@ -404,17 +405,17 @@ def stdout() -> Console:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(printable_json(data) + "\n")
     sys.stdout.flush()
 
 
 def say(message: str, style: str = "") -> None:
-    stdout().print(Text(message, style=style))
+    stdout().print(Text(printable(message), style=style))
 
 
 def note(message: str) -> None:
     """A remark for people, on stderr, so stdout stays parseable."""
-    stderr().print(Text(message, style="yellow"))
+    stderr().print(Text(printable(message), style="yellow"))
 
 
 def table(*columns: str) -> Table:
@@ -427,8 +428,14 @@ def table(*columns: str) -> Table:
 
 
 def add_row(to: Table, *cells: object) -> None:
-    """Cells as plain text (no markup), None as empty."""
-    to.add_row(*(c if isinstance(c, Text) else Text("" if c is None else str(c)) for c in cells))
+    """Cells as plain text (no markup, control characters escaped), None as empty."""
+    to.add_row(*(cell_text(c) for c in cells))
+
+
+def cell_text(cell: object) -> Text:
+    if isinstance(cell, Text):
+        return Text(printable(cell.plain), style=cell.style)
+    return Text("" if cell is None else printable(str(cell)))
 
 
 def show(rendered: Table) -> None:

@@ -3,6 +3,7 @@ squeue, scancel and `tail [-f]` of a job's output."""
 
 from __future__ import annotations
 
+import codecs
 import os
 import re
 import shlex
@@ -34,6 +35,7 @@ from web.cli.client import (
     table,
     usage_error,
 )
+from web.cli.safe_text import printable
 from web.enums import FINAL_JOB_STATE_VALUES, JobState
 
 # After the first word of the command, every argument is the command's (as with sbatch's
@@ -343,13 +345,24 @@ def logs_command(
             "--attempt", min=1, show_default=False, help="This attempt (default: the latest)."
         ),
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="The bytes as the job wrote them, escape sequences included (default: "
+            "control characters shown as \\x1b and the like, a carriage return as a new line).",
+        ),
+    ] = False,
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
     """A job's output (stdout and stderr together) as it ran: from its log file (the local
     dispatcher) or from Ray. With -f, waits for the job to start and follows it to its end,
-    then says how it ended (on stderr)."""
+    then says how it ended (on stderr). Whatever the job wrote that a terminal would act on
+    (escape sequences, other control characters, bytes that are not UTF-8) is shown escaped
+    unless --raw is given."""
     client = connect(server, token)
+    out = LogWriter(escaped=not raw)
     number, offset, waiting_said = attempt, 0, False
     while True:
         try:
@@ -367,11 +380,12 @@ def logs_command(
         waiting_said = False
         header = answer.headers
         got, end, size = (int(header[f"X-Gpupool-{n}"]) for n in ("Attempt", "Log-End", "Log-Size"))
-        write_out(answer.content)
+        out.write(answer.content)
         offset = end
         if end < size:
             continue  # more is there already
         if not follow:
+            out.end()
             return
         state, done = header["X-Gpupool-Job-State"], header["X-Gpupool-Log-Done"] == "1"
         if got == 0 and state not in FINAL_JOB_STATE_VALUES:  # not admitted yet
@@ -380,9 +394,11 @@ def logs_command(
         number = got
         if done and attempt is None and int(header["X-Gpupool-Job-Attempt"]) > got:
             number, offset = got + 1, 0  # requeued and admitted again: its next attempt
+            out.end()
             note(f"--- job {job_id}, attempt {number} ---")
             continue
         if (done and attempt is not None) or state in FINAL_JOB_STATE_VALUES:
+            out.end()
             ended = client.get(f"/jobs/{job_id}")
             how = f" ({ended['outcome']})" if ended.get("outcome") else ""
             note(
@@ -392,16 +408,43 @@ def logs_command(
         clock.sleep(FOLLOW_POLL_S)
 
 
-def write_out(data: bytes) -> None:
-    """Bytes to stdout as they came (a log is what the job wrote, in whatever encoding)."""
-    if not data:
-        return
-    try:
-        sys.stdout.buffer.write(data)
-        sys.stdout.buffer.flush()
-    except BrokenPipeError:  # `gpupool logs 5 | head`: the reader has what it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(code=0) from None
+class LogWriter:
+    """A job's log to stdout, piece by piece as it is fetched. Escaped (the default): read as
+    UTF-8 (a character split between two pieces joins up again; bytes that are not UTF-8
+    show as \\xNN), a carriage return shown as a new line (so a progress bar's every state
+    shows, and nothing is written over), every other control character escaped, as for
+    everything else the CLI prints; newlines and tabs kept. Raw: the bytes as they came."""
+
+    def __init__(self, escaped: bool) -> None:
+        self.decoder = (
+            codecs.getincrementaldecoder("utf-8")("backslashreplace") if escaped else None
+        )
+        self.after_cr = False  # the last piece ended in \r: a \n first in the next is its pair
+
+    def write(self, data: bytes, final: bool = False) -> None:
+        if self.decoder is not None:
+            text = self.decoder.decode(data, final)
+            if self.after_cr and text.startswith("\n"):
+                text = text[1:]
+            if text:
+                self.after_cr = text.endswith("\r")
+            text = printable(text.replace("\r\n", "\n").replace("\r", "\n"), keep="\n\t")
+            data = text.encode("utf-8")
+        if not data:
+            return
+        try:
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        except BrokenPipeError:  # `gpupool logs 5 | head`: the reader has what it wanted
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(code=0) from None
+
+    def end(self) -> None:
+        """The log (or this attempt's) is over: a character left incomplete shows escaped."""
+        self.write(b"", final=True)
+        if self.decoder is not None:
+            self.decoder.reset()
+        self.after_cr = False
 
 
 def entrypoint_of(command: list[str]) -> str:

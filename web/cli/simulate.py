@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from scheduler.core import ANY_FLAVOR, Policy
 from scheduler.sim.cluster import load_cluster
@@ -19,6 +20,7 @@ from scheduler.sim.engine import Simulation, check_trace
 from scheduler.sim.errors import InputError
 from scheduler.sim.metrics import Report
 from scheduler.sim.trace import load_trace
+from web.cli.safe_text import printable
 
 
 class PolicyName(StrEnum):
@@ -28,7 +30,10 @@ class PolicyName(StrEnum):
 
 
 def fail(message: str) -> typer.Exit:
-    Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    """`error: message` on stderr (as text, control characters escaped: it may quote a
+    file); the Exit (2) to raise."""
+    line = Text.assemble(("error: ", "bold red"), printable(message))
+    Console(stderr=True, soft_wrap=True).print(line, highlight=False)
     return typer.Exit(code=2)
 
 

@@ -5,10 +5,12 @@ sreport-like tables, and as credit balances and histories."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from web.cli.client import (
     ApiError,
@@ -27,6 +29,7 @@ from web.cli.client import (
     stderr,
     table,
 )
+from web.cli.safe_text import printable
 from web.services.statements import FORMATS, verify_statement
 from web.services.usage import GROUPINGS
 
@@ -68,13 +71,24 @@ def statement_command(
     except ApiError as err:
         client.fail(err)
     if output is None:
-        typer.echo(response.content.decode(), nl=form != "json")
+        write_document(response.content, newline=form != "json")
         return
     try:
         output.write_bytes(response.content)
     except OSError as err:
         raise error(f"cannot write {output}: {err.strerror or err}") from None
     say(f"Statement of {project} for {period} ({form}, {len(response.content):,} bytes): {output}")
+
+
+def write_document(content: bytes, newline: bool) -> None:
+    """A statement on stdout. To a terminal: as text with anything a terminal would act on
+    escaped (its names and notes come from the pool's users). Redirected or piped: the exact
+    bytes the server sent, so that a JSON statement saved so still verifies."""
+    if sys.stdout.isatty():
+        text = printable(content.decode("utf-8", "backslashreplace"), keep="\n\t")
+        content = text.encode("utf-8")
+    sys.stdout.buffer.write(content + (b"\n" if newline else b""))
+    sys.stdout.buffer.flush()
 
 
 def verify_command(
@@ -124,9 +138,11 @@ def verify_command(
             problems = [p for p in answer["problems"] if p not in problems]
     if problems:
         console = stderr()
-        console.print(f"[bold red]NOT VALID[/] ({where}): {statement}")
+        console.print(
+            Text.assemble(("NOT VALID", "bold red"), printable(f" ({where}): {statement}"))
+        )
         for problem in problems:
-            console.print(f"  - {problem}", markup=False, highlight=False)
+            console.print(Text(printable(f"  - {problem}")))
         raise typer.Exit(code=1)
     content = json.loads(text)
     head = content["ledger_head"]

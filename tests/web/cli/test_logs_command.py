@@ -86,3 +86,20 @@ def test_the_logs_of_another_projects_job_are_not_found(pool: Pool, jiwoo: str) 
     refused = pool.run("logs", str(job), token=jiwoo)
     assert refused.code == 1
     assert f"no job {job}" in refused.err
+
+
+def test_what_a_terminal_would_act_on_is_escaped_unless_raw(pool: Pool, jiwoo: str) -> None:
+    # A window-title OSC, a CRLF, a lone CR (a progress bar's), UTF-8 (alpha), a byte that is
+    # not UTF-8, a right-to-left override.
+    job = submit(pool, jiwoo, r"printf 'a\033]0;title\007b\r\nc\rd\n\316\261\377\342\200\256e\n'")
+    pool.wait_state(job, "succeeded")
+    shown = pool.ok("logs", str(job), token=jiwoo)
+    assert shown.out == "a\\x1b]0;title\\x07b\nc\nd\n\u03b1\\xff\\u202ee\n"
+    followed = pool.ok("logs", "-f", str(job), token=jiwoo)
+    assert followed.out == shown.out
+    env = dict(pool.env, GPUPOOL_TOKEN=jiwoo)
+    raw = subprocess.run(
+        [*CLI, "logs", "--raw", str(job)], cwd=REPO, env=env, capture_output=True, timeout=60
+    )
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout == b"a\x1b]0;title\x07b\r\nc\rd\n\xce\xb1\xff\xe2\x80\xaee\n"
