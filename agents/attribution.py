@@ -22,11 +22,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from agents.schema import GpuProcess, GpuSample
+from agents.schema import JOB_ID_PATTERN, GpuProcess, GpuSample
 
 JOB_ID_VARIABLE = b"GPUPOOL_JOB_ID="
 ATTEMPT_VARIABLE = b"GPUPOOL_ATTEMPT="
-JOB_ID = re.compile(r"^[A-Za-z0-9._:-]{1,32}$")
+JOB_ID = re.compile(JOB_ID_PATTERN)
 PRIVILEGE_HINT = "run the agent as root or with CAP_SYS_PTRACE"
 
 
@@ -39,7 +39,7 @@ class Owner:
 
 NO_JOB = Owner(None, None)
 GONE = Owner(None, None, "the process ended before its job could be read")
-ATTEMPT = re.compile(r"^[0-9]{1,9}$")
+ATTEMPT = re.compile(r"[0-9]{1,9}")  # fullmatch: "$" would let a trailing newline in
 
 
 class Attributor:
@@ -117,11 +117,19 @@ def owner_from_environ(environ: bytes) -> Owner:
     if job_raw is None:
         return NO_JOB
     job_id = job_raw.decode("utf-8", "replace")
-    if not JOB_ID.match(job_id):
-        return Owner(None, None, f"GPUPOOL_JOB_ID is not a job id: {job_id[:60]!r}")
+    if not JOB_ID.fullmatch(job_id):
+        return Owner(None, None, f"GPUPOOL_JOB_ID is not a job id: {quoted(job_id)}")
     if attempt_raw is None:
         return Owner(job_id, None, "no GPUPOOL_ATTEMPT in its environment")
     text = attempt_raw.decode("utf-8", "replace")
-    if not ATTEMPT.match(text):
-        return Owner(job_id, None, f"GPUPOOL_ATTEMPT is not a number: {text[:60]!r}")
+    if not ATTEMPT.fullmatch(text):
+        return Owner(job_id, None, f"GPUPOOL_ATTEMPT is not a number: {quoted(text)}")
     return Owner(job_id, int(text))
+
+
+def quoted(value: str) -> str:
+    """A value any process may have set, quoted with its odd characters escaped and cut to
+    60 characters: a note longer than the schema allows would make the server refuse the
+    whole report (and a user could keep a node from reporting)."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."

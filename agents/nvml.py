@@ -38,7 +38,18 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from agents.reader import ReaderKind, ReaderUnavailable
-from agents.schema import MAX_PROCESSES_PER_GPU, GpuProcess, GpuSample, XidEvent
+from agents.schema import (
+    MAX_COUNTER,
+    MAX_MEMORY_BYTES,
+    MAX_POWER_W,
+    MAX_PROCESSES_PER_GPU,
+    MAX_TEMP_C,
+    MAX_XID,
+    MIN_TEMP_C,
+    GpuProcess,
+    GpuSample,
+    XidEvent,
+)
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +226,11 @@ class NvmlReader:
             if index is None:
                 log.warning("Xid %d from a GPU this agent does not know", int(data.eventData))
                 continue
-            found.setdefault(index, []).append(XidEvent(xid=int(data.eventData), at=self._clock()))
+            xid = int(data.eventData)
+            if not 0 <= xid <= MAX_XID:
+                log.warning("NVML reported Xid %d, outside 0..%d: not a known Xid", xid, MAX_XID)
+                continue
+            found.setdefault(index, []).append(XidEvent(xid=xid, at=self._clock()))
         return found
 
     def _mig_devices(self, gpu: PhysicalGpu) -> list[GpuSample] | None:
@@ -313,15 +328,25 @@ class NvmlReader:
             util_mem_pct=None
             if util is None
             else in_range(errors, "util_mem_pct", util.memory, 0, 100),
-            mem_used_bytes=None if memory is None else memory[0],
-            mem_total_bytes=None if memory is None else memory[1],
-            power_w=None if power_mw is None else power_mw / 1000.0,
-            energy_mj=energy,
+            mem_used_bytes=None
+            if memory is None
+            else counted(errors, "mem_used_bytes", memory[0], MAX_MEMORY_BYTES),
+            mem_total_bytes=None
+            if memory is None
+            else counted(errors, "mem_total_bytes", memory[1], MAX_MEMORY_BYTES),
+            power_w=None
+            if power_mw is None
+            else in_range(errors, "power_w", power_mw / 1000.0, 0, MAX_POWER_W),
+            energy_mj=None if energy is None else counted(errors, "energy_mj", energy, MAX_COUNTER),
             temp_c=None
             if temperature is None
-            else in_range(errors, "temp_c", temperature, -100, 200),
-            ecc_corrected=corrected,
-            ecc_uncorrected=uncorrected,
+            else in_range(errors, "temp_c", temperature, MIN_TEMP_C, MAX_TEMP_C),
+            ecc_corrected=None
+            if corrected is None
+            else counted(errors, "ecc_corrected", corrected, MAX_COUNTER),
+            ecc_uncorrected=None
+            if uncorrected is None
+            else counted(errors, "ecc_uncorrected", uncorrected, MAX_COUNTER),
             xids=xids or [],
             processes=running,
             errors=errors,
@@ -375,6 +400,7 @@ class NvmlReader:
                 pid=int(process.pid),
                 used_memory_bytes=None
                 if process.usedGpuMemory is None
+                or not 0 <= int(process.usedGpuMemory) <= MAX_MEMORY_BYTES  # unknown, then
                 else int(process.usedGpuMemory),
             )
             for process in found
@@ -388,6 +414,14 @@ def in_range(
     if low <= value <= high:
         return float(value)
     errors[name] = f"NVML returned {value}, outside {low}..{high}"
+    return None
+
+
+def counted(errors: dict[str, str], name: str, value: int, high: int) -> int | None:
+    """value, or None with a note in errors when NVML returned more than the schema allows."""
+    if 0 <= value <= high:
+        return value
+    errors[name] = f"NVML returned {value}, outside 0..{high}"
     return None
 
 

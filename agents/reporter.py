@@ -14,8 +14,9 @@ counted and logged. A batch leaves the buffer only once the server has answered 
   --server?) and any other 4xx not below: logged as an error saying what to check; the
   reports stay and the agent keeps trying every `refused_retry_s` (an operator may fix the
   server side without touching the agent).
-- 422: the server will never take this batch: its message is logged, the batch dropped and
-  counted (rejected).
+- 422, 409: the server will never take this batch (bad reports; or reports of a run of the
+  agent older than the latest it took, see web/services/telemetry.py): its message is
+  logged, the batch dropped and counted (rejected), so that it never blocks the newer ones.
 - 413: the batch was too big: batches are halved from then on and it is sent again; a
   single report still too big is dropped and counted (rejected).
 
@@ -53,7 +54,7 @@ class ReporterStats:
     delivered: int = 0  # reports the server acknowledged (new or duplicates)
     duplicates: int = 0  # of which it already had
     dropped_full: int = 0  # oldest reports dropped because the buffer was full
-    rejected: int = 0  # reports dropped because the server can never take them (422, 413)
+    rejected: int = 0  # reports dropped: the server can never take them (422, 409, 413)
     failed_posts: int = 0  # POSTs that did not deliver (server away, busy or refusing)
 
 
@@ -188,7 +189,7 @@ class Reporter:
             self._delivered(batch, response)
             return "delivered"
         detail = server_detail(response)
-        if status == 422:
+        if status in (409, 422):
             self.stats.rejected += len(batch)
             log.error(
                 "the server rejected %d report(s) (%s) and will never take them: %s; dropped",

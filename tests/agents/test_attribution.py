@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.attribution import GONE, NO_JOB, Attributor, Owner, owner_from_environ
 from agents.schema import GpuProcess, GpuSample
@@ -39,6 +41,34 @@ def test_the_job_comes_from_the_environment() -> None:
     assert owner_from_environ(too_long).note.startswith("GPUPOOL_JOB_ID is not a job id")
     # A variable that only ends like ours is not ours.
     assert owner_from_environ(b"MY_GPUPOOL_JOB_ID=5\0") == NO_JOB
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        b"GPUPOOL_JOB_ID=7\n\0GPUPOOL_ATTEMPT=1\0",  # "$" lets a trailing newline match
+        b"GPUPOOL_JOB_ID=7\0GPUPOOL_ATTEMPT=1\n\0",
+        b"GPUPOOL_JOB_ID=" + b"\x01" * 60,  # escaped, 240 characters: over the note's 200
+        b"GPUPOOL_JOB_ID=7\0GPUPOOL_ATTEMPT=" + "\u2028".encode() * 60,
+    ],
+)
+def test_what_any_process_sets_never_makes_a_report_the_server_refuses(environ: bytes) -> None:
+    """A user's process sets its environment: whatever it holds, the process's entry must
+    pass the schema, or the server refuses the node's whole report, every poll."""
+    owner = owner_from_environ(environ)
+    GpuProcess.model_validate(
+        {"pid": 1, "job_id": owner.job_id, "attempt": owner.attempt, "note": owner.note}
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(job_id=st.binary(max_size=300), attempt=st.binary(max_size=300))
+def test_any_environment_gives_an_entry_the_schema_takes(job_id: bytes, attempt: bytes) -> None:
+    environ = b"PATH=/bin\0GPUPOOL_JOB_ID=" + job_id + b"\0GPUPOOL_ATTEMPT=" + attempt
+    owner = owner_from_environ(environ)
+    GpuProcess.model_validate(
+        {"pid": 1, "job_id": owner.job_id, "attempt": owner.attempt, "note": owner.note}
+    )
 
 
 def test_real_processes_are_attributed(job_processes: Start) -> None:

@@ -263,6 +263,35 @@ def test_a_value_outside_the_schema_is_absent_with_a_reason(nvml_probe: Probe) -
     assert sample["errors"] == {"util_gpu_pct": "NVML returned 4294967295, outside 0..100"}
 
 
+def test_numbers_past_the_schemas_bounds_are_absent_with_a_reason(nvml_probe: Probe) -> None:
+    """A GPU (or a driver bug) reporting more than the schema's bounds never makes the poll
+    fail: the field is absent and says what NVML returned."""
+    big = 2**50
+    gpu = FakeGpu(
+        uuid="GPU-a",
+        mem_total=big,
+        mem_used=big,
+        power_mw=4_294_967_295,  # 4.3 MW
+        energy_mj=-1,  # 2**64 - 1 as NVML's unsigned long long
+        ecc_corrected=-1,
+        ecc_uncorrected=2**60,
+        processes=[FakeProcess(pid=4242, used_memory_bytes=2**62)],
+    )
+    (sample,) = nvml_probe(FakeNvmlState(gpus=[gpu])).poll()
+    fields = ("mem_used_bytes", "mem_total_bytes", "power_w", "energy_mj")
+    fields += ("ecc_corrected", "ecc_uncorrected")
+    assert [sample[name] for name in fields] == [None] * len(fields)
+    assert sample["errors"] == {
+        "mem_used_bytes": f"NVML returned {big}, outside 0..{2**44}",
+        "mem_total_bytes": f"NVML returned {big}, outside 0..{2**44}",
+        "power_w": "NVML returned 4294967.295, outside 0..10000.0",
+        "energy_mj": f"NVML returned {2**64 - 1}, outside 0..{2**53 - 1}",
+        "ecc_corrected": f"NVML returned {2**64 - 1}, outside 0..{2**53 - 1}",
+        "ecc_uncorrected": f"NVML returned {2**60}, outside 0..{2**53 - 1}",
+    }
+    assert [(p["pid"], p["used_memory_bytes"]) for p in sample["processes"]] == [(4242, None)]
+
+
 def test_nvml_that_does_not_start_is_a_clear_error(nvml_probe: Probe) -> None:
     state = FakeNvmlState(failures=[FakeFailure("nvmlInitWithFlags", 9)])  # driver not loaded
     message = nvml_probe(state).started["unavailable"]

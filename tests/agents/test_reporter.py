@@ -130,18 +130,22 @@ def test_a_resend_is_not_counted_twice(stub_server: StubServer) -> None:
     assert (reporter.stats.delivered, reporter.stats.duplicates) == (3, 2)
 
 
+@pytest.mark.parametrize("status", [422, 409])  # 409: reports of an earlier run of the agent
 def test_a_batch_the_server_can_never_take_is_dropped(
-    stub_server: StubServer, caplog: pytest.LogCaptureFixture
+    stub_server: StubServer, caplog: pytest.LogCaptureFixture, status: int
 ) -> None:
     reporter = make_reporter(stub_server.url, batch_size=2)
-    stub_server.answers.append(422)
+    stub_server.answers.append(status)
     for seq in range(1, 6):
         reporter.add(report(seq))
     with caplog.at_level(logging.ERROR):
         assert reporter.send_pending()
     assert stub_server.seqs() == [3, 4, 5]
     assert reporter.stats.rejected == 2
-    assert "rejected 2 report(s) (seq 1..2) and will never take them: scripted 422" in caplog.text
+    assert (
+        f"rejected 2 report(s) (seq 1..2) and will never take them: scripted {status}"
+        in caplog.text
+    )
 
 
 def test_a_refused_token_is_logged_and_retried_slowly(
