@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
+from web.data_dir import create_sqlite_file, sqlite_file
 from web.settings import Settings
 
 READ_ONLY = "gpupool_read_only"
@@ -29,7 +30,9 @@ MIGRATION_LOCK_KEY = 0x6770756D696772
 def make_engine(settings: Settings) -> Engine:
     url = settings.sqlalchemy_url
     if url.startswith("sqlite"):
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        database = sqlite_file(url)
+        if database is not None:
+            create_sqlite_file(database)  # owner-only, and so its -wal and -shm (web/data_dir.py)
         engine = create_engine(
             url,
             # The driver's own transaction handling off: we say BEGIN ourselves (below).

@@ -42,6 +42,7 @@ from sqlalchemy import Engine
 from sqlmodel import col, or_, select
 
 from scheduler.runtime.ray_dispatcher import ABSENT_REASON, DEFAULT_ADDRESS, pin_resource
+from web.data_dir import make_private_dir, open_private, write_private
 from web.db import read_session, write_session
 from web.enums import NodeStateName
 from web.models import Flavor, Node
@@ -118,10 +119,8 @@ def head_token(data_dir: Path) -> str:
         if token:
             return token
     token = secrets.token_hex(32)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
+    make_private_dir(data_dir)
+    write_private(path, token + "\n")
     return token
 
 
@@ -205,8 +204,8 @@ class LocalRayHead:
         ray = Path(sys.executable).parent / "ray"
         if not ray.exists():
             raise OSError(f"no `ray` command beside {sys.executable}")
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
+        make_private_dir(self.log.parent)
+        with os.fdopen(open_private(self.log, os.O_WRONLY | os.O_APPEND), "ab") as out:
             self.process = subprocess.Popen(
                 head_command(self.plan, str(ray), *self.ports, extra=self.extra),
                 env=head_env(self.token),

@@ -99,10 +99,14 @@ class LocalProcessDispatcher:
                 "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus)),
             }
             try:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
+                # Owner-only, as everything in the data directory: a job's output is its
+                # project's to read.
+                self.log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
                 # Append: if the control plane restarts and resends the start, the first
                 # run's output is kept.
-                with self.log_path(order.job_id, order.attempt).open("ab") as log:
+                path = self.log_path(order.job_id, order.attempt)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+                with os.fdopen(os.open(path, flags, 0o600), "ab") as log:
                     proc = subprocess.Popen(
                         order.entrypoint,
                         shell=True,

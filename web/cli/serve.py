@@ -3,16 +3,20 @@ the embedded defaults, seeded with the example pool)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
+from web.cli.safe_text import printable
 from web.cli.simulate import fail
 from web.settings import DISPATCHERS, Settings
 
@@ -69,6 +73,51 @@ def check_dispatcher(settings: Settings) -> None:
         raise fail(
             f"--dispatcher: unknown {settings.dispatcher!r}; one of: {', '.join(DISPATCHERS)}"
         )
+
+
+def prepare(settings: Settings, console: Console) -> None:
+    """What `up` and `serve` check before they print an address or start anything: the
+    dispatcher's name, that the port is free, and the data directory (made, whatever the
+    database: it holds the signing key and the tokens; owner-only, saying what was not)."""
+    from web.data_dir import secure_data_dir
+
+    check_dispatcher(settings)
+    check_port(settings.host, settings.port)
+    try:
+        found = secure_data_dir(settings)
+    except OSError as err:
+        raise fail(
+            f"cannot use the data directory {settings.data_dir}: {err.strerror or err} "
+            "(--data-dir or GPUPOOL_DATA_DIR)"
+        ) from None
+    for warning in found.warnings():
+        console.print(Text.assemble(("warning: ", "yellow"), printable(warning)))
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail in one line if the API could not listen on host:port. A test bind, made as
+    uvicorn makes its own (SO_REUSEADDR: a port that only has connections closing on it is
+    free); the port is let go at once, for the server to take."""
+    if not 0 <= port <= 65535:
+        raise fail(f"--port {port}: a port is 0 to 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except socket.gaierror:
+        raise fail(f"--host {host}: no such address") from None
+    except OSError as err:
+        if err.errno == errno.EADDRINUSE:
+            raise fail(f"port {port} on {host} is in use; choose another with --port") from None
+        if err.errno == errno.EACCES:
+            raise fail(
+                f"port {port} on {host}: not allowed for this user (ports below 1024 need "
+                "privileges); choose another with --port"
+            ) from None
+        if err.errno == errno.EADDRNOTAVAIL:
+            raise fail(f"--host {host}: not an address of this machine") from None
+        raise fail(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
 def run_server(settings: Settings, console: Console) -> None:
@@ -166,7 +215,9 @@ def serve_command(
         dispatcher=dispatcher,
         ray_address=ray_address,
     )
-    run_server(settings, Console(stderr=True))
+    console = Console(stderr=True)
+    prepare(settings, console)
+    run_server(settings, console)
 
 
 def up_command(
@@ -191,7 +242,7 @@ def up_command(
     settings = settings_from(
         host=host, port=port, data_dir=data_dir, dispatcher=dispatcher, ray_address=ray_address
     )
-    check_dispatcher(settings)
+    prepare(settings, Console(stderr=True))
     token = seed_and_token(settings, pool_file)
     config = save_client_config(settings, token)
     console.print(f"[bold]gpupool[/] is starting at http://{settings.host}:{settings.port}")
@@ -288,6 +339,7 @@ def seed_and_token(settings: Settings, pool_file: Path) -> str:
     directory, owner-only, so the next `up` prints the same one)."""
     from scheduler.runtime.clock import SystemClock
     from scheduler.sim.errors import InputError
+    from web.data_dir import write_private
     from web.db import make_engine, migrate, write_session
     from web.models import Role
     from web.services.auth import Principal, authenticate, issue_token
@@ -318,9 +370,7 @@ def seed_and_token(settings: Settings, pool_file: Path) -> str:
         raise fail(str(err)) from None
     finally:
         engine.dispose()
-    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
+    write_private(token_file, token + "\n")
     return token
 
 
@@ -331,6 +381,7 @@ def portal_password(settings: Settings, token: str) -> tuple[str, str | None]:
     import secrets
 
     from scheduler.runtime.clock import SystemClock
+    from web.data_dir import write_private
     from web.db import make_engine, write_session
     from web.models import User
     from web.services.auth import authenticate, set_password, sign_in
@@ -355,9 +406,7 @@ def portal_password(settings: Settings, token: str) -> tuple[str, str | None]:
             set_password(session, admin, admin.name, password, now)
     finally:
         engine.dispose()
-    fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(password + "\n")
+    write_private(password_file, password + "\n")
     return admin.name, password
 
 

@@ -134,6 +134,7 @@ def running_up(root: Path, dispatcher: str) -> Iterator[Pool]:
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
+            umask=0o022,  # the common one (files 0644 unless made otherwise), whatever ours is
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -3,6 +3,7 @@ dispatcher (jobs run as processes here, their output in the data directory's log
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -103,3 +104,16 @@ def test_what_a_terminal_would_act_on_is_escaped_unless_raw(pool: Pool, jiwoo: s
     )
     assert raw.returncode == 0, raw.stderr
     assert raw.stdout == b"a\x1b]0;title\x07b\r\nc\rd\n\xce\xb1\xff\xe2\x80\xaee\n"
+
+
+def test_the_data_directory_and_the_job_logs_are_owner_only(pool: Pool, jiwoo: str) -> None:
+    job = submit(pool, jiwoo, "echo private")
+    pool.wait_state(job, "succeeded")
+    found = {".": stat.S_IMODE(pool.data.stat().st_mode)}
+    for entry in pool.data.rglob("*"):
+        found[str(entry.relative_to(pool.data))] = stat.S_IMODE(entry.lstat().st_mode)
+    assert {"gpupool.db", "gpupool.db-wal", "gpupool.db-shm", "logs", f"logs/{job}-1.log"} <= (
+        found.keys()
+    )
+    directories = {".", "logs"}
+    assert found == {name: 0o700 if name in directories else 0o600 for name in found}
