@@ -21,12 +21,20 @@ The JSON form is that canonical JSON with the signature: the signed form, the on
 and to verify. CSV and HTML show the same figures and carry the signature, but only the
 JSON can be verified (the signature covers its exact bytes).
 
-`verify_statement` checks a statement without trusting whoever hands it over: the
-signature, every figure against what its listed entries sum to, each entry's hash against
-its content, the entries' order, that each belongs to the project and period; and, given
-the ledger, that each entry is in it unchanged, that none of the project's entries in the
+`verify_statement` checks a statement without trusting whoever hands it over. First that
+the document is exactly the signed form of what it holds (read_document): UTF-8 without a
+byte order mark, JSON with no duplicate key at any depth, no NaN or Infinity, integers of
+64 bits and finite doubles, nested no deeper than MAX_DEPTH, nothing after it, and byte for
+byte the canonical JSON of its own content (so no whitespace, reordered keys, \\u escapes
+where the canonical form has the character, other number spellings). A reader and the
+verifier then see the same thing: nothing a last-wins parser would read differently from a
+person, a pretty-printed copy or an editor's re-save verifies. Then the signature over those
+bytes, every figure against what its listed entries sum to, each entry's hash against its
+content, the entries' order, that each belongs to the project and period; and, given the
+ledger, that each entry is in it unchanged, that none of the project's entries in the
 period is left out, the balances, and the chain from GENESIS to the statement's head.
-Each problem is said in words that name what fails.
+Each problem is said in words that name the rule that fails; the verifier never raises on
+what it is given.
 
 Usage figures are exact sums of the entries (doubles, added in id order), credits rounded
 to 6 decimals; the builder and the verifier compute them by the same function. The two
@@ -41,11 +49,13 @@ import gc
 import html
 import io
 import json
+import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from math import fsum
 from typing import Any
 
@@ -86,7 +96,8 @@ USAGE_COLUMNS = (
 )
 JOB_FIELDS = ("job_id", "user", "attempts", *USAGE_COLUMNS)
 FORMATS = ("json", "csv", "html")
-_PERIOD_SYNTAX = re.compile(r"^(\d{4})(?:-(\d{2})|-Q([1-4]))?$")
+# ASCII digits only (\d is any script's), the whole text (fullmatch: `$` allows a newline).
+_PERIOD_SYNTAX = re.compile(r"([0-9]{4})(?:-([0-9]{2})|-Q([1-4]))?", re.ASCII)
 
 
 # --- periods ---------------------------------------------------------------------------------
@@ -105,13 +116,13 @@ class Period:
 
 def parse_period(text: str) -> Period:
     """YYYY-MM, YYYY-Qn or YYYY; Invalid naming `period` otherwise."""
-    match = _PERIOD_SYNTAX.match(text)
+    match = _PERIOD_SYNTAX.fullmatch(text)
     year = int(match.group(1)) if match else 0
     month = int(match.group(2)) if match and match.group(2) else None
     if match is None or not 1970 <= year <= 9998 or (month is not None and not 1 <= month <= 12):
         raise Invalid(
-            f"{text!r} is not a period: give a month (2026-03), a quarter (2026-Q4) or a year "
-            "(2026), from 1970",
+            f"{_brief(text)} is not a period: give a month (2026-03), a quarter (2026-Q4) or a "
+            "year (2026), from 1970, in ASCII digits",
             field="period",
         )
     if month is not None:
@@ -555,6 +566,12 @@ def render(statement: Mapping[str, Any], form: str) -> tuple[bytes, str]:
 @dataclass
 class Verification:
     problems: list[str] = field(default_factory=list)
+    # The statement as read, when the document is one (to name its project and period).
+    statement: dict[str, Any] | None = None
+    # Why a document could not be read at all, for a form to say so on its field: not UTF-8
+    # text, or not JSON (where its syntax fails).
+    not_text: bool = False
+    not_json: json.JSONDecodeError | None = None
 
     @property
     def valid(self) -> bool:
@@ -566,8 +583,9 @@ def verify_statement(
     public_key: Ed25519PublicKey | str | bytes,
     ledger_rows: Iterable[Mapping[str, Any]] | None = None,
 ) -> Verification:
-    """Check a statement (its JSON form, or that parsed) with the pool's public key (or its
-    PEM), and against the ledger's entries in id order when given. Every problem found."""
+    """Check a statement's JSON form (bytes, or str as UTF-8; a Mapping is written as its
+    canonical JSON first) with the pool's public key (or its PEM), and against the ledger's
+    entries in id order when given. Every problem found; never raises on the document."""
     with collector_paused():
         return _verify(statement_json, public_key, ledger_rows)
 
@@ -579,25 +597,373 @@ def _verify(
 ) -> Verification:
     found = Verification()
     if isinstance(statement_json, str | bytes):
-        try:
-            statement = json.loads(statement_json)
-        except ValueError as err:
-            found.problems.append(f"not JSON: {err}")
-            return found
+        document = statement_json
     else:
-        statement = dict(statement_json)
+        try:
+            document = to_json(statement_json)
+        except UnicodeEncodeError:
+            found.problems.append("a lone surrogate in a string: not Unicode text")
+            return found
+        except (ValueError, TypeError, RecursionError) as err:
+            found.problems.append(f"not JSON: {_excerpt(str(err))}")
+            return found
+    read = read_document(document, found)
+    if read is None:
+        return found
+    statement, signed = read
+    found.statement = statement
     key = public_key if isinstance(public_key, Ed25519PublicKey) else _public(public_key, found)
     shape = _shape_problem(statement)
     if shape:
         found.problems.append(shape)
         return found
     if key is not None:
-        _check_signature(statement, key, found)
+        _check_signature(statement, signed, key, found)
+    del signed
     rows = _check_entries(statement, found)
     _check_figures(statement, rows, found)
     if ledger_rows is not None:
         _check_against_ledger(statement, rows, ledger_rows, found)
     return found
+
+
+# --- reading a statement's JSON form exactly -------------------------------------------------
+
+MAX_DEPTH = 16  # arrays and objects within one another; a statement's JSON nests 5 deep
+# A statement's arrays and objects lie far apart (a ledger entry's row is about 270 bytes,
+# a job's 40 or more); packed closer, as `[{},{},...]`, a document would take 20 to 30 times
+# its size in memory once parsed, against 4 times for a statement.
+MIN_BYTES_PER_CONTAINER = 32
+_CONTAINERS_ALWAYS_ALLOWED = 64
+MAX_INTEGER = 2**63 - 1  # the ledger's integers are 64-bit
+_UTF16_32_MARKS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
+_ESCAPED_PAIR = re.compile(rb"\\.", re.DOTALL)
+_STRING = re.compile(rb'"[^"]*+"')  # once escapes are gone; possessive: linear time
+_BRACKETS_ONLY = (bytes.maketrans(b"{}", b"[]"), bytes(set(range(256)) - set(b"[]{}")))
+_NUMBER_BYTES = b"0123456789+-.eE"
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Unreadable(Exception):
+    """The rule a document breaks, found while parsing it."""
+
+
+def read_document(
+    document: str | bytes, found: Verification
+) -> tuple[dict[str, Any], bytes] | None:
+    """(the statement, the bytes its signature covers) when `document` is exactly the
+    canonical JSON of what it holds (see the module docstring); else None, with the rule it
+    breaks added to found.problems."""
+    if isinstance(document, str):
+        try:
+            data = document.encode("utf-8")
+        except UnicodeEncodeError as err:
+            found.not_text = True
+            found.problems.append(
+                f"not UTF-8 text: a lone surrogate ({_excerpt(err.object[err.start])}) at "
+                f"character {err.start}"
+            )
+            return None
+    else:
+        data = bytes(document)
+    text = _utf8_text(data, found)
+    if text is None:
+        return None
+    structure = _structure_problem(data)
+    if structure:
+        found.problems.append(structure)
+        return None
+    reader = _Reader()
+    statement = _parse(text, reader, found)
+    if statement is _UNREAD:
+        return None
+    if not isinstance(statement, dict):
+        found.problems.append("not a statement: a JSON object is expected")
+        return None
+    if reader.flagged:
+        found.problems += reader.problems(statement)
+        return None
+    try:
+        parts = [(_ENCODE(k) + ":" + _ENCODE(statement[k])).encode() for k in sorted(statement)]
+    except UnicodeEncodeError:
+        found.problems.append(_surrogate_problem(statement))
+        return None
+    canonical = b"{" + b",".join(parts) + b"}"
+    if canonical != data:
+        found.problems.append(_difference(data, canonical))
+        return None
+    del canonical
+    unsigned = [
+        part for key, part in zip(sorted(statement), parts, strict=True) if key != "signature"
+    ]
+    return statement, b"{" + b",".join(unsigned) + b"}"
+
+
+def _utf8_text(data: bytes, found: Verification) -> str | None:
+    if not data:
+        found.problems.append("empty: a statement is a JSON object")
+        return None
+    if data.startswith(b"\xef\xbb\xbf"):
+        found.problems.append(
+            "starts with a byte order mark (EF BB BF): the signed form has none; this is not "
+            "the signed document"
+        )
+        return None
+    said = ""
+    if data.startswith(_UTF16_32_MARKS):
+        said = "it starts with a UTF-16 or UTF-32 byte order mark"
+    elif b"\x00" in data[:4]:
+        said = "it starts with NUL bytes, as UTF-16 or UTF-32 text does"
+    else:
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError as err:
+            said = f"byte {err.start} (0x{data[err.start]:02x}) is not part of UTF-8 text"
+    found.not_text = True
+    found.problems.append(f"not UTF-8: {said}; a statement's JSON form is UTF-8")
+    return None
+
+
+def _structure_problem(data: bytes) -> str:
+    """Too deep, or arrays and objects packed too close, for a statement: said before the
+    document is parsed, as parsing it would recurse that deep or take that much memory.
+    Counted outside strings (escapes dropped first, then every "..."); linear in its size."""
+    outside = _STRING.sub(b"", _ESCAPED_PAIR.sub(b"", data))
+    brackets = outside.translate(*_BRACKETS_ONLY)
+    del outside
+    containers = brackets.count(b"[")
+    # Each pass takes away the innermost arrays and objects ("[]" once their content is
+    # gone): what passes leave is nested that much deeper; unmatched "[" nest deeper too.
+    passes = 0
+    while passes <= MAX_DEPTH:
+        inner_gone = brackets.replace(b"[]", b"")
+        if len(inner_gone) == len(brackets):
+            break
+        brackets = inner_gone
+        passes += 1
+    if passes + brackets.count(b"[") > MAX_DEPTH:
+        return (
+            f"nested deeper than {MAX_DEPTH} arrays and objects: not a statement (a "
+            "statement's JSON nests 5 deep)"
+        )
+    if containers > len(data) // MIN_BYTES_PER_CONTAINER + _CONTAINERS_ALWAYS_ALLOWED:
+        return (
+            f"more arrays and objects than a statement of its size holds ({containers:,} in "
+            f"{len(data):,} bytes; a statement has at most one per "
+            f"{MIN_BYTES_PER_CONTAINER} bytes): not a statement"
+        )
+    return ""
+
+
+class _Reader:
+    """json's hooks, refusing what the canonical form cannot hold and noting objects with a
+    duplicate key or keys out of order (named with their place once the parse is done)."""
+
+    def __init__(self) -> None:
+        self.flagged: list[tuple[dict[str, Any], str, str]] = []  # object, rule, detail
+
+    def decoder(self) -> json.JSONDecoder:
+        return json.JSONDecoder(
+            object_pairs_hook=self.object,
+            parse_float=self.number,
+            parse_int=self.integer,
+            parse_constant=self.constant,
+        )
+
+    def object(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        made = dict(pairs)
+        keys = [key for key, _ in pairs]
+        if len(made) != len(pairs):
+            seen: set[str] = set()
+            for key in keys:
+                if key in seen:
+                    self.flagged.append((made, "duplicate", key))
+                    break
+                seen.add(key)
+        else:
+            for before, after in pairwise(keys):
+                if before > after:
+                    self.flagged.append((made, "order", f"{_brief(before)} before {_brief(after)}"))
+                    break
+        return made
+
+    @staticmethod
+    def number(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise _Unreadable(f"number out of range: {_excerpt(text, 24)} is beyond a double")
+        return value
+
+    @staticmethod
+    def integer(text: str) -> int:
+        value = int(text) if len(text) <= 20 else None  # int() of 4,300 digits or more raises
+        if value is None or abs(value) > MAX_INTEGER:
+            raise _Unreadable(
+                f"integer out of range: {_excerpt(text, 24)} ({len(text.lstrip('-'))} digits); "
+                "a statement's integers fit in 64 bits"
+            )
+        return value
+
+    @staticmethod
+    def constant(name: str) -> Any:
+        raise _Unreadable(f"{name} is not a JSON number (a statement's numbers are finite)")
+
+    def problems(self, root: dict[str, Any]) -> list[str]:
+        """Each flagged object's rule with its place in `root` ($, $.credits, $.rows[0]):
+        the duplicate keys (a reader may take either value), else the first keys out of
+        order."""
+        duplicates = [f for f in self.flagged if f[1] == "duplicate"]
+        chosen = duplicates[:5] if duplicates else self.flagged[:1]
+        places = _places(root, [made for made, _, _ in chosen])
+        said = []
+        for made, rule, detail in chosen:
+            place = places.get(id(made), "a value a later duplicate key replaced")
+            if rule == "duplicate":
+                said.append(
+                    f"duplicate key {_brief(detail)} at {place} (a reader may see either value)"
+                )
+            else:
+                said.append(f"not in canonical form: keys out of order at {place} ({detail})")
+        return said
+
+
+_UNREAD = object()
+
+
+def _parse(text: str, reader: _Reader, found: Verification) -> Any:
+    """The JSON value `text` holds (leading whitespace allowed here: the canonical
+    comparison names it); _UNREAD, with the rule broken, if it is not JSON or has more
+    after it."""
+    start = len(text) - len(text.lstrip(" \t\r\n"))
+    try:
+        value, end = reader.decoder().raw_decode(text, start)
+    except _Unreadable as err:
+        found.problems.append(str(err))
+        return _UNREAD
+    except json.JSONDecodeError as err:
+        found.not_json = err
+        where = len(text[: err.pos].encode())
+        found.problems.append(
+            f"not JSON: {err.msg} at byte {where} (line {err.lineno}, column {err.colno})"
+        )
+        return _UNREAD
+    except RecursionError:  # _structure_problem keeps the depth far below this
+        found.problems.append(f"nested deeper than {MAX_DEPTH} arrays and objects")
+        return _UNREAD
+    if end != len(text):
+        where = len(text[:end].encode())
+        found.problems.append(
+            f"trailing data after the statement at byte {where}: {_brief(text[end:], 20)}"
+        )
+        return _UNREAD
+    return value
+
+
+def _places(root: Any, wanted: Sequence[Any]) -> dict[int, str]:
+    """id -> path ($.a.b[2]) of each of `wanted` (objects held alive by the caller) in root."""
+    left = {id(item) for item in wanted}
+    places: dict[int, str] = {}
+    stack: list[tuple[Any, str]] = [(root, "$")]
+    while stack and left:
+        node, path = stack.pop()
+        if id(node) in left:
+            left.discard(id(node))
+            places[id(node)] = path
+        if isinstance(node, dict):
+            stack += [(v, path + _member(k)) for k, v in node.items() if isinstance(v, dict | list)]
+        elif isinstance(node, list):
+            stack += [(v, f"{path}[{i}]") for i, v in enumerate(node) if isinstance(v, dict | list)]
+    return places
+
+
+def _member(key: str) -> str:
+    return f".{key}" if key.isidentifier() and key.isascii() else f"[{_brief(key)}]"
+
+
+def _surrogate_problem(root: Any) -> str:
+    stack: list[tuple[Any, str]] = [(root, "$")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if _SURROGATE.search(key):
+                    return _surrogate_said(key, f"{path} (in a key)")
+                stack.append((value, path + _member(key)))
+        elif isinstance(node, list):
+            stack += [(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        elif isinstance(node, str) and _SURROGATE.search(node):
+            return _surrogate_said(node, path)
+    return "a lone surrogate in a string: not Unicode text"
+
+
+def _surrogate_said(text: str, place: str) -> str:
+    found = _SURROGATE.search(text)
+    code = ord(found.group()) if found else 0xD800
+    return (
+        f"a lone surrogate (\\u{code:04x}) in a string at {place}: not Unicode text, which "
+        "the signed form (UTF-8) cannot hold"
+    )
+
+
+def _difference(given: bytes, canonical: bytes) -> str:
+    """Where `given` first differs from the canonical form of its own content, and how."""
+    at = _common_prefix(given, canonical)
+    if at == len(canonical):
+        return f"trailing data after the statement at byte {at}: {_bytes_excerpt(given[at:])}"
+    while at > 0 and 0x80 <= given[at] < 0xC0:  # to the start of a UTF-8 character
+        at -= 1
+    backslashes = len(given[:at]) - len(given[:at].rstrip(b"\\"))
+    if backslashes % 2:  # inside an escape: from its backslash
+        at -= 1
+    elif given[at : at + 1] in b"0123456789+-.eE" and given[at : at + 1]:
+        while at > 0 and given[at - 1] in _NUMBER_BYTES:  # a number: from its start
+            at -= 1
+    if given[at] in b" \t\r\n":
+        return (
+            f"not in canonical form: whitespace at byte {at} (the signed form has none: a "
+            "pretty-printed or re-saved copy is not the signed document)"
+        )
+    rule = "a \\u escape" if given[at : at + 2] == b"\\u" else "at byte"
+    shown = (
+        f"{_bytes_excerpt(given[at:])} where the signed form has {_bytes_excerpt(canonical[at:])}"
+    )
+    if rule == "at byte":
+        return f"not in canonical form: at byte {at}, {shown}"
+    return (
+        f"not in canonical form: a \\u escape at byte {at}, {shown} (it has the character itself)"
+    )
+
+
+def _common_prefix(a: bytes, b: bytes) -> int:
+    """The length of the longest common prefix (binary search over C-speed compares)."""
+    low, high = 0, min(len(a), len(b))
+    view_a, view_b = memoryview(a), memoryview(b)
+    while low < high:
+        middle = (low + high + 1) // 2
+        if view_a[:middle] == view_b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
+def _bytes_excerpt(data: bytes) -> str:
+    return _brief(data[:24].decode("utf-8", "backslashreplace"))
+
+
+def _brief(value: Any, limit: int = 40) -> str:
+    """repr of `value`, cut to about `limit` characters: control characters, surrogates and
+    the like escaped (repr does), a huge value named, not spelled out."""
+    if isinstance(value, str) and len(value) > limit:
+        return repr(value[:limit]) + f"... ({len(value):,} characters)"
+    said = repr(value)
+    return said if len(said) <= limit + 2 else said[:limit] + "..."
+
+
+def _excerpt(text: str, limit: int = 80) -> str:
+    """`text` with what repr escapes escaped, no quotes added, cut to `limit`."""
+    escaped = repr(text[: limit + 1])[1:-1]
+    return escaped if len(escaped) <= limit else escaped[:limit] + "..."
 
 
 def _public(pem: str | bytes, found: Verification) -> Ed25519PublicKey | None:
@@ -612,7 +978,7 @@ def _shape_problem(statement: Any) -> str:
     if not isinstance(statement, dict):
         return "not a statement: a JSON object is expected"
     if statement.get("kind") != KIND:
-        return f"not a statement: its kind is {statement.get('kind')!r}, not {KIND!r}"
+        return f"not a statement: its kind is {_brief(statement.get('kind'))}, not {KIND!r}"
     needed = {
         "signature": str,
         "public_key": str,
@@ -647,14 +1013,16 @@ def _shape_problem(statement: Any) -> str:
     return ""
 
 
-def _check_signature(statement: dict[str, Any], key: Ed25519PublicKey, found: Verification) -> None:
+def _check_signature(
+    statement: dict[str, Any], signed: bytes, key: Ed25519PublicKey, found: Verification
+) -> None:
     given = signing.key_id(key)
     if statement["public_key"] != given:
         found.problems.append(
-            f"signed with key {statement['public_key']}, not with the key given ({given})"
+            f"signed with key {_excerpt(statement['public_key'])}, not with the key given ({given})"
         )
         return
-    if not signing.signature_matches(key, signed_bytes(statement), statement["signature"]):
+    if not signing.signature_matches(key, signed, statement["signature"]):
         found.problems.append(
             "signature does not match: the statement was changed after it was signed, or "
             "was not signed with this key"
@@ -670,7 +1038,7 @@ def _check_entries(statement: dict[str, Any], found: Verification) -> list[list[
     for row in rows:
         number = row[_ID]
         if not isinstance(number, int):
-            found.problems.append(f"an entry's id is not a number: {number!r}")
+            found.problems.append(f"an entry's id is not a number: {_brief(number)}")
             continue
         if last is not None and number <= last:
             said = "listed twice" if number == last else f"out of order: {number} after {last}"
@@ -685,7 +1053,7 @@ def _check_entries(statement: dict[str, Any], found: Verification) -> list[list[
             found.problems.append(f"ledger entry {number}: its hash does not match its content")
         if row[_PROJECT] != project:
             found.problems.append(
-                f"ledger entry {number}: of project {row[_PROJECT]!r}, not {project!r}"
+                f"ledger entry {number}: of project {_brief(row[_PROJECT])}, not {_brief(project)}"
             )
         if not _in_period(period, row):
             found.problems.append(f"ledger entry {number}: outside the period {period.name}")
@@ -710,8 +1078,8 @@ def _in_period(period: Period, row: Sequence[Any]) -> bool:
 def _check_figures(statement: dict[str, Any], rows: list[list[Any]], found: Verification) -> None:
     try:
         recomputed = summarize(rows, float(statement["credits"]["opening"]))
-    except (TypeError, ValueError, KeyError) as err:
-        found.problems.append(f"the entries' figures cannot be summed: {err}")
+    except (TypeError, ValueError, KeyError, OverflowError) as err:
+        found.problems.append(f"the entries' figures cannot be summed: {_excerpt(str(err))}")
         return
     for name, value in recomputed.items():
         stated = statement.get(name)
@@ -750,7 +1118,8 @@ def _same_kinds(a: Any, b: Any) -> bool:
 def _said(value: Any) -> str:
     if isinstance(value, dict | list):
         return "(" + json.dumps(value)[:80] + ")"
-    return json.dumps(value)
+    said = json.dumps(value)  # escapes what a terminal would act on
+    return said if len(said) <= 82 else said[:80] + "..."
 
 
 def _check_against_ledger(
@@ -804,7 +1173,7 @@ def _check_against_ledger(
     ledger_head_hash = GENESIS if last is None else last["hash"]
     if head["hash"] != ledger_head_hash:
         found.problems.append(
-            f"ledger_head: entry {head_id}'s hash is {head['hash']} in the statement, "
+            f"ledger_head: entry {head_id}'s hash is {_excerpt(head['hash'])} in the statement, "
             f"{ledger_head_hash} in the ledger"
         )
     for number in sorted(listed):
