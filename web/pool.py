@@ -24,6 +24,7 @@ from web.services.metering import MeteringPolicy
 from web.services.nodes import NodeTokenDirectory
 from web.services.scheduling import DbDecisionSink, DbSnapshotSource
 from web.services.telemetry import TelemetryIngest, TelemetryLimits
+from web.services.throttle import SignInThrottle
 from web.settings import Settings
 
 
@@ -40,7 +41,12 @@ class Pool:
     # Wakes a loop that runs elsewhere (its own process: see web/scheduler_process.py).
     waker: Callable[[], None] | None = None
     leader_probe: Callable[[], bool] | None = None
+    # Failed password checks (the portal's sign-in, a wrong current password), by the clock.
+    sign_ins: SignInThrottle = field(init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.sign_ins = SignInThrottle(self.clock)
 
     def read_session(self) -> AbstractContextManager[Session]:
         return read_session(self.engine)
@@ -63,6 +69,11 @@ class Pool:
         """A token, role or membership changed: look callers up afresh."""
         self.principals.clear()
         self.node_tokens.clear()
+
+    def sessions_ended(self) -> None:
+        """Portal sessions were ended (a sign-out, a password set, a user deactivated or
+        signed out everywhere): their cached lookups go at once on this server."""
+        self.principals.clear()
 
     def pool_changed(self) -> None:
         """A project, quota or node changed: submissions check against fresh data."""

@@ -22,8 +22,9 @@ from web.api.routes import accounts, agents, jobs, nodes, projects, statements
 from web.db import read_session
 from web.models import Role
 from web.pool import Pool
-from web.portal.app import error_page, is_portal, mount_portal
+from web.portal.app import NOT_PORTAL, error_page, is_portal, mount_portal
 from web.portal.deps import SignInNeeded
+from web.portal.headers import SecurityHeaders
 from web.services import signing
 from web.services.errors import (
     Conflict,
@@ -31,6 +32,7 @@ from web.services.errors import (
     Invalid,
     NotFound,
     ServiceError,
+    TooManyAttempts,
     Unauthenticated,
     Unavailable,
 )
@@ -46,6 +48,7 @@ STATUS = {
     Conflict: 409,
     Unauthenticated: 401,
     Unavailable: 503,
+    TooManyAttempts: 429,
 }
 
 
@@ -142,12 +145,15 @@ def create_app(pool: Pool) -> FastAPI:
             "/verify": pool.settings.max_statement_bytes,  # the portal's page of the same
         },
     )
+    app.add_middleware(SecurityHeaders, not_portal=NOT_PORTAL)  # outermost: on every answer
     return app
 
 
 def service_error_response(err: ServiceError) -> JSONResponse:
     code = next((c for kind, c in STATUS.items() if isinstance(err, kind)), 400)
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
+    if isinstance(err, TooManyAttempts):
+        headers = {"Retry-After": str(err.retry_after_s)}
     body = {"detail": str(err), "field": err.field or None}
     return JSONResponse(body, status_code=code, headers=headers)
 

@@ -165,18 +165,36 @@ def user_activate(
 def user_passwd(
     name: UserArg,
     password_stdin: Annotated[
-        bool, typer.Option("--password-stdin", help="Read the password from standard input.")
+        bool,
+        typer.Option(
+            "--password-stdin",
+            help="Read the new password from the first line of standard input and, for "
+            "your own, the current one from the second.",
+        ),
     ] = False,
     server: ServerOption = None,
     token: TokenOption = None,
 ) -> None:
     """Set a user's password for the web portal (administrators for anyone, everyone for
-    themselves). Asks for it twice unless --password-stdin."""
+    themselves) and sign the user out of the portal everywhere. Asks for it twice unless
+    --password-stdin; your own also needs your current one (if you have one yet)."""
+    client = connect(server, token)
+    own = client.get("/users/me")["name"] == name
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
+        current = sys.stdin.readline().rstrip("\n") if own else ""
     else:
+        current = ""
+        if own:
+            current = typer.prompt(
+                "Current password (Enter if you have none yet)",
+                hide_input=True,
+                default="",
+                show_default=False,
+            )
         password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
-    connect(server, token).put(f"/users/{part(name)}/password", {"password": password})
+    body = {"password": password} | ({"current_password": current} if current else {})
+    client.put(f"/users/{part(name)}/password", body)
     say(f"password set for {name}: sign in to the portal with it")
 
 

@@ -14,9 +14,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from web.db import read_session
 from web.pool import Pool
+from web.portal.headers import PORTAL_ANSWER
 from web.portal.i18n import LANGUAGES, Formats, language_name, negotiate, translations
 from web.portal.sessions import COOKIE, PortalSession, SessionCodec
-from web.services.auth import Principal, principal_named
+from web.services.auth import Principal, session_principal
 from web.services.errors import Unauthenticated
 
 SESSION_KEY_PREFIX = "\x00portal:"  # the principal cache's keys for sessions: never a token
@@ -61,6 +62,12 @@ class Page:
     def now(self) -> float:
         return self.pool.clock.now()
 
+    @property
+    def address(self) -> str | None:
+        """The client's address (a proxy's, unless uvicorn is told to trust its
+        X-Forwarded-For): what sign-ins are throttled by."""
+        return self.request.client.host if self.request.client else None
+
     def gettext(self, message: str) -> str:
         return translations(self.language).gettext(message)
 
@@ -91,7 +98,10 @@ class Page:
         response.headers.setdefault("Cache-Control", "no-store")
         response.headers["Content-Language"] = self.language
         response.headers["Vary"] = "Accept-Language, Cookie"
-        self.portal.codec.write(self.session, response)
+        for name, value in PORTAL_ANSWER.items():  # the middleware's, for error pages too
+            response.headers.setdefault(name, value)
+        https = self.request.url.scheme == "https"
+        self.portal.codec.write(self.session, response, https=https)
         return response
 
 
@@ -111,27 +121,30 @@ async def get_page(request: Request) -> Page:
     session = portal.codec.read(request.cookies.get(COOKIE), now)
     language = session.language or negotiate(request.headers.get("accept-language"))
     user = None
-    if session.user is not None:
-        key = f"{SESSION_KEY_PREFIX}{session.user}\x00{session.token_id or ''}"
+    if session.user is not None and session.session_id is not None:
+        # Cached a few seconds; whatever ends sessions clears the cache of its server
+        # (Pool.sessions_ended), other replicas follow within the cache's lifetime.
+        key = f"{SESSION_KEY_PREFIX}{session.session_id}"
         user = pool.principals.get(key, now)
         if user is None:
             generation = pool.principals.generation
             try:
-                user = await run_in_threadpool(
-                    _principal, pool, session.user, session.token_id, now
-                )
+                user = await run_in_threadpool(_principal, pool, session.session_id, now)
             except Unauthenticated:
                 session.sign_out()
             else:
                 pool.principals.put(key, user, now, generation)
+        if user is not None and user.name != session.user:  # never, but never trust it
+            user = None
+            session.sign_out()
     page = Page(request, portal, session, language, user)
     request.state.portal_page = page  # for the error pages (app.py)
     return page
 
 
-def _principal(pool: Pool, name: str, token_id: int | None, now: float) -> Principal:
+def _principal(pool: Pool, session_id: str, now: float) -> Principal:
     with read_session(pool.engine) as session:
-        return principal_named(session, name, token_id, now)
+        return session_principal(session, session_id, now)
 
 
 PageDep = Annotated[Page, Depends(get_page)]

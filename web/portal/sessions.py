@@ -1,11 +1,15 @@
 """The portal's session: a cookie signed with a key derived from the pool's statement key
 (so every server of a pool, which shares that key file, reads every other's cookies).
 
-It holds who is signed in, since when, the form token (CSRF) and the language the user
-chose; HttpOnly, SameSite=Lax, Secure where the portal is served over HTTPS
-(GPUPOOL_PORTAL_SECURE_COOKIES). It expires GPUPOOL_PORTAL_SESSION_HOURS after sign-in.
-Nothing about the user is trusted from it but the name: role and projects are read
-afresh (see deps.py), so a role taken away or a user deactivated counts at once.
+It holds who is signed in, since when, the id of the session's row (portal_sessions),
+the form token (CSRF) and the language the user chose; HttpOnly, SameSite=Lax, and Secure
+when the request came over HTTPS (its scheme, which uvicorn takes from X-Forwarded-Proto
+of the proxies it trusts) or GPUPOOL_PORTAL_SECURE_COOKIES says the portal is served
+over HTTPS. It expires GPUPOOL_PORTAL_SESSION_HOURS after sign-in. A signed-in cookie
+counts only while its session's row lives (web/services/auth.py): sign-out, a password
+change, deactivation and an administrator's "sign out everywhere" delete rows, and a copy
+of the cookie is then worth nothing. Nothing about the user is trusted from the cookie:
+role and projects are read afresh (see deps.py).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class PortalSession:
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     language: str | None = None  # chosen by the user; None: by Accept-Language
     signed_in_at: float | None = None
-    token_id: int | None = None  # the API token signed in with (None: a password)
+    session_id: str | None = None  # names the session's row; None: signed out
     flash: list[tuple[str, str]] = field(default_factory=list)  # (kind, message) once
     changed: bool = True  # to be (re)written into the response
 
@@ -49,19 +53,18 @@ class PortalSession:
             "c": self.csrf,
             "l": self.language,
             "t": self.signed_in_at,
-            "k": self.token_id,
+            "s": self.session_id,
             "f": self.flash,
         }
 
-    def sign_in(self, user: str, now: float, token_id: int | None = None) -> None:
-        """A fresh form token at sign-in: one learnt before it is of no use after. Signed
-        in with an API token, the session lasts no longer than the token does."""
-        self.user, self.signed_in_at, self.token_id = user, now, token_id
+    def sign_in(self, user: str, now: float, session_id: str) -> None:
+        """A fresh form token at sign-in: one learnt before it is of no use after."""
+        self.user, self.signed_in_at, self.session_id = user, now, session_id
         self.csrf = secrets.token_urlsafe(24)
         self.changed = True
 
     def sign_out(self) -> None:
-        self.user, self.signed_in_at, self.token_id = None, None, None
+        self.user, self.signed_in_at, self.session_id = None, None, None
         self.csrf = secrets.token_urlsafe(24)
         self.changed = True
 
@@ -95,8 +98,11 @@ class SessionCodec:
             return PortalSession()
         signed_in_at = data.get("t")
         user = data.get("u") if isinstance(data.get("u"), str) else None
+        session_id = data.get("s") if isinstance(data.get("s"), str) else None
         if user and (
-            not isinstance(signed_in_at, int | float) or now - signed_in_at > self.max_age_s
+            not isinstance(signed_in_at, int | float)
+            or now - signed_in_at > self.max_age_s
+            or not session_id  # a cookie from before sessions had rows
         ):
             user, signed_in_at = None, None
         flash = [
@@ -109,12 +115,14 @@ class SessionCodec:
             csrf=data["c"],
             language=data.get("l") if isinstance(data.get("l"), str) else None,
             signed_in_at=signed_in_at,
-            token_id=data.get("k") if user and isinstance(data.get("k"), int) else None,
+            session_id=session_id if user else None,
             flash=flash,
             changed=False,
         )
 
-    def write(self, session: PortalSession, response: Response) -> None:
+    def write(self, session: PortalSession, response: Response, https: bool = False) -> None:
+        """Into the response if it changed; Secure if the portal is served over HTTPS or
+        this request came over it."""
         if not session.changed:
             return
         response.set_cookie(
@@ -123,6 +131,6 @@ class SessionCodec:
             max_age=int(self.max_age_s),
             httponly=True,
             samesite="lax",
-            secure=self.secure,
+            secure=self.secure or https,
             path="/",
         )

@@ -11,13 +11,27 @@ import hmac
 import secrets
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from web.models import ApiToken, MemberRole, Membership, Role, TokenCreated, TokenPublic, User
+from web.models import (
+    ApiToken,
+    MemberRole,
+    Membership,
+    PortalSessionRecord,
+    Role,
+    TokenCreated,
+    TokenPublic,
+    User,
+)
+from web.services import passwords
 from web.services.changes import record_change
 from web.services.errors import Forbidden, Invalid, NotFound, Unauthenticated
+
+if TYPE_CHECKING:
+    from sqlalchemy import CursorResult
 
 TOKEN_PREFIX = "gpp_"
 
@@ -207,13 +221,18 @@ def revoke_token(session: Session, asker: Principal, token_id: int, now: float) 
 # "scrypt$n$r$p$salt$hash" (base64), so the cost can be raised later without a migration.
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-MIN_PASSWORD_LENGTH = 10
-MAX_PASSWORD_LENGTH = 200
+MIN_PASSWORD_LENGTH = passwords.MIN_LENGTH
+MAX_PASSWORD_LENGTH = passwords.MAX_LENGTH
+
+
+def _password_bytes(password: str) -> bytes:
+    # A lone surrogate (from a JSON escape) must not crash a sign-in: it just never matches.
+    return password.encode("utf-8", "surrogatepass")
 
 
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    key = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
+    key = hashlib.scrypt(_password_bytes(password), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
     parts = (str(SCRYPT_N), str(SCRYPT_R), str(SCRYPT_P), _b64(salt), _b64(key))
     return "scrypt$" + "$".join(parts)
 
@@ -223,7 +242,7 @@ def password_matches(stored: str | None, password: str) -> bool:
         return False
     _, n, r, p, salt, key = stored.split("$")
     found = hashlib.scrypt(
-        password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
+        _password_bytes(password), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p)
     )
     return hmac.compare_digest(found, base64.b64decode(key))
 
@@ -232,27 +251,50 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def check_password_rules(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise Invalid(f"at least {MIN_PASSWORD_LENGTH} characters", field="password")
-    if len(password) > MAX_PASSWORD_LENGTH:
-        raise Invalid(f"at most {MAX_PASSWORD_LENGTH} characters", field="password")
+def check_password_rules(password: str, user_name: str = "") -> None:
+    """Invalid, naming the rule, if `password` is too weak for `user_name` (passwords.py)."""
+    weak = passwords.weakness(password, user_name)
+    if weak is not None:
+        raise Invalid(passwords.ENGLISH[weak], field="password")
 
 
 def set_password(
-    session: Session, asker: Principal, user_name: str, password: str, now: float
+    session: Session,
+    asker: Principal,
+    user_name: str,
+    password: str,
+    now: float,
+    current_password: str | None = None,
 ) -> User:
-    """Set a user's portal password (admins for anyone, others for themselves)."""
+    """Set a user's portal password (admins for anyone, others for themselves) and end the
+    user's portal sessions. Changing one's own asks for the current one, once one is set
+    (a stolen session or token alone cannot take the account over); an administrator
+    setting another user's does not."""
     if user_name != asker.name:
         asker.require(Role.ADMIN)
     user = session.get(User, user_name)
     if user is None:
         raise NotFound(f"no user {user_name!r}", field="user")
-    check_password_rules(password)
+    if user_name == asker.name and user.password_hash:
+        if not current_password:
+            raise Invalid(
+                "your current password is needed to change your own", field="current_password"
+            )
+        if not password_matches(user.password_hash, current_password):
+            raise WrongCurrentPassword(
+                "this is not your current password", field="current_password"
+            )
+    check_password_rules(password, user_name)
     user.password_hash = hash_password(password)
     session.add(user)
+    end_sessions(session, user_name)
     record_change(session, asker.name, f"user:{user_name}", "password", "", "set", now)
     return user
+
+
+class WrongCurrentPassword(Invalid):
+    """The current password given to change one's own was wrong (a guess, counted as a
+    failed sign-in by the callers' throttle)."""
 
 
 # The same work for unknown users as for known ones, so timing tells nobody which exist.
@@ -270,6 +312,63 @@ def sign_in(session: Session, user_name: str, password: str) -> Principal:
     if not user.active:
         raise Unauthenticated(f"user {user.name} is deactivated")
     return principal_of(session, user)
+
+
+# --- the portal's sessions ------------------------------------------------------------------
+# The cookie carries a random id; the row, its digest. A session is valid while its row
+# is: deleting rows ends sessions at once on every server (each reads the row afresh, its
+# answer cached by the portal no longer than the principal cache's few seconds, and cleared
+# on the server that ended them).
+
+
+def open_session(session: Session, principal: Principal, now: float, lifetime_s: float) -> str:
+    """A new session for a principal just signed in; its id, for the cookie."""
+    session.execute(delete(PortalSessionRecord).where(col(PortalSessionRecord.expires_at) <= now))
+    session_id = secrets.token_urlsafe(32)
+    session.add(
+        PortalSessionRecord(
+            digest=digest(session_id),
+            user=principal.name,
+            token_id=principal.token_id,
+            created_at=now,
+            expires_at=now + lifetime_s,
+        )
+    )
+    return session_id
+
+
+def session_principal(session: Session, session_id: str, now: float) -> Principal:
+    """Who a session is signed in as; Unauthenticated once it has ended (signed out,
+    expired, ended by a password change or an administrator, or the user deactivated)."""
+    row = session.get(PortalSessionRecord, digest(session_id))
+    if row is None or row.expires_at <= now:
+        raise Unauthenticated("signed out: this session has ended")
+    return principal_named(session, row.user, row.token_id, now)
+
+
+def end_session(session: Session, session_id: str) -> None:
+    session.execute(
+        delete(PortalSessionRecord).where(col(PortalSessionRecord.digest) == digest(session_id))
+    )
+
+
+def end_sessions(session: Session, user_name: str) -> int:
+    """End every portal session of a user; how many there were."""
+    ended = session.execute(
+        delete(PortalSessionRecord).where(col(PortalSessionRecord.user) == user_name)
+    )
+    return int(cast("CursorResult[Any]", ended).rowcount or 0)
+
+
+def sign_out_everywhere(session: Session, asker: Principal, user_name: str, now: float) -> int:
+    """An administrator ends every portal session of a user (a lost laptop, a cookie
+    thought stolen); how many were ended. Their API tokens are revoked one by one."""
+    asker.require(Role.ADMIN)
+    if session.get(User, user_name) is None:
+        raise NotFound(f"no user {user_name!r}", field="user")
+    ended = end_sessions(session, user_name)
+    record_change(session, asker.name, f"user:{user_name}", "sessions", str(ended), "ended", now)
+    return ended
 
 
 def principal_named(

@@ -35,5 +35,13 @@ class Unauthenticated(ServiceError):
     """No valid token."""
 
 
+class TooManyAttempts(ServiceError):
+    """Too many failed password checks from here or for this account: wait and retry."""
+
+    def __init__(self, retry_after_s: int, field: str = "") -> None:
+        super().__init__(f"too many failed attempts; try again in {retry_after_s} s", field=field)
+        self.retry_after_s = retry_after_s
+
+
 class Unavailable(ServiceError):
     """Something the pool depends on (Ray, say) cannot answer now; try again later."""

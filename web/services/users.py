@@ -6,7 +6,7 @@ from sqlalchemy import ColumnElement, func, or_
 from sqlmodel import Session, col, select
 
 from web.models import Role, User, UserCreate, UserUpdate
-from web.services.auth import Principal
+from web.services.auth import Principal, end_sessions
 from web.services.changes import record_change
 from web.services.errors import Conflict, NotFound
 
@@ -81,6 +81,8 @@ def users_by_role(session: Session, asker: Principal) -> dict[str, int]:
 def update_user(
     session: Session, asker: Principal, name: str, change: UserUpdate, now: float
 ) -> User:
+    """Deactivating a user also ends their portal sessions for good (activated again, they
+    sign in afresh)."""
     asker.require(Role.ADMIN)
     user = get_user(session, asker, name)
     for key, value in change.model_dump(exclude_unset=True, exclude_none=True).items():
@@ -88,5 +90,7 @@ def update_user(
         if getattr(user, key) != value:
             record_change(session, asker.name, f"user:{name}", key, getattr(user, key), value, now)
             setattr(user, key, value)
+    if not user.active:
+        end_sessions(session, name)
     session.add(user)
     return user

@@ -364,8 +364,12 @@ ROWS = [
     ),
     Row(
         "PUT", "/api/v1/users/{name}/password",
-        fixed("/users/bob/password", {"password": "a-long-password"}),
-        # Admins set anyone's; everyone else only their own (bob here).
+        fixed(
+            "/users/bob/password",
+            {"password": "a-long-password", "current_password": "a-long-password"},
+        ),
+        # Admins set anyone's; everyone else only their own (bob here), with the current
+        # one (the admin's try may have set it already; the admin's own is not asked for).
         admin=OK, operator=403, pi=403, member=OK, outsider=403,
     ),
     Row(

@@ -607,12 +607,36 @@ def test_up_prints_the_portal_and_a_password_that_signs_the_admin_in(pool: Pool)
 
 def test_user_passwd_sets_a_portal_password(pool: Pool, jiwoo: str) -> None:
     done = pool.ok(
-        "user", "passwd", "jiwoo", "--password-stdin", token=jiwoo, input_text="jiwoo-portal-pass\n"
+        "user", "passwd", "jiwoo", "--password-stdin", token=jiwoo, input_text="a-portal-pass-77\n"
     )
     assert "password set for jiwoo" in done.out
-    assert portal_signs_in(pool, "jiwoo", "jiwoo-portal-pass")
+    assert portal_signs_in(pool, "jiwoo", "a-portal-pass-77")
+    # Her own, once she has one, needs the current one (the second line).
+    without = pool.run(
+        "user", "passwd", "jiwoo", "--password-stdin", token=jiwoo, input_text="another-pass-88\n"
+    )
+    assert without.code != 0 and "current_password" in without.err_line
+    again = pool.ok(
+        "user",
+        "passwd",
+        "jiwoo",
+        "--password-stdin",
+        token=jiwoo,
+        input_text="another-pass-88\na-portal-pass-77\n",
+    )
+    assert "password set for jiwoo" in again.out
+    assert portal_signs_in(pool, "jiwoo", "another-pass-88")
     short = pool.run("user", "passwd", "jiwoo", "--password-stdin", token=jiwoo, input_text="x\n")
     assert short.code != 0 and "password" in short.err_line
+    common = pool.run(
+        "user",
+        "passwd",
+        "jiwoo",
+        "--password-stdin",
+        token=jiwoo,
+        input_text="password123\nanother-pass-88\n",
+    )
+    assert common.code != 0 and "common" in common.err_line
     other = pool.run(
         "user", "passwd", "sora", "--password-stdin", token=jiwoo, input_text="long-enough-pw\n"
     )

@@ -139,14 +139,19 @@ def test_the_language_follows_accept_language_and_can_be_switched(portal: Portal
 def test_own_password_change_checks_both_fields(portal: Portal) -> None:
     alice = portal.as_user("alice")
     alice.get("/account")
-    short = alice.post_form("/account/password", {"password": "short", "password_again": "short"})
+    current = {"current_password": password_of("alice")}
+    short = alice.post_form(
+        "/account/password", current | {"password": "short", "password_again": "short"}
+    )
     assert short.status_code == 400 and 'id="e-password"' in short.text
     differ = alice.post_form(
-        "/account/password", {"password": "long-enough-1", "password_again": "long-enough-2"}
+        "/account/password",
+        current | {"password": "long-enough-1", "password_again": "long-enough-2"},
     )
     assert differ.status_code == 400 and 'id="e-password_again"' in differ.text
     done = alice.post_form(
-        "/account/password", {"password": "long-enough-1", "password_again": "long-enough-1"}
+        "/account/password",
+        current | {"password": "long-enough-1", "password_again": "long-enough-1"},
     )
     assert done.status_code == 303
     visitor = portal.anonymous()

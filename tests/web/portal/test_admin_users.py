@@ -139,8 +139,8 @@ def test_create_a_user_who_can_then_sign_in(portal: Portal) -> None:
             "full_name": "Frank Kim",
             "email": "frank@example.org",
             "role": "operator",
-            "password": "frank-password-1",
-            "password_again": "frank-password-1",
+            "password": "kim-password-1",
+            "password_again": "kim-password-1",
         },
     )
     assert done.status_code == 303 and done.headers["location"] == "/admin/users/frank"
@@ -154,7 +154,7 @@ def test_create_a_user_who_can_then_sign_in(portal: Portal) -> None:
         "operator",
         True,
     )
-    assert signs_in(portal, "frank", "frank-password-1")
+    assert signs_in(portal, "frank", "kim-password-1")
     assert 'id="user-frank"' in admin.get("/admin/users?q=frank").text
 
 
@@ -261,11 +261,11 @@ def test_an_administrator_sets_a_password(portal: Portal) -> None:
     assert signs_in(portal, "carol", password_of("carol"))
     done = admin.post_form(
         "/admin/users/carol/password",
-        {"password": "carol-new-password", "password_again": "carol-new-password"},
+        {"password": "a-new-password-c", "password_again": "a-new-password-c"},
     )
     assert done.status_code == 303
-    assert "The password of carol is set." in said(admin.get("/admin/users/carol"))
-    assert signs_in(portal, "carol", "carol-new-password")
+    assert "The password of carol is set; their sessions are signed out." in said(admin.get("/admin/users/carol"))
+    assert signs_in(portal, "carol", "a-new-password-c")
     assert not signs_in(portal, "carol", password_of("carol"))
 
 

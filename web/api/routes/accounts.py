@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 
 from web.api.deps import CurrentUser, IdPath, PoolDep, ReadSessionDep, SessionDep
 from web.models import (
@@ -17,6 +17,7 @@ from web.models import (
     UserUpdate,
 )
 from web.services import auth, projects, users
+from web.services.auth import WrongCurrentPassword
 
 router = APIRouter(tags=["accounts"])
 
@@ -57,12 +58,35 @@ def update_user(
 
 @router.put("/users/{name}/password", response_model=UserPublic)
 def set_password(
-    name: str, spec: PasswordUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
+    name: str,
+    spec: PasswordUpdate,
+    session: SessionDep,
+    user: CurrentUser,
+    pool: PoolDep,
+    request: Request,
 ) -> UserPublic:
-    """Set a user's portal password (admins for anyone, others for their own)."""
-    changed = auth.set_password(session, user, name, spec.password, pool.clock.now())
-    session.commit()
-    return UserPublic.model_validate(changed.model_dump())
+    """Set a user's portal password (admins for anyone, others for their own) and end the
+    user's portal sessions. One's own needs `current_password` once one is set; wrong
+    ones are throttled as failed sign-ins are (429 with Retry-After). A password too weak
+    (too short, a run or a repetition, containing the user name, or a common one) is
+    refused naming the rule."""
+
+    def change() -> UserPublic:
+        changed = auth.set_password(
+            session, user, name, spec.password, pool.clock.now(), spec.current_password
+        )
+        session.commit()
+        return UserPublic.model_validate(changed.model_dump())
+
+    if name != user.name:
+        answer = change()
+    else:
+        address = request.client.host if request.client else None
+        answer = pool.sign_ins.attempt(
+            user.name, address, change, wrong=(WrongCurrentPassword,), field="current_password"
+        )
+    pool.sessions_ended()
+    return answer
 
 
 @router.post(

@@ -12,13 +12,14 @@ from starlette.responses import Response
 
 from web.api.deps import IdPath
 from web.db import read_session, write_session
-from web.models import TokenCreate, TokenCreated, TokenPublic
+from web.models import TokenCreate, TokenCreated, TokenPublic, User
 from web.portal.deps import Page, PageDep, SignedIn
 from web.portal.forms import FORM, Form, Gettext, blank_to_none, read_form
 from web.portal.i18n import LANGUAGES
-from web.services import auth
-from web.services.auth import Principal
-from web.services.errors import NotFound, ServiceError, Unauthenticated
+from web.services import auth, passwords
+from web.services.auth import Principal, WrongCurrentPassword
+from web.services.errors import NotFound, TooManyAttempts, Unauthenticated
+from web.services.passwords import Weakness
 
 router = APIRouter()
 
@@ -55,36 +56,69 @@ async def signin(page: PageDep) -> Response:
             form.error("user", _("Required."))
         if not password:
             form.error("password", _("Required."))
+    status_code, retry_after = 400, 0
     if form.ok:
+        # A token names no account: only its address is throttled.
+        account = None if token else name
         try:
-            principal = await run_in_threadpool(_sign_in, page, name, password, token)
+            principal, session_id = await run_in_threadpool(
+                lambda: page.pool.sign_ins.attempt(
+                    account, page.address, lambda: _sign_in(page, name, password, token)
+                )
+            )
+        except TooManyAttempts as err:
+            status_code, retry_after = 429, err.retry_after_s
+            form.error(FORM, too_many_attempts(page, err))
         except Unauthenticated:
             if token:
                 form.error("token", _("This token is not valid (wrong, revoked or expired)."))
             else:
                 form.error(FORM, _("Wrong user name or password."))
         else:
-            page.session.sign_in(principal.name, page.now, principal.token_id)
-            page.pool.principals.clear()  # the session's user looked up afresh
+            page.session.sign_in(principal.name, page.now, session_id)
             return page.redirect(target)
     form.values.pop("password", None)  # never sent back into the page
     form.values.pop("token", None)
-    return page.render("signin.html", status_code=400, form=form, next=target)
+    response = page.render("signin.html", status_code=status_code, form=form, next=target)
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
-def _sign_in(page: Page, name: str, password: str, token: str) -> Principal:
-    with read_session(page.pool.engine) as session:
+def too_many_attempts(page: Page, err: TooManyAttempts) -> str:
+    return page.gettext(
+        "Too many failed attempts from here or for this account; try again in %(seconds)s s."
+    ) % {"seconds": err.retry_after_s}
+
+
+def _sign_in(page: Page, name: str, password: str, token: str) -> tuple[Principal, str]:
+    """Who signs in, and their new session's id."""
+    with write_session(page.pool.engine) as session:
         if token:
-            return auth.authenticate(session, token, page.now)
-        return auth.sign_in(session, name, password)
+            principal = auth.authenticate(session, token, page.now)
+        else:
+            principal = auth.sign_in(session, name, password)
+        lifetime_s = page.portal.codec.max_age_s
+        return principal, auth.open_session(session, principal, page.now, lifetime_s)
 
 
 @router.post("/signout")
 async def signout(page: PageDep) -> Response:
+    """Signs out this browser for good: the session's row goes, so a copy of its cookie
+    is worth nothing after (other sessions of the user stay)."""
     form = await read_form(page.request, page.session.csrf, page.gettext)
     if form.ok:
+        session_id = page.session.session_id
+        if session_id is not None:
+            await run_in_threadpool(_end_session, page, session_id)
+            page.pool.sessions_ended()
         page.session.sign_out()
     return page.redirect("/signin")
+
+
+def _end_session(page: Page, session_id: str) -> None:
+    with write_session(page.pool.engine) as session:
+        auth.end_session(session, session_id)
 
 
 @router.post("/language")
@@ -101,7 +135,12 @@ async def choose_language(page: PageDep) -> Response:
 @router.get("/account")
 def account(page: SignedIn) -> Response:
     return page.render(
-        "account.html", form=None, tokens=_tokens(page), created=None, token_form=None
+        "account.html",
+        form=None,
+        tokens=_tokens(page),
+        created=None,
+        token_form=None,
+        has_password=_has_password(page),
     )
 
 
@@ -111,47 +150,99 @@ def _tokens(page: Page) -> list[TokenPublic]:
         return [TokenPublic.model_validate(t.model_dump()) for t in rows]
 
 
+def _has_password(page: Page) -> bool:
+    """Whether the user has a password yet (one who signs in by token alone may not)."""
+    with read_session(page.pool.engine) as session:
+        user = session.get(User, page.who.name)
+        return user is not None and bool(user.password_hash)
+
+
 @router.post("/account/password")
 async def change_password(page: SignedIn) -> Response:
+    """A new password, given the current one (if one is set). Every session of the user
+    ends, this browser's included, which is signed in afresh."""
     _ = page.gettext
     form = await read_form(page.request, page.session.csrf, _)
+    current = form.get("current_password")
+    status_code, retry_after = 400, 0
+    has_password = await run_in_threadpool(_has_password, page)
+    if form.ok:  # the form is this site's: say everything wrong with it at once
+        if not current and has_password:
+            form.error("current_password", _("Required: your current password."))
+        password_error(page, form, page.who.name)
     if form.ok:
-        password_error(page, form)
-    if form.ok:
-        await run_in_threadpool(_set_password, page, form.get("password"))
-        page.session.say("ok", _("Your password was changed."))
-        return page.redirect("/account")
-    form.values.pop("password", None)
-    form.values.pop("password_again", None)
-    return page.render(
+        try:
+            session_id = await run_in_threadpool(
+                lambda: page.pool.sign_ins.attempt(
+                    page.who.name,
+                    page.address,
+                    lambda: _set_password(page, form.get("password"), current),
+                    wrong=(WrongCurrentPassword,),
+                )
+            )
+        except TooManyAttempts as err:
+            status_code, retry_after = 429, err.retry_after_s
+            form.error("current_password", too_many_attempts(page, err))
+        except WrongCurrentPassword:
+            form.error("current_password", _("This is not your current password."))
+        else:
+            page.pool.sessions_ended()
+            page.session.sign_in(page.who.name, page.now, session_id)
+            page.session.say(
+                "ok", _("Your password was changed. Your other sessions are signed out.")
+            )
+            return page.redirect("/account")
+    for name in ("current_password", "password", "password_again"):
+        form.values.pop(name, None)  # never sent back into the page
+    response = page.render(
         "account.html",
-        status_code=400,
+        status_code=status_code,
         form=form,
         tokens=_tokens(page),
         created=None,
         token_form=None,
+        has_password=has_password,
     )
+    if retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
-def password_error(page: Page, form: Form) -> None:
-    """The password fields' rules: the same twice, of an allowed length."""
+def password_error(page: Page, form: Form, user_name: str) -> None:
+    """The password fields' rules: the same twice, and not too weak for this user."""
     _ = page.gettext
     password = form.get("password")
     if password != form.get("password_again"):
         form.error("password_again", _("The two passwords differ."))
-    try:
-        auth.check_password_rules(password)
-    except ServiceError:
-        form.error(
-            "password",
-            _("Between %(low)s and %(high)s characters.")
-            % {"low": auth.MIN_PASSWORD_LENGTH, "high": auth.MAX_PASSWORD_LENGTH},
-        )
+    weak = passwords.weakness(password, user_name)
+    if weak is not None:
+        form.error("password", weakness_message(page, weak))
 
 
-def _set_password(page: Page, password: str) -> None:
+def weakness_message(page: Page, weak: Weakness) -> str:
+    _ = page.gettext
+    return {
+        Weakness.TOO_SHORT: _("Between %(low)s and %(high)s characters."),
+        Weakness.TOO_LONG: _("Between %(low)s and %(high)s characters."),
+        Weakness.NOT_TEXT: _("Only letters, digits, spaces and symbols."),
+        Weakness.REPEATS: _("Too simple: one character or one short piece repeated."),
+        Weakness.RUN: _("Too simple: a run of keys or letters, like abcdefghij or qwertyuiop."),
+        Weakness.HAS_NAME: _("Too easy to guess: it contains the user name."),
+        Weakness.COMMON: _(
+            "Too easy to guess: one of the most common passwords, or one with digits added."
+        ),
+    }[weak] % {"low": passwords.MIN_LENGTH, "high": passwords.MAX_LENGTH}
+
+
+def _set_password(page: Page, password: str, current: str) -> str:
+    """Sets the password (which ends every session of the user); this browser's new
+    session's id."""
     with write_session(page.pool.engine) as session:
-        auth.set_password(session, page.who, page.who.name, password, page.now)
+        auth.set_password(
+            session, page.who, page.who.name, password, page.now, current_password=current
+        )
+        lifetime_s = page.portal.codec.max_age_s
+        return auth.open_session(session, page.who, page.now, lifetime_s)
 
 
 # --- my API tokens ---------------------------------------------------------------------------

@@ -789,7 +789,7 @@ async def create_user(page: Admin) -> Response:
             _("1 to 63 characters: a-z, 0-9, '.', '_' or '-', starting with a letter or digit."),
         )
     if form.ok and (form.get("password") or form.get("password_again")):
-        password_error(page, form)
+        password_error(page, form, name)
     spec = None
     try:
         spec = UserCreate.model_validate(
@@ -851,6 +851,7 @@ async def _user_page(
             }
         ),
         "password": Form(),
+        "signout": Form(),
         "token": Form(),
         "revoke": Form(),
     } | dict(posted)
@@ -930,15 +931,22 @@ def _update_user(page: Page, name: str, spec: UserUpdate) -> None:
 async def set_password(page: Admin, name: UserName) -> Response:
     _ = page.gettext
     form = await read_form(page.request, page.session.csrf, _)
+    if form.ok and name == page.who.name:  # one's own needs the current one: not here
+        form.error("password", _("Change your own password on the My account page."))
     if form.ok:
-        password_error(page, form)
+        password_error(page, form, name)
     if form.ok:
         try:
             await run_in_threadpool(_set_password, page, name, form.get("password"))
         except Refused as err:
             refused_form(page, form, err)
         else:
-            page.session.say("ok", _("The password of %(name)s is set.") % {"name": name})
+            page.pool.sessions_ended()
+            page.session.say(
+                "ok",
+                _("The password of %(name)s is set; their sessions are signed out.")
+                % {"name": name},
+            )
             return page.redirect(f"/admin/users/{name}")
     form.values.pop("password", None)
     form.values.pop("password_again", None)
@@ -950,6 +958,30 @@ def _set_password(page: Page, name: str, password: str) -> None:
         users.get_user(session, page.who, name)
         with refusals():
             auth.set_password(session, page.who, name, password, page.now)
+
+
+@router.post("/users/{name}/signout")
+async def sign_out_everywhere(page: Admin, name: UserName) -> Response:
+    """End every portal session of the user at once (a lost laptop, a cookie thought
+    stolen); their API tokens are revoked one by one below."""
+    _ = page.gettext
+    form = await read_form(page.request, page.session.csrf, _)
+    if form.ok:
+        ended = await run_in_threadpool(_sign_out_everywhere, page, name)
+        page.pool.sessions_ended()
+        page.session.say(
+            "ok",
+            _("%(name)s is signed out everywhere (%(count)s sessions ended).")
+            % {"name": name, "count": ended},
+        )
+        return page.redirect(f"/admin/users/{name}")
+    return await _user_page(page, name, {"signout": form}, 400)
+
+
+def _sign_out_everywhere(page: Page, name: str) -> int:
+    with write_session(page.pool.engine) as session:
+        users.get_user(session, page.who, name)
+        return auth.sign_out_everywhere(session, page.who, name, page.now)
 
 
 @router.post("/users/{name}/tokens")

@@ -29,13 +29,11 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 from scheduler.runtime.clock import SystemClock
 from scheduler.runtime.fake import InProcessDispatcher
 from tests.web.conftest import POOL_TOML, USERS
-from tests.web.portal.conftest import password_of
+from tests.web.portal.conftest import password_of, seed_passwords
 from web.api.app import create_app
 from web.bench import free_port
 from web.db import make_engine, migrate, write_session
-from web.models import Role
 from web.pool import Pool, build_pool
-from web.services.auth import Principal, set_password
 from web.services.seed import seed_pool
 from web.settings import Settings
 
@@ -107,10 +105,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     with write_session(engine) as session:
         seed_pool(session, toml, clock.now())
         session.flush()
-        for user in USERS:
-            set_password(
-                session, Principal("seed", Role.ADMIN), user, password_of(user), clock.now()
-            )
+        seed_passwords(session, USERS)
     dispatcher = InProcessDispatcher(clock, run_for=lambda order: RUN_S)
     pool = build_pool(settings, dispatcher, clock=clock, engine=engine)
     server = uvicorn.Server(
