@@ -635,10 +635,12 @@ MAX_DEPTH = 16  # arrays and objects within one another; a statement's JSON nest
 # its size in memory once parsed, against 4 times for a statement.
 MIN_BYTES_PER_CONTAINER = 32
 _CONTAINERS_ALWAYS_ALLOWED = 64
-MAX_INTEGER = 2**63 - 1  # the ledger's integers are 64-bit
+# The canonical form writes an integer of 64 bits in at most 19 digits and a double in at
+# most 17 significant ones: a longer run of digits is out of range (int() refuses 4,300).
+MAX_DIGITS = 20
+_DIGITS_AS_ZEROS = bytes.maketrans(b"123456789", b"0" * 9)
 _UTF16_32_MARKS = (b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")
-_ESCAPED_PAIR = re.compile(rb"\\.", re.DOTALL)
-_STRING = re.compile(rb'"[^"]*+"')  # once escapes are gone; possessive: linear time
+_PIECE_BYTES = 256 * 1024  # what _outside_strings holds at a time, and a little more
 _BRACKETS_ONLY = (bytes.maketrans(b"{}", b"[]"), bytes(set(range(256)) - set(b"[]{}")))
 _NUMBER_BYTES = b"0123456789+-.eE"
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -669,13 +671,20 @@ def read_document(
     text = _utf8_text(data, found)
     if text is None:
         return None
-    structure = _structure_problem(data)
+    structure, long_number = _structure_problem(data)
     if structure:
         found.problems.append(structure)
         return None
     reader = _Reader()
     statement = _parse(text, reader, found)
+    del text
     if statement is _UNREAD:
+        return None
+    if long_number:  # said once the document is known to be JSON (a CSV has long numbers)
+        found.problems.append(
+            f"number out of range: more than {MAX_DIGITS} digits in a row (a statement's "
+            "integers fit in 64 bits, its numbers in a double)"
+        )
         return None
     if not isinstance(statement, dict):
         found.problems.append("not a statement: a JSON object is expected")
@@ -688,15 +697,34 @@ def read_document(
     except UnicodeEncodeError:
         found.problems.append(_surrogate_problem(statement))
         return None
-    canonical = b"{" + b",".join(parts) + b"}"
-    if canonical != data:
-        found.problems.append(_difference(data, canonical))
+    except ValueError:  # a double out of range (1e400) read as infinity
+        found.problems.append(
+            f"number out of range at {_infinite_place(statement)}: beyond a double"
+        )
         return None
-    del canonical
+    if not _is_joined(data, parts):
+        found.problems.append(_difference(data, b"{" + b",".join(parts) + b"}"))
+        return None
     unsigned = [
         part for key, part in zip(sorted(statement), parts, strict=True) if key != "signature"
     ]
     return statement, b"{" + b",".join(unsigned) + b"}"
+
+
+def _is_joined(data: bytes, parts: list[bytes]) -> bool:
+    """data == b"{" + b",".join(parts) + b"}", without making that copy."""
+    if not (data.startswith(b"{") and data.endswith(b"}")):
+        return False
+    position = 1
+    for index, part in enumerate(parts):
+        if index:
+            if data[position : position + 1] != b",":
+                return False
+            position += 1
+        if not data.startswith(part, position):
+            return False
+        position += len(part)
+    return position == len(data) - 1
 
 
 def _utf8_text(data: bytes, found: Verification) -> str | None:
@@ -724,13 +752,20 @@ def _utf8_text(data: bytes, found: Verification) -> str | None:
     return None
 
 
-def _structure_problem(data: bytes) -> str:
+def _structure_problem(data: bytes) -> tuple[str, bool]:
     """Too deep, or arrays and objects packed too close, for a statement: said before the
-    document is parsed, as parsing it would recurse that deep or take that much memory.
-    Counted outside strings (escapes dropped first, then every "..."); linear in its size."""
-    outside = _STRING.sub(b"", _ESCAPED_PAIR.sub(b"", data))
-    brackets = outside.translate(*_BRACKETS_ONLY)
-    del outside
+    document is parsed, as parsing it would recurse that deep or take that much memory;
+    and whether it has a number of more than MAX_DIGITS digits. Looked at outside strings,
+    a piece at a time (_outside_strings); linear in its size."""
+    brackets = bytearray()
+    too_long = b"0" * (MAX_DIGITS + 1)
+    long_number = False
+    before = b""  # the end of the last piece: a number may go on into the next
+    for outside in _outside_strings(data):
+        digits = before + outside.translate(_DIGITS_AS_ZEROS)
+        long_number = long_number or too_long in digits
+        before = digits[-MAX_DIGITS:]
+        brackets += outside.translate(*_BRACKETS_ONLY)
     containers = brackets.count(b"[")
     # Each pass takes away the innermost arrays and objects ("[]" once their content is
     # gone): what passes leave is nested that much deeper; unmatched "[" nest deeper too.
@@ -744,15 +779,39 @@ def _structure_problem(data: bytes) -> str:
     if passes + brackets.count(b"[") > MAX_DEPTH:
         return (
             f"nested deeper than {MAX_DEPTH} arrays and objects: not a statement (a "
-            "statement's JSON nests 5 deep)"
+            "statement's JSON nests 5 deep)",
+            long_number,
         )
     if containers > len(data) // MIN_BYTES_PER_CONTAINER + _CONTAINERS_ALWAYS_ALLOWED:
         return (
             f"more arrays and objects than a statement of its size holds ({containers:,} in "
             f"{len(data):,} bytes; a statement has at most one per "
-            f"{MIN_BYTES_PER_CONTAINER} bytes): not a statement"
+            f"{MIN_BYTES_PER_CONTAINER} bytes): not a statement",
+            long_number,
         )
-    return ""
+    return "", long_number
+
+
+def _outside_strings(data: bytes) -> Iterator[bytes]:
+    """What `data` holds outside its JSON strings, in pieces: each piece of _PIECE_BYTES
+    without its escaped backslashes and quotes (outside a string a backslash is not JSON,
+    which the parse says), then without what lies between quotes, which alternate opening
+    and closing once those are gone. Working a piece at a time
+    keeps the lists split() and sub() make small, whatever the document holds."""
+    inside = False
+    start = 0
+    while start < len(data):
+        end = min(start + _PIECE_BYTES, len(data))
+        piece = data[start:end]
+        backslashes = len(piece) - len(piece.rstrip(b"\\"))
+        if backslashes % 2 and end < len(data):  # an escape across the cut: keep it whole
+            piece, end = piece[:-1], end - 1
+        # Left to right, as JSON pairs them: an escaped backslash, then an escaped quote.
+        parts = piece.replace(b"\\\\", b"").replace(b'\\"', b"").split(b'"')
+        yield b"".join(parts[1::2] if inside else parts[0::2])
+        if len(parts) % 2 == 0:  # an odd number of quotes
+            inside = not inside
+        start = end
 
 
 class _Reader:
@@ -765,8 +824,6 @@ class _Reader:
     def decoder(self) -> json.JSONDecoder:
         return json.JSONDecoder(
             object_pairs_hook=self.object,
-            parse_float=self.number,
-            parse_int=self.integer,
             parse_constant=self.constant,
         )
 
@@ -786,23 +843,6 @@ class _Reader:
                     self.flagged.append((made, "order", f"{_brief(before)} before {_brief(after)}"))
                     break
         return made
-
-    @staticmethod
-    def number(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise _Unreadable(f"number out of range: {_excerpt(text, 24)} is beyond a double")
-        return value
-
-    @staticmethod
-    def integer(text: str) -> int:
-        value = int(text) if len(text) <= 20 else None  # int() of 4,300 digits or more raises
-        if value is None or abs(value) > MAX_INTEGER:
-            raise _Unreadable(
-                f"integer out of range: {_excerpt(text, 24)} ({len(text.lstrip('-'))} digits); "
-                "a statement's integers fit in 64 bits"
-            )
-        return value
 
     @staticmethod
     def constant(name: str) -> Any:
@@ -846,6 +886,9 @@ def _parse(text: str, reader: _Reader, found: Verification) -> Any:
         found.problems.append(
             f"not JSON: {err.msg} at byte {where} (line {err.lineno}, column {err.colno})"
         )
+        return _UNREAD
+    except ValueError as err:  # not raised once _structure_problem passed: int() of 4,300 digits
+        found.problems.append(f"number out of range: {_excerpt(str(err))}")
         return _UNREAD
     except RecursionError:  # _structure_problem keeps the depth far below this
         found.problems.append(f"nested deeper than {MAX_DEPTH} arrays and objects")
@@ -894,6 +937,19 @@ def _surrogate_problem(root: Any) -> str:
         elif isinstance(node, str) and _SURROGATE.search(node):
             return _surrogate_said(node, path)
     return "a lone surrogate in a string: not Unicode text"
+
+
+def _infinite_place(root: Any) -> str:
+    stack: list[tuple[Any, str]] = [(root, "$")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            stack += [(v, path + _member(k)) for k, v in node.items()]
+        elif isinstance(node, list):
+            stack += [(v, f"{path}[{i}]") for i, v in enumerate(node)]
+        elif isinstance(node, float) and not math.isfinite(node):
+            return path
+    return "$"
 
 
 def _surrogate_said(text: str, place: str) -> str:

@@ -82,7 +82,7 @@ def _with(statement: bytes, old: bytes, new: bytes) -> bytes:
 HOSTILE = [
     # (how the genuine statement is changed, the rule named)
     (lambda s: _with(s, b'"opening":0.0', b'"opening":NaN'), "NaN is not a JSON number"),
-    (lambda s: _with(s, b'"version":1', b'"version":' + b"7" * 400), "integer out of range"),
+    (lambda s: _with(s, b'"version":1', b'"version":' + b"7" * 400), "number out of range"),
     (lambda s: _with(s, b'"kind":"g', b'"kind":"\\ud800g'), "lone surrogate"),
     (lambda s: _with(s, b'"version":1', b'"version":' + b"[" * 50_000 + b"]" * 50_000),
      f"nested deeper than {MAX_DEPTH}"),
