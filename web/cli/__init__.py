@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import traceback
 
 import typer
 
@@ -10,6 +13,7 @@ from web.cli import (
     accounts,
     agent,
     bench,
+    client,
     db,
     demo,
     jobs,
@@ -20,6 +24,7 @@ from web.cli import (
     simulate,
     statements,
 )
+from web.cli.safe_text import printable
 
 app = typer.Typer(
     name="gpupool",
@@ -52,8 +57,40 @@ app.add_typer(statements.credits_app, name="credits")
 
 
 def main() -> None:
+    # What a terminal or pipe cannot encode (a name in a script its locale lacks) shows as
+    # escapes rather than ending the command.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         app()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `gpupool queue | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except Exception as err:
+        # Every failure the commands foresee is a line of their own; this is the last
+        # resort (a bug, or a server answering what this CLI cannot read): one line too.
+        print(f"error: {unexpected(err)}", file=sys.stderr)
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+        sys.exit(1)
+
+
+DEBUG_ENV = "GPUPOOL_DEBUG"
+
+
+def unexpected(err: Exception) -> str:
+    what = printable(f"{type(err).__name__}: {err}")
+    hint = f"{DEBUG_ENV}=1 shows where"
+    answered = client.last_answer()
+    if answered is not None and isinstance(
+        err, (KeyError, TypeError, ValueError, IndexError, AttributeError)
+    ):
+        return (
+            f"the answer to {printable(answered)} is not what this gpupool expects ({what}); "
+            f"is the server a gpupool of the same version? ({hint})"
+        )
+    return f"gpupool failed unexpectedly ({what}); please report it ({hint})"

@@ -133,10 +133,10 @@ def agent_command(
     run_agent(settings, reader, wait_for_stop_signal())
 
 
-def invalid_settings(problem: ValidationError) -> str:
+def invalid_settings(problem: ValidationError, what: str = "agent settings") -> str:
     """One line: each wrong setting and why."""
     parts = []
     for item in problem.errors():
         name = ".".join(str(part) for part in item["loc"]) or "settings"
         parts.append(f"{name}: {item['msg']}")
-    return "invalid agent settings: " + "; ".join(parts)
+    return f"invalid {what}: " + "; ".join(parts)

@@ -258,7 +258,7 @@ class Client:
         response = self.send(method, path, params=params, body=body)
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past reading
             raise error(
                 f"{self.target.server} answered {method} {path} with something that is not "
                 "JSON; is it a gpupool server?"
@@ -293,6 +293,8 @@ class Client:
         except httpx.HTTPError as err:
             raise error(f"talking to the gpupool server at {server} failed: {err}") from None
         if response.is_success:
+            global _last_answer
+            _last_answer = f"{method} {response.url}"
             return response
         raise _api_error(response)
 
@@ -358,12 +360,20 @@ class Client:
         return me
 
 
+# The last request the server answered (for the message of an answer that could not be read).
+_last_answer: str | None = None
+
+
+def last_answer() -> str | None:
+    return _last_answer
+
+
 def _api_error(response: httpx.Response) -> ApiError:
     detail: str = ""
     field: str | None = None
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         body = None
     if isinstance(body, dict):
         raw = body.get("detail")

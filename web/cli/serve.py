@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -65,7 +67,45 @@ RayAddressOption = Annotated[
 
 def settings_from(**given: Any) -> Settings:
     """Settings from the environment, with the flags that were given on top."""
-    return Settings(**{k: v for k, v in given.items() if v is not None})
+    from pydantic import ValidationError
+
+    from web.cli.agent import invalid_settings
+
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as problem:
+        raise fail(invalid_settings(problem, "settings (flags and GPUPOOL_* variables)")) from None
+
+
+def check_database_url(settings: Settings) -> None:
+    """A database URL gpupool can use: SQLite or PostgreSQL, one that parses."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(settings.sqlalchemy_url).get_backend_name()
+    except (ArgumentError, ValueError) as err:
+        raise fail(f"the database URL (GPUPOOL_DATABASE_URL) does not parse: {err}") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise fail(
+            f"the database URL (GPUPOOL_DATABASE_URL) is for {backend}: give "
+            "postgresql://USER:PASSWORD@HOST/DATABASE, or none for SQLite in the data directory"
+        )
+
+
+@contextmanager
+def database_errors(settings: Settings) -> Iterator[None]:
+    """A database that cannot be reached or used at start-up: one line naming it (password
+    hidden) and the database's own first line, not a traceback."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as err:
+        where = make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)
+        reason = str(getattr(err, "orig", None) or err).strip().splitlines()
+        raise fail(f"the database {where}: {reason[0] if reason else type(err).__name__}") from None
 
 
 def check_dispatcher(settings: Settings) -> None:
@@ -82,6 +122,7 @@ def prepare(settings: Settings, console: Console) -> None:
     from web.data_dir import secure_data_dir
 
     check_dispatcher(settings)
+    check_database_url(settings)
     check_port(settings.host, settings.port)
     try:
         found = secure_data_dir(settings)
@@ -217,7 +258,8 @@ def serve_command(
     )
     console = Console(stderr=True)
     prepare(settings, console)
-    run_server(settings, console)
+    with database_errors(settings):
+        run_server(settings, console)
 
 
 def up_command(
@@ -243,11 +285,12 @@ def up_command(
         host=host, port=port, data_dir=data_dir, dispatcher=dispatcher, ray_address=ray_address
     )
     prepare(settings, Console(stderr=True))
-    token = seed_and_token(settings, pool_file)
+    with database_errors(settings):
+        token = seed_and_token(settings, pool_file)
+        admin, password = portal_password(settings, token)
     config = save_client_config(settings, token)
     console.print(f"[bold]gpupool[/] is starting at http://{settings.host}:{settings.port}")
     console.print(f"admin token: {token}")
-    admin, password = portal_password(settings, token)
     portal = f"portal: http://{settings.host}:{settings.port}/"
     if password is None:
         console.print(f"{portal} (sign in as {admin} with your password or the token above)")
@@ -258,10 +301,11 @@ def up_command(
         )
     console.print(f"(saved for the CLI in {config}; try: gpupool queue, gpupool nodes)")
     head = None
-    if settings.dispatcher == "ray":
-        settings, head = local_ray(settings, console)
     try:
-        run_server(settings, Console(stderr=True))
+        with database_errors(settings):
+            if settings.dispatcher == "ray":
+                settings, head = local_ray(settings, console)
+            run_server(settings, Console(stderr=True))
     finally:
         if head is not None:
             Console(stderr=True).print("stopping the Ray head gpupool started")

@@ -132,3 +132,42 @@ def test_serve_tightens_an_old_install_and_says_so(tmp_path: Path) -> None:
     assert "warning: the data directory was readable by other users of this machine" in said
     assert f"{data} (755 -> 700)" in said and f"{data / 'gpupool.db'} (644 -> 600)" in said
     assert found == {".": 0o700} | {name: 0o600 for name in found if name != "."}
+
+
+@pytest.mark.parametrize("command", ["up", "serve", "db upgrade"])
+@pytest.mark.parametrize(
+    ("environment", "said"),
+    [
+        (
+            {"GPUPOOL_DATABASE_URL": "postgresql://pool:s3cret@127.0.0.1:1/pool"},
+            "error: the database postgresql+psycopg://pool:***@127.0.0.1:1/pool: connection failed",
+        ),
+        (
+            {"GPUPOOL_DATABASE_URL": "postgresql://pool:s3cret@host:port/pool"},
+            "error: the database URL (GPUPOOL_DATABASE_URL) does not parse",
+        ),
+        (
+            {"GPUPOOL_DATABASE_URL": "mysql://pool:s3cret@host/pool"},
+            "error: the database URL (GPUPOOL_DATABASE_URL) is for mysql",
+        ),
+        (
+            {"GPUPOOL_PORT": "eighty"},
+            "error: invalid settings (flags and GPUPOOL_* variables): port",
+        ),
+        ({"GPUPOOL_DATA_DIR": "/proc/no/such"}, "/proc/no/such"),
+    ],
+    ids=["unreachable", "unparsable", "not-postgresql", "bad-port", "unmakeable-dir"],
+)
+def test_a_setting_that_cannot_work_is_one_line(
+    command: str, environment: dict[str, str], said: str, tmp_path: Path
+) -> None:
+    args = command.split()
+    if command != "db upgrade":
+        args += ["--dispatcher", "none"] + (
+            [] if "GPUPOOL_PORT" in environment else ["--port", str(free_port())]
+        )
+    done = run(args, client_env(tmp_path) | environment)
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], done.stderr
+    assert "s3cret" not in done.stderr
