@@ -8,8 +8,11 @@ import logging
 import queue
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from typing import Any, Generic, Protocol, TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 T = TypeVar("T")
 log = logging.getLogger("gpupool.batching")
@@ -108,3 +111,53 @@ def settle(result: Future[Any], answer: object) -> None:
             result.set_result(answer)
     except InvalidStateError:
         pass
+
+
+class CommitFailed(Exception):
+    """The COMMIT itself failed: whether the batch is stored is not known, so it is not
+    stored again (a resend finds out)."""
+
+
+def worth_retrying(err: BaseException) -> bool:
+    """Whether storing in parts may succeed where the whole failed: not when the commit
+    itself failed (it may have stored the whole) nor when the database is out of reach
+    (each part would wait for it in turn)."""
+    if isinstance(err, CommitFailed | OperationalError | InterfaceError):
+        return False
+    return not (isinstance(err, DBAPIError) and err.connection_invalidated)
+
+
+def cause(err: BaseException) -> BaseException:
+    """What to answer for `err`: a failed commit's own error."""
+    return err.__cause__ if isinstance(err, CommitFailed) and err.__cause__ else err
+
+
+def store_one_by_one_on_failure(
+    batch: Sequence[R],
+    store: Callable[[list[R]], Sequence[tuple[R, object]]],
+    what: str,
+    who: Callable[[R], str],
+) -> list[tuple[R, object]]:
+    """`store(batch)` (one transaction: each request's answer); if it fails, and storing
+    in parts may succeed, each request stored on its own, so that only a bad one fails
+    (answered with its error, logged) and the others are stored."""
+    try:
+        return list(store(list(batch)))
+    except Exception as err:
+        if len(batch) == 1 or not worth_retrying(err):
+            log.error("storing %d %s failed: %s", len(batch), what, err)
+            return [(item, cause(err)) for item in batch]
+        log.warning(
+            "storing %d %s together failed (%s); storing them one by one",
+            len(batch),
+            what,
+            type(err).__name__,
+        )
+    answers: list[tuple[R, object]] = []
+    for item in batch:
+        try:
+            answers += store([item])
+        except Exception as one:
+            log.exception("storing %s of %s failed", what, who(item))
+            answers.append((item, cause(one)))
+    return answers

@@ -21,13 +21,17 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlmodel import Session
 
 from web.db import read_session, write_session
 from web.models import Job, JobCreate
 from web.services.auth import Principal
-from web.services.batching import GroupCommitWriter, settle
+from web.services.batching import (
+    CommitFailed,
+    GroupCommitWriter,
+    settle,
+    store_one_by_one_on_failure,
+)
 from web.services.errors import ServiceError
 from web.services.jobs import (
     Reference,
@@ -56,11 +60,6 @@ class _Pending:
     @property
     def user(self) -> str:
         return self.asker.name
-
-
-class _CommitFailed(Exception):
-    """The COMMIT itself failed: whether the batch is stored is not known, so it is not
-    stored again (a resend with the idempotency key finds out)."""
 
 
 class SubmissionIntake(GroupCommitWriter[_Pending]):
@@ -150,26 +149,9 @@ class SubmissionIntake(GroupCommitWriter[_Pending]):
         """Store the batch in one transaction; if that fails before its commit, store each
         submission on its own, so that only a bad one fails (or one whose idempotency key
         raced in from another server finds its first jobs)."""
-        try:
-            answers = self._store(batch)
-        except Exception as err:
-            if not _worth_retrying(err):
-                log.error("storing %d submissions failed: %s", len(batch), err)
-                answers = [(item, _cause(err)) for item in batch]
-            else:
-                if len(batch) > 1:
-                    log.warning(
-                        "storing %d submissions together failed (%s); storing them one by one",
-                        len(batch),
-                        type(err).__name__,
-                    )
-                answers = []
-                for item in batch:
-                    try:
-                        answers += self._store([item])
-                    except Exception as one:
-                        log.exception("storing a submission of %s failed", item.user)
-                        answers.append((item, _cause(one)))
+        answers = store_one_by_one_on_failure(
+            batch, self._store, "submissions", lambda item: item.user
+        )
         for item, answer in answers:
             settle(item.result, answer)
 
@@ -181,7 +163,7 @@ class SubmissionIntake(GroupCommitWriter[_Pending]):
             try:
                 session.commit()
             except Exception as err:
-                raise _CommitFailed(str(err)) from err
+                raise CommitFailed(str(err)) from err
         return [(item, Submitted(item.jobs, duplicate=False)) for item in fresh] + answers
 
     def _split(
@@ -208,16 +190,3 @@ class SubmissionIntake(GroupCommitWriter[_Pending]):
                 if item.key is not None:
                     seen[(item.user, item.key)] = item.jobs
         return fresh, answers
-
-
-def _worth_retrying(err: Exception) -> bool:
-    """Whether storing one by one may succeed where the batch failed: not when the commit
-    itself failed (it may have stored the batch) nor when the database is out of reach
-    (each submission would wait for it in turn)."""
-    if isinstance(err, _CommitFailed | OperationalError | InterfaceError):
-        return False
-    return not (isinstance(err, DBAPIError) and err.connection_invalidated)
-
-
-def _cause(err: BaseException) -> BaseException:
-    return err.__cause__ if isinstance(err, _CommitFailed) and err.__cause__ else err

@@ -45,10 +45,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine, Table, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DataError
 from sqlmodel import Session
 
 from agents.schema import GpuSample, NodeReport, ReportAck, ReportBatch
@@ -64,9 +66,14 @@ from web.models import (
     Project,
     UtilizationMinute,
 )
-from web.services.batching import GroupCommitWriter, settle
+from web.services.batching import (
+    GroupCommitWriter,
+    settle,
+    store_one_by_one_on_failure,
+    worth_retrying,
+)
 from web.services.changes import record_change
-from web.services.errors import Forbidden, Invalid
+from web.services.errors import Conflict, Forbidden, Invalid, ServiceError
 
 log = logging.getLogger("gpupool.telemetry")
 
@@ -79,6 +86,10 @@ JU = JobUsage.__table__  # type: ignore[attr-defined]
 P = Project.__table__  # type: ignore[attr-defined]
 UM = UtilizationMinute.__table__  # type: ignore[attr-defined]
 UTILIZATION_SUMS = ("gpu_s", "busy_gpu_s", "idle_gpu_s")
+# A report that failed alone with one of these holds a value no column can take (the
+# schema's bounds should keep them out): refused, not answered as a server error, which
+# the agent would resend for ever.
+UNSTORABLE = (DataError, OverflowError)
 
 # Xid errors after which a GPU should not take new work until an operator has looked
 # (NVIDIA's Xid catalog: the ones whose action is a GPU reset or a node reboot).
@@ -238,7 +249,7 @@ class TelemetryIngest(GroupCommitWriter["_Pending"]):
 
     def stop(self) -> None:
         super().stop()
-        self.flush_minutes(everything=True)
+        self._guarded(partial(self.flush_minutes, everything=True))
 
     def submit(self, token_node: str, batch: ReportBatch, now: float) -> Future[ReportAck]:
         """Check now (raises the service's errors); store with the next group commit."""
@@ -250,8 +261,22 @@ class TelemetryIngest(GroupCommitWriter["_Pending"]):
     # -- the writer ---------------------------------------------------------------------------
 
     def store(self, batch: list[_Pending]) -> None:
-        for item, answer in zip(batch, self.take(batch), strict=True):
+        """One transaction for the batch; if it fails, one per request, so that a report
+        that cannot be stored fails alone and the other nodes' are stored."""
+        answers = store_one_by_one_on_failure(
+            batch, self._take_answered, self.what, lambda item: f"node {item.node}"
+        )
+        for item, answer in answers:
+            if isinstance(answer, UNSTORABLE):  # a resend would fail the same way
+                answer = Invalid(
+                    f"this report holds a value the database cannot store ({answer}); "
+                    "nothing of it was stored",
+                    "reports",
+                )
             settle(item.result, answer)
+
+    def _take_answered(self, batch: list[_Pending]) -> list[tuple[_Pending, object]]:
+        return list(zip(batch, self.take(batch), strict=True))
 
     def between_batches(self) -> None:
         now = self.clock()
@@ -269,7 +294,7 @@ class TelemetryIngest(GroupCommitWriter["_Pending"]):
         except Exception:  # history waits for the next round; reports go on
             log.exception("%s failed; trying again later", getattr(step, "__name__", step))
 
-    def take(self, batch: list[_Pending]) -> list[ReportAck]:
+    def take(self, batch: list[_Pending]) -> list[ReportAck | ServiceError]:
         """Store the reports of `batch` in one transaction; each request's answer."""
         minutes: Minutes = []
         since = min(r.at for item in batch for r in item.batch.reports) - self.limits.max_gap_s
@@ -332,18 +357,41 @@ class TelemetryIngest(GroupCommitWriter["_Pending"]):
             }
             for key in done
         ]
-        with write_session(self.engine) as s:
-            upsert(
-                s,
-                GM,
-                rows,
-                keys=("uuid", "minute"),
-                add=MINUTE_COLUMNS[2:8],  # the counts and sums; the maxima below
-                greatest=MINUTE_COLUMNS[8:],
-            )
+        written = self._write_minutes(rows)
         for key in done:
             del self._minutes[key]
-        return len(rows)
+        return written
+
+    def _write_minutes(self, rows: list[dict[str, Any]]) -> int:
+        """Write the rows in one transaction; if that fails for a reason a part may not
+        share, in halves, down to the rows that fail alone, which are logged and dropped
+        (one bad value never keeps the others, nor the next minutes, out). How many were
+        written. The database out of reach raises: the minutes wait for the next round."""
+        try:
+            with write_session(self.engine) as s:
+                upsert(
+                    s,
+                    GM,
+                    rows,
+                    keys=("uuid", "minute"),
+                    add=MINUTE_COLUMNS[2:8],  # the counts and sums; the maxima below
+                    greatest=MINUTE_COLUMNS[8:],
+                )
+            return len(rows)
+        except Exception as err:
+            if not worth_retrying(err):
+                raise
+            if len(rows) == 1:
+                log.error(
+                    "dropped GPU %s's minute %d of node %s: it cannot be stored (%s)",
+                    rows[0]["uuid"],
+                    rows[0]["minute"],
+                    rows[0]["node"],
+                    err,
+                )
+                return 0
+        half = len(rows) // 2
+        return self._write_minutes(rows[:half]) + self._write_minutes(rows[half:])
 
     def prune_history(self) -> int:
         """Delete the per-minute history older than `history_days` (the GPUs' minutes and
@@ -438,10 +486,13 @@ class _Taking:
             sums = self.utilization[where] = [0.0, 0.0, 0.0]
         return sums
 
-    def add(self, item: _Pending, minutes: Minutes) -> ReportAck:
+    def add(self, item: _Pending, minutes: Minutes) -> ReportAck | ServiceError:
         node = item.node
         accepted = duplicates = 0
         row = self.rows.get(node)
+        refusal = _earlier_run(row, item.batch.reports[0])
+        if refusal is not None:
+            return refusal
         for report in item.batch.reports:
             if row is not None and row["boot"] == report.boot and report.seq <= row["seq"]:
                 duplicates += 1
@@ -699,6 +750,23 @@ class _Taking:
                 log.warning("node %s drained: %s", node, why)
                 at = self.taken[node]
                 record_change(self.s, AGENT, f"node:{node}", "state", up, draining, at, why)
+
+
+def _earlier_run(row: dict[str, Any] | None, first: NodeReport) -> Conflict | None:
+    """A report of another run of the node's agent is taken only if it was read after
+    every report taken from the node: a run's reports are counted once per (boot, seq), so
+    a report of an earlier run (a replay, or an old agent still running) coming after a
+    new run's would be counted again."""
+    if row is None or row["boot"] == first.boot or first.at > row["at"]:
+        return None
+    latest = datetime.fromtimestamp(row["at"], UTC).isoformat(timespec="seconds")
+    return Conflict(
+        f"a report of another run of this node's agent (boot {first.boot}) no newer than the "
+        f"node's latest report (boot {row['boot']}, read at {latest}) is not taken: it is "
+        "from an earlier run (a replay, or an old agent still running); a restarted agent's "
+        "clock must not go back",
+        "reports.0.boot",
+    )
 
 
 def _stored(sample: GpuSample) -> dict[str, Any]:

@@ -7,6 +7,8 @@ really sends them is tested in tests/agents and end to end in tests/web/test_age
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -15,11 +17,11 @@ import pytest
 from sqlmodel import select
 
 from web.db import read_session, write_session
-from web.models import Allocation, Change, GpuMinute, JobUsage, Node
+from web.models import Allocation, Change, GpuMinute, JobUsage, Node, NodeTelemetry
 from web.services.scheduling import DbDecisionSink
 from web.services.telemetry import HEARTBEAT_REASON
 
-from ..conftest import START, Api
+from ..conftest import START, Api, assert_refusal
 
 BOOT = "00c0ffee"
 GIB = 1024**3
@@ -418,3 +420,103 @@ def test_a_project_idle_stop_policy_is_set_by_its_pi_within_bounds(api: Api) -> 
     assert api.patch("bob", "/projects/p1", json={"idle_stop_after_s": 3600}).status_code == 403
     set_ = api.patch("alice", "/projects/p1", json={"idle_stop_after_s": 3600})
     assert set_.status_code == 200 and set_.json()["idle_stop_after_s"] == 3600
+
+
+# --- bounds, earlier runs, and one bad report among many --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("gpus.0.mem_used_bytes", 2**70, "allowed: 0 to 17,592,186,044,416"),
+        ("gpus.0.power_w", 1e308, "allowed: 0.0 to 10,000.0"),
+        ("gpus.0.energy_mj", int("9" * 400), "allowed: 0 to 9,007,199,254,740,991"),
+        ("gpus.0.processes.0.used_memory_bytes", 2**70, "allowed: 0 to 17,592,186,044,416"),
+        ("seq", 2**70, "allowed: 1 to 2,147,483,647"),
+        ("gpus.0.temp_c", -273.0, "allowed: -100.0 to 200.0"),
+    ],
+)
+def test_a_number_past_its_bound_is_refused_naming_the_field_and_the_range(
+    api: Api, field: str, value: object, allowed: str
+) -> None:
+    job = running_job(api, gpus=1)
+    agent = Agent(api, "h-0")
+    body = report(1, api.clock.now(), gpu(0, jobs=[(job, 1)]))
+    here: Any = body
+    *parents, last = field.split(".")
+    for part in parents:
+        here = here[int(part)] if part.isdigit() else here[part]
+    here[last] = value
+    answer = agent.send(body)
+    assert_refusal(answer, 422, f"reports.0.{field}", allowed)
+    assert api.get("ops", "/nodes/h-0/gpus").json()["gpus"] == []
+
+
+def test_a_report_of_an_earlier_run_of_the_agent_is_refused_after_a_new_run(api: Api) -> None:
+    job = running_job(api, gpus=1)
+    agent = Agent(api, "h-0")
+    t = api.clock.now()
+    old = [
+        report(seq, t + 5 * seq, gpu(0, jobs=[(job, 1)], energy_mj=seq * 10**6)) for seq in (1, 2)
+    ]
+    agent.ok(*old)
+    new = report(1, t + 20, gpu(0, jobs=[(job, 1)]), boot="feedbeef")  # the agent restarted
+    agent.ok(new)
+    before = usage(api, job)
+
+    for replay in (old, [old[1]], [report(3, t + 15, gpu(0), boot=BOOT)]):
+        answer = agent.send(*replay)
+        detail = assert_refusal(answer, 409, "reports.0.boot", "an earlier run")
+        assert "boot feedbeef" in detail
+    assert usage(api, job) == before
+    with read_session(api.engine) as s:
+        row = s.get(NodeTelemetry, "h-0")
+        assert row is not None and (row.boot, row.seq, row.reports) == ("feedbeef", 1, 3)
+    # The new run goes on; a later run after it too.
+    agent.ok(report(2, t + 25, gpu(0, jobs=[(job, 1)]) | {"energy_mj": 2 * 10**6}, boot="feedbeef"))
+    agent.ok(report(1, t + 30, gpu(0), boot="0ddba110"))
+
+
+def test_bad_reports_among_many_concurrent_good_ones_fail_alone(api: Api) -> None:
+    """The issue's "24 of 60": seq 2**70, a 400-digit energy counter or a huge process
+    memory from a few nodes, in the same moment as good reports of the others: every good
+    one is stored and answered 200, every bad one 422 naming its field."""
+    nodes = [api.add_node(f"n-{i}") for i in range(40)]
+    agents = {node: Agent(api, node) for node in nodes}
+    t = api.clock.now()
+    bad = {
+        "n-3": ({"seq": 2**70}, "reports.0.seq"),
+        "n-11": ({"gpus": [gpu(0, energy_mj=int("7" * 400))]}, "reports.0.gpus.0.energy_mj"),
+        "n-19": (
+            {"gpus": [gpu(0, processes=[{"pid": 1, "used_memory_bytes": 2**70}])]},
+            "reports.0.gpus.0.processes.0.used_memory_bytes",
+        ),
+        "n-27": ({"gpus": [gpu(0, mem_used_bytes=2**70)]}, "reports.0.gpus.0.mem_used_bytes"),
+        "n-35": ({"gpus": [gpu(0, power_w=1e308)]}, "reports.0.gpus.0.power_w"),
+    }
+
+    def send(node: str) -> httpx.Response:
+        change, _ = bad.get(node, ({}, ""))
+        return agents[node].send(report(1, t, gpu(0), gpu(1)) | change)
+
+    # The writer is held after its first batch until the other requests wait in its
+    # queue, so that they are taken together (one group commit, as under load).
+    telemetry = api.pool.telemetry
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
+        with telemetry._minutes_lock:
+            sent = [pool.submit(send, node) for node in nodes]
+            waiting_since, waiting = time.monotonic(), -1
+            while time.monotonic() - waiting_since < 0.5 and not all(f.done() for f in sent):
+                if telemetry._queue.qsize() != waiting:
+                    waiting_since, waiting = time.monotonic(), telemetry._queue.qsize()
+                time.sleep(0.01)
+        answers = {node: future.result() for node, future in zip(nodes, sent, strict=True)}
+    for node, answer in answers.items():
+        if node in bad:
+            assert_refusal(answer, 422, bad[node][1])
+        else:
+            assert answer.status_code == 200, (node, answer.text)
+            assert answer.json()["accepted"] == 1
+    with read_session(api.engine) as s:
+        stored = {row.node for row in s.exec(select(NodeTelemetry))}
+    assert stored == set(nodes) - set(bad)

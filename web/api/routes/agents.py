@@ -8,6 +8,10 @@ OpenAPI schema and the 422 answers are the same as for any other route."""
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -17,6 +21,7 @@ from starlette.types import Scope
 
 from agents.schema import ReportAck, ReportBatch
 from web.api.deps import PoolDep
+from web.api.errors import refusals
 from web.pool import Pool
 from web.services.errors import Unauthenticated
 
@@ -43,7 +48,12 @@ def component_schemas() -> dict[str, object]:
 REPORTS_PATH = "/api/v1/agents/reports"
 
 
-@router.post("/reports", response_model=ReportAck, openapi_extra=BODY_SCHEMA)
+@router.post(
+    "/reports",
+    response_model=ReportAck,
+    openapi_extra=BODY_SCHEMA,
+    responses=refusals(403, 409, 422),
+)
 async def report(request: Request, pool: PoolDep) -> Response:
     """Take a batch of one node's reports (oldest first; body: ReportBatch), with the node's
     own token. Answered once they are stored; reports taken before (same boot, seq at or
@@ -77,6 +87,69 @@ async def take_reports(pool: Pool, node: str, body: bytes) -> Response:
     try:
         batch = ReportBatch.model_validate_json(body)
     except ValidationError as err:
-        raise RequestValidationError(err.errors(include_url=False)) from None
+        errors = err.errors(include_url=False)
+        raise RequestValidationError(with_allowed_ranges(_named(body, errors))) from None
     ack = await asyncio.wrap_future(pool.telemetry.submit(node, batch, pool.clock.now()))
     return Response(ack.model_dump_json(), media_type="application/json")
+
+
+def _named(body: bytes, errors: list[Any]) -> list[Any]:
+    """JSON pydantic's parser refuses as a whole (a lone surrogate escape such as "\\ud800",
+    NaN) but Python's takes: the errors of its validation, which name the field at fault.
+    Only for a refused body: the fast parser stays the one for every other."""
+    if not any(error.get("type") == "json_invalid" for error in errors):
+        return errors
+    try:
+        ReportBatch.model_validate(json.loads(body))
+    except ValidationError as err:
+        return err.errors(include_url=False)
+    except (ValueError, RecursionError):  # not JSON at all, too deep, digits past Python's limit
+        pass
+    return errors
+
+
+BOUND_ERRORS = {"less_than_equal", "greater_than_equal", "less_than", "greater_than"}
+
+
+def with_allowed_ranges(errors: list[Any]) -> list[Any]:
+    """The errors, a number out of its bounds saying both (pydantic names only the one
+    crossed): "... (allowed: 0 to 10000)"."""
+    for error in errors:
+        if error.get("type") in BOUND_ERRORS:
+            found = allowed_range(error.get("loc", ()))
+            if found is not None:
+                error["msg"] = f"{error['msg']} (allowed: {found[0]:,} to {found[1]:,})"
+    return errors
+
+
+@cache
+def _report_schema() -> dict[str, Any]:
+    return ReportBatch.model_json_schema()
+
+
+def allowed_range(loc: Sequence[int | str]) -> tuple[float, float] | None:
+    """The minimum and maximum the schema gives the number at `loc`, when it gives both."""
+    schema = _report_schema()
+    node: dict[str, Any] = schema
+    for part in loc:
+        node = _resolved(schema, node)
+        if isinstance(part, int):
+            node = node.get("items", {})
+        else:
+            node = node.get("properties", {}).get(part, {})
+    for choice in [node, *node.get("anyOf", [])]:
+        if "minimum" in choice and "maximum" in choice:
+            return choice["minimum"], choice["maximum"]
+    return None
+
+
+def _resolved(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    """`node` with its $ref followed (or the one object of its anyOf that is not null)."""
+    for choice in [node, *node.get("anyOf", [])]:
+        ref = choice.get("$ref")
+        if ref:
+            found: dict[str, Any] = schema["$defs"][ref.rsplit("/", 1)[-1]]
+            return found
+        if "items" in choice or "properties" in choice:
+            return dict(choice)
+    return node
