@@ -271,13 +271,24 @@ class Client:
         *,
         params: Mapping[str, Any] | None = None,
         body: Any = None,
+        raw_json: bytes | None = None,
     ) -> httpx.Response:
         """The server's answer as it came (for answers that are not JSON); ApiError if the
-        server refuses. A server that cannot be reached ends the command here (exit 1)."""
+        server refuses. A server that cannot be reached ends the command here (exit 1).
+        `raw_json`: a JSON body sent as these exact bytes (a signed statement), not `body`."""
         server = self.target.server
         clean = {k: v for k, v in (params or {}).items() if v is not None and v != []}
         try:
-            response = self._http.request(method, path, params=clean, json=body)
+            if raw_json is None:
+                response = self._http.request(method, path, params=clean, json=body)
+            else:
+                response = self._http.request(
+                    method,
+                    path,
+                    params=clean,
+                    content=raw_json,
+                    headers={"Content-Type": "application/json"},
+                )
         except (httpx.ConnectError, httpx.ConnectTimeout):
             raise error(
                 f"cannot reach the gpupool server at {server} "

@@ -4,7 +4,6 @@ sreport-like tables, and as credit balances and histories."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ from rich.text import Text
 
 from web.cli.client import (
     ApiError,
+    Client,
     JsonOption,
     ServerOption,
     TokenOption,
@@ -30,13 +30,24 @@ from web.cli.client import (
     table,
 )
 from web.cli.safe_text import printable
-from web.services.statements import FORMATS, verify_statement
+from web.services.errors import Invalid
+from web.services.statements import FORMATS, parse_period, verify_statement
 from web.services.usage import GROUPINGS
 
 ProjectOption = Annotated[
     str, typer.Option("--project", "-p", metavar="PROJECT", help="The project.")
 ]
 PeriodHelp = "A month (2026-03), a quarter (2026-Q4) or a year (2026)."
+
+
+def checked_period(period: str | None) -> None:
+    """Refuse a malformed --period here, as the server would (exit 2 naming the option)."""
+    if period is None:
+        return
+    try:
+        parse_period(period)
+    except Invalid as err:
+        raise error(f"--period: {err.message}", code=2) from None
 
 
 def statement_command(
@@ -61,6 +72,7 @@ def statement_command(
     """A project's signed usage statement for a period, from the pool's ledger."""
     if form not in FORMATS:
         raise error(f"--format: {form!r} is not one of {', '.join(FORMATS)}", code=2)
+    checked_period(period)
     client = connect(server, token)
     try:
         response = client.send(
@@ -119,7 +131,8 @@ def verify_command(
             pem = public_key.read_bytes()
         except OSError as err:
             raise error(f"cannot read {public_key}: {err.strerror or err}") from None
-        problems = verify_statement(text, pem).problems
+        found = verify_statement(text, pem)
+        problems = found.problems
         where = f"offline, with {public_key}"
     else:
         client = connect(server, token)
@@ -127,15 +140,11 @@ def verify_command(
             pem = client.send("GET", "/statements/public-key").content
         except ApiError as err:
             client.fail(err)
-        problems = verify_statement(text, pem).problems
+        found = verify_statement(text, pem)
+        problems = found.problems
         where = f"with the key of {client.target.server} and its ledger"
         if not problems:  # the server's check adds the ledger's; it says the same of the rest
-            try:
-                parsed = json.loads(text)
-            except ValueError:
-                parsed = None
-            answer = client.post("/statements/verify", parsed)
-            problems = [p for p in answer["problems"] if p not in problems]
+            problems = [p for p in _server_problems(client, text) if p not in problems]
     if problems:
         console = stderr()
         console.print(
@@ -144,7 +153,7 @@ def verify_command(
         for problem in problems:
             console.print(Text(printable(f"  - {problem}")))
         raise typer.Exit(code=1)
-    content = json.loads(text)
+    content = found.statement or {}
     head = content["ledger_head"]
     say(
         f"VALID ({where}): statement of {content['project']} for {content['period']}, "
@@ -152,6 +161,22 @@ def verify_command(
         f"signed by {content['public_key']}",
         "green",
     )
+
+
+def _server_problems(client: Client, document: bytes) -> list[str]:
+    """What the server's verification finds in the statement, sent as its exact bytes (the
+    signature covers them; a re-encoding would not be the signed document)."""
+    try:
+        answer = client.send("POST", "/statements/verify", raw_json=document)
+    except ApiError as err:
+        client.fail(err)
+    try:
+        problems = answer.json()["problems"]
+    except (ValueError, KeyError, TypeError):
+        raise error(
+            f"{client.target.server} answered the verification with something else"
+        ) from None
+    return [str(p) for p in problems]
 
 
 def usage_command(
@@ -178,6 +203,7 @@ def usage_command(
     utilization and idle GPU-hours, grouped; your projects' (admins and operators: all)."""
     if by not in GROUPINGS:
         raise error(f"--by: {by!r} is not one of {', '.join(GROUPINGS)}", code=2)
+    checked_period(period)
     client = connect(server, token)
     params = {"project": project, "user": user, "flavor": flavor, "period": period, "by": by}
     rows: list[dict[str, Any]] = client.get("/usage", params)
@@ -257,6 +283,7 @@ def credits_history(
     token: TokenOption = None,
 ) -> None:
     """The project's ledger entries, oldest first."""
+    checked_period(period)
     client = connect(server, token)
     params = {"project": project, "period": period, "kind": kind, "limit": limit}
     entries: list[dict[str, Any]] = client.get("/ledger", params)
