@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
-from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -18,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from web.api.deps import CurrentUser, ReadSessionDep, refuse_nul
+from web.api.errors import document_refusals, refusals
 from web.api.routes import accounts, agents, jobs, nodes, projects, statements
 from web.db import read_session
 from web.models import Role
@@ -82,6 +82,7 @@ def create_app(pool: Pool) -> FastAPI:
             document.setdefault("components", {}).setdefault("schemas", {}).update(
                 agents.component_schemas()
             )
+            document_refusals(document)
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -89,7 +90,9 @@ def create_app(pool: Pool) -> FastAPI:
     api.include_router(jobs.router)  # its routes that take text in a path or query say so
     api.include_router(agents.router)
     for module in (projects, nodes, accounts, statements):  # names in their paths
-        api.include_router(module.router, dependencies=[Depends(refuse_nul)])
+        api.include_router(
+            module.router, dependencies=[Depends(refuse_nul)], responses=refusals(422)
+        )
     app.include_router(api)
 
     @app.get("/healthz", tags=["health"])
@@ -98,7 +101,7 @@ def create_app(pool: Pool) -> FastAPI:
             session.execute(text("SELECT 1"))
         return {"status": "ok", "leader": pool.leading()}
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get("/metrics", tags=["health"], response_class=Response, responses=refusals(403))
     def metrics(session: ReadSessionDep, user: CurrentUser) -> Response:
         """The pool in Prometheus' text format (dcgm-exporter's GPU metrics and gpupool_*
         gauges), for operators and admins: scrape with an operator's token."""
@@ -119,7 +122,7 @@ def create_app(pool: Pool) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException) -> Response:
-        return error_page(request, err) or await http_exception_handler(request, err)
+        return error_page(request, err) or http_error_response(err)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError) -> Response:
@@ -149,19 +152,38 @@ def create_app(pool: Pool) -> FastAPI:
     return app
 
 
+# The bodies below are web/api/errors.py's ErrorBody (and InvalidBody for 422), which the
+# OpenAPI schema documents; tests/web/api/test_openapi_contract.py holds them to it.
+
+
 def service_error_response(err: ServiceError) -> JSONResponse:
     code = next((c for kind, c in STATUS.items() if isinstance(err, kind)), 400)
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
     if isinstance(err, TooManyAttempts):
         headers = {"Retry-After": str(err.retry_after_s)}
-    body = {"detail": str(err), "field": err.field or None}
+    body: dict[str, Any] = {"detail": str(err), "field": err.field or None}
+    if code == 422:
+        body["errors"] = [{"field": err.field, "message": err.message}] if err.field else []
     return JSONResponse(body, status_code=code, headers=headers)
 
 
 def invalid_request_response(errors: Sequence[Mapping[str, Any]]) -> JSONResponse:
     fields = [_field_error(e) for e in errors]
     detail = "; ".join(f"{e['field']}: {e['message']}" for e in fields)
-    return JSONResponse({"detail": detail, "errors": fields}, status_code=422)
+    first = fields[0]["field"] if fields else None
+    return JSONResponse({"detail": detail, "field": first, "errors": fields}, status_code=422)
+
+
+def http_error_response(err: StarletteHTTPException) -> Response:
+    """The API's answer to an HTTP error of the framework's own: no such route (404), method
+    (405), or a body it could not read (400 from FastAPI, for a body that is not UTF-8:
+    answered as the 422 any other unreadable JSON body gets, naming the body)."""
+    if err.status_code == 400:
+        return invalid_request_response([{"loc": ("body",), "msg": "must be JSON text in UTF-8"}])
+    if err.status_code in (204, 304):
+        return Response(status_code=err.status_code, headers=err.headers)
+    body = {"detail": str(err.detail), "field": None}
+    return JSONResponse(body, status_code=err.status_code, headers=err.headers)
 
 
 def unexpected_error_response(method: str, path: str) -> JSONResponse:

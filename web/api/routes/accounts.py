@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, status
 
 from web.api.deps import CurrentUser, IdPath, PoolDep, ReadSessionDep, SessionDep
+from web.api.errors import refusals
 from web.models import (
     PasswordUpdate,
     SectorPublic,
@@ -27,12 +28,17 @@ def who_am_i(session: ReadSessionDep, user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(users.get_user(session, user, user.name).model_dump())
 
 
-@router.get("/users", response_model=list[UserPublic])
+@router.get("/users", response_model=list[UserPublic], responses=refusals(403))
 def list_users(session: ReadSessionDep, user: CurrentUser) -> list[UserPublic]:
     return [UserPublic.model_validate(u.model_dump()) for u in users.list_users(session, user)]
 
 
-@router.post("/users", response_model=UserPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/users",
+    response_model=UserPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(403, 409),
+)
 def create_user(
     spec: UserCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> UserPublic:
@@ -41,12 +47,12 @@ def create_user(
     return UserPublic.model_validate(created.model_dump())
 
 
-@router.get("/users/{name}", response_model=UserPublic)
+@router.get("/users/{name}", response_model=UserPublic, responses=refusals(404))
 def get_user(name: str, session: ReadSessionDep, user: CurrentUser) -> UserPublic:
     return UserPublic.model_validate(users.get_user(session, user, name).model_dump())
 
 
-@router.patch("/users/{name}", response_model=UserPublic)
+@router.patch("/users/{name}", response_model=UserPublic, responses=refusals(403, 404))
 def update_user(
     name: str, change: UserUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> UserPublic:
@@ -56,7 +62,7 @@ def update_user(
     return UserPublic.model_validate(updated.model_dump())
 
 
-@router.put("/users/{name}/password", response_model=UserPublic)
+@router.put("/users/{name}/password", response_model=UserPublic, responses=refusals(403, 404, 429))
 def set_password(
     name: str,
     spec: PasswordUpdate,
@@ -90,7 +96,10 @@ def set_password(
 
 
 @router.post(
-    "/users/{name}/tokens", response_model=TokenCreated, status_code=status.HTTP_201_CREATED
+    "/users/{name}/tokens",
+    response_model=TokenCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(403, 404),
 )
 def create_token(
     name: str, spec: TokenCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
@@ -103,7 +112,7 @@ def create_token(
     return created
 
 
-@router.get("/tokens", response_model=list[TokenPublic])
+@router.get("/tokens", response_model=list[TokenPublic], responses=refusals(403))
 def list_tokens(
     session: ReadSessionDep, user: CurrentUser, owner: str | None = None
 ) -> list[TokenPublic]:
@@ -113,7 +122,7 @@ def list_tokens(
     ]
 
 
-@router.delete("/tokens/{token_id}", response_model=TokenPublic)
+@router.delete("/tokens/{token_id}", response_model=TokenPublic, responses=refusals(404))
 def revoke_token(
     token_id: IdPath, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> TokenPublic:
@@ -128,7 +137,7 @@ def list_sectors(session: ReadSessionDep, user: CurrentUser) -> list[SectorPubli
     return [SectorPublic.model_validate(s.model_dump()) for s in projects.list_sectors(session)]
 
 
-@router.put("/sectors/{name}", response_model=SectorPublic)
+@router.put("/sectors/{name}", response_model=SectorPublic, responses=refusals(403))
 def set_sector(
     name: str, spec: SectorUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> SectorPublic:

@@ -15,6 +15,7 @@ from web.api.deps import (
     SessionDep,
     refuse_nul,
 )
+from web.api.errors import refusals
 from web.models import (
     MAX_ID,
     JobCreate,
@@ -31,7 +32,15 @@ from web.services.logs import read_logs
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-@router.post("", response_model=SubmitResult, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=SubmitResult,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": SubmitResult, "description": "A resend: the jobs its idempotency key made"},
+        **refusals(403, 409),
+    },
+)
 async def submit_job(
     spec: JobCreate,
     user: CurrentUser,
@@ -81,13 +90,13 @@ def idle_flag_before(pool: Pool) -> float:
     return pool.clock.now() - pool.settings.idle_flag_after_s
 
 
-@router.get("/{job_id}", response_model=JobPublic)
+@router.get("/{job_id}", response_model=JobPublic, responses=refusals(404))
 def get_job(job_id: IdPath, session: ReadSessionDep, user: CurrentUser, pool: PoolDep) -> JobPublic:
     job = jobs.get_job(session, user, job_id)
     return jobs.public_jobs(session, [job], idle_flag_before(pool))[0]
 
 
-@router.post("/{job_id}/cancel", response_model=JobPublic)
+@router.post("/{job_id}/cancel", response_model=JobPublic, responses=refusals(403, 404, 409))
 def cancel_job(job_id: IdPath, session: SessionDep, user: CurrentUser, pool: PoolDep) -> JobPublic:
     job = jobs.cancel(session, user, job_id, pool.clock.now())
     session.commit()
@@ -110,10 +119,11 @@ LOG_HEADERS = {
     response_class=Response,
     responses={
         200: {
-            "content": {"text/plain": {}},
+            "content": {"text/plain": {"schema": {"type": "string"}}},
             "description": "The attempt's output (bytes from `offset`, at most 4 MiB)",
             "headers": {name: {"description": text} for name, text in LOG_HEADERS.items()},
-        }
+        },
+        **refusals(404, 503),
     },
 )
 def job_logs(
@@ -139,7 +149,7 @@ def job_logs(
     return Response(found.text, media_type="text/plain; charset=utf-8", headers=headers)
 
 
-@router.get("/{job_id}/usage", response_model=list[JobUsagePublic])
+@router.get("/{job_id}/usage", response_model=list[JobUsagePublic], responses=refusals(404))
 def job_usage(job_id: IdPath, session: ReadSessionDep, user: CurrentUser) -> list[JobUsagePublic]:
     """What the node agents saw each attempt use: GPU-seconds, mean utilization, energy,
     peak memory on one GPU."""

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from web.api.deps import CurrentUser, IdPath, PoolDep, ReadSessionDep, SessionDep
+from web.api.errors import refusals
 from web.models import (
     FlavorPublic,
     GpuMinutePublic,
@@ -28,7 +29,12 @@ def list_nodes(session: ReadSessionDep, user: CurrentUser) -> list[NodePublic]:
     return nodes.list_nodes(session, user)
 
 
-@router.post("/nodes", response_model=NodePublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/nodes",
+    response_model=NodePublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(403),
+)
 def register_node(
     spec: NodeCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> NodePublic:
@@ -38,7 +44,7 @@ def register_node(
     return nodes.public_nodes(session, [node])[0]
 
 
-@router.post("/nodes/{name}/drain", response_model=NodePublic)
+@router.post("/nodes/{name}/drain", response_model=NodePublic, responses=refusals(403, 404, 409))
 def drain_node(
     name: str, spec: NodeDrain, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> NodePublic:
@@ -48,7 +54,7 @@ def drain_node(
     return nodes.public_nodes(session, [node])[0]
 
 
-@router.post("/nodes/{name}/undrain", response_model=NodePublic)
+@router.post("/nodes/{name}/undrain", response_model=NodePublic, responses=refusals(403, 404, 409))
 def undrain_node(name: str, session: SessionDep, user: CurrentUser, pool: PoolDep) -> NodePublic:
     node = nodes.set_drain(session, user, name, False, "", pool.clock.now())
     session.commit()
@@ -56,13 +62,15 @@ def undrain_node(name: str, session: SessionDep, user: CurrentUser, pool: PoolDe
     return nodes.public_nodes(session, [node])[0]
 
 
-@router.get("/nodes/{name}/gpus", response_model=NodeGpusPublic)
+@router.get("/nodes/{name}/gpus", response_model=NodeGpusPublic, responses=refusals(403, 404))
 def node_gpus(name: str, session: ReadSessionDep, user: CurrentUser) -> NodeGpusPublic:
     """The node's GPUs as its agent last reported them, with the jobs on each."""
     return nodes.node_gpus(session, user, name)
 
 
-@router.get("/nodes/{name}/history", response_model=list[GpuMinutePublic])
+@router.get(
+    "/nodes/{name}/history", response_model=list[GpuMinutePublic], responses=refusals(403, 404)
+)
 def node_history(
     name: str,
     session: ReadSessionDep,
@@ -76,7 +84,10 @@ def node_history(
 
 
 @router.post(
-    "/nodes/{name}/tokens", response_model=NodeTokenCreated, status_code=status.HTTP_201_CREATED
+    "/nodes/{name}/tokens",
+    response_model=NodeTokenCreated,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(403, 404),
 )
 def create_node_token(
     name: str, spec: NodeTokenCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
@@ -87,14 +98,18 @@ def create_node_token(
     return created
 
 
-@router.get("/nodes/{name}/tokens", response_model=list[NodeTokenPublic])
+@router.get(
+    "/nodes/{name}/tokens", response_model=list[NodeTokenPublic], responses=refusals(403, 404)
+)
 def list_node_tokens(
     name: str, session: ReadSessionDep, user: CurrentUser
 ) -> list[NodeTokenPublic]:
     return [NodeTokenPublic.model_validate(t) for t in nodes.list_node_tokens(session, user, name)]
 
 
-@router.delete("/nodes/{name}/tokens/{token_id}", response_model=NodeTokenPublic)
+@router.delete(
+    "/nodes/{name}/tokens/{token_id}", response_model=NodeTokenPublic, responses=refusals(403, 404)
+)
 def revoke_node_token(
     name: str, token_id: IdPath, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> NodeTokenPublic:

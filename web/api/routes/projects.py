@@ -7,6 +7,7 @@ from typing import Literal
 from fastapi import APIRouter, status
 
 from web.api.deps import CurrentUser, PoolDep, ReadSessionDep, SessionDep
+from web.api.errors import refusals
 from web.models import (
     ChangePublic,
     CreditChange,
@@ -31,7 +32,12 @@ def list_projects(
     return projects.public_projects(session, projects.list_projects(session, user, state))
 
 
-@router.post("", response_model=ProjectPublic, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=ProjectPublic,
+    status_code=status.HTTP_201_CREATED,
+    responses=refusals(403, 409),
+)
 def request_project(
     spec: ProjectCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
@@ -41,12 +47,12 @@ def request_project(
     return projects.project_public(session, project)
 
 
-@router.get("/{name}", response_model=ProjectPublic)
+@router.get("/{name}", response_model=ProjectPublic, responses=refusals(404))
 def get_project(name: str, session: ReadSessionDep, user: CurrentUser) -> ProjectPublic:
     return projects.project_public(session, projects.get_project(session, user, name))
 
 
-@router.patch("/{name}", response_model=ProjectPublic)
+@router.patch("/{name}", response_model=ProjectPublic, responses=refusals(403, 404))
 def update_project(
     name: str, change: ProjectUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
@@ -56,7 +62,7 @@ def update_project(
     return projects.project_public(session, project)
 
 
-@router.post("/{name}/members", response_model=ProjectPublic)
+@router.post("/{name}/members", response_model=ProjectPublic, responses=refusals(403, 404))
 def add_member(
     name: str, spec: MemberCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
@@ -66,7 +72,9 @@ def add_member(
     return projects.project_public(session, projects.get_project(session, user, name))
 
 
-@router.delete("/{name}/members/{member}", response_model=ProjectPublic)
+@router.delete(
+    "/{name}/members/{member}", response_model=ProjectPublic, responses=refusals(403, 404, 409)
+)
 def remove_member(
     name: str, member: str, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
@@ -76,7 +84,7 @@ def remove_member(
     return projects.project_public(session, projects.get_project(session, user, name))
 
 
-@router.put("/{name}/quotas/{flavor}", response_model=ProjectPublic)
+@router.put("/{name}/quotas/{flavor}", response_model=ProjectPublic, responses=refusals(403, 404))
 def set_quota(
     name: str,
     flavor: str,
@@ -91,7 +99,7 @@ def set_quota(
     return projects.project_public(session, projects.get_project(session, user, name))
 
 
-@router.post("/{name}/credits", response_model=ProjectPublic)
+@router.post("/{name}/credits", response_model=ProjectPublic, responses=refusals(403, 404))
 def change_credits(
     name: str, spec: CreditChange, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
@@ -101,7 +109,7 @@ def change_credits(
     return projects.project_public(session, project)
 
 
-@router.get("/{name}/history", response_model=list[ChangePublic])
+@router.get("/{name}/history", response_model=list[ChangePublic], responses=refusals(404))
 def project_history(name: str, session: ReadSessionDep, user: CurrentUser) -> list[ChangePublic]:
     projects.get_project(session, user, name)
     return [
@@ -110,7 +118,7 @@ def project_history(name: str, session: ReadSessionDep, user: CurrentUser) -> li
 
 
 # Last: "/{name}/{action}" would otherwise catch /members, /credits and the rest.
-@router.post("/{name}/{action}", response_model=ProjectPublic)
+@router.post("/{name}/{action}", response_model=ProjectPublic, responses=refusals(403, 404, 409))
 def decide(
     name: str,
     action: Literal["approve", "activate", "deny", "close"],

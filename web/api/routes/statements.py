@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel
 
 from web.api.deps import CurrentUser, PoolDep, ReadSessionDep
+from web.api.errors import refusals
 from web.db import read_session
 from web.models import MAX_ID, LedgerEntryPublic
 from web.pool import Pool
@@ -39,7 +40,8 @@ class VerifyResult(BaseModel):
             "description": "The signed statement: JSON (the form to keep and verify), CSV or "
             "printable HTML (both carry the signature; only the JSON verifies)",
             "content": {"application/json": {}, "text/csv": {}, "text/html": {}},
-        }
+        },
+        **refusals(404),
     },
 )
 async def statement(
@@ -67,16 +69,20 @@ def _statement(pool: Pool, user: Principal, name: str, period: str, form: str) -
     )
 
 
-@router.get(PUBLIC_KEY_PATH, response_class=PlainTextResponse)
-def public_key(pool: PoolDep) -> PlainTextResponse:
+class PemResponse(PlainTextResponse):
+    media_type = "application/x-pem-file"
+
+
+@router.get(
+    PUBLIC_KEY_PATH,
+    response_class=PemResponse,
+    responses={200: {"headers": {"X-Key-Id": {"description": "the key's id"}}}},
+)
+def public_key(pool: PoolDep) -> PemResponse:
     """The pool's statement-signing public key (PEM); its id is in the X-Key-Id header.
     No token needed."""
     key = signing.pool_key(pool.settings.statement_key_path).public_key()
-    return PlainTextResponse(
-        signing.public_pem(key),
-        media_type="application/x-pem-file",
-        headers={"X-Key-Id": signing.key_id(key)},
-    )
+    return PemResponse(signing.public_pem(key), headers={"X-Key-Id": signing.key_id(key)})
 
 
 @router.post("/statements/verify", response_model=VerifyResult)
@@ -122,7 +128,7 @@ def usage_report(
     return usage.usage(session, user, by, project, username, flavor, period)
 
 
-@router.get("/projects/{name}/credits", response_model=usage.CreditBalance)
+@router.get("/projects/{name}/credits", response_model=usage.CreditBalance, responses=refusals(404))
 def credit_balance(name: str, session: ReadSessionDep, user: CurrentUser) -> usage.CreditBalance:
     """A project's credits: granted, used, earned, left, and the same from its ledger."""
     return usage.balance(session, user, name)
