@@ -8,11 +8,25 @@ models turn them into ISO datetimes.
 
 from __future__ import annotations
 
+import enum
 import math
+import re
+import types
+import typing
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, ConfigDict, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic import Field as PydanticField
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -66,13 +80,31 @@ EndDate = Annotated[datetime | None, AfterValidator(_end_date_in_range)]
 class Input(SQLModel):
     """What callers send (every *Create, *Update and the like). Refused with a 422 naming
     the field: numbers that are not finite (NaN, Infinity: JSON parsers take them, nothing
-    downstream can use them), NUL characters in any text, runtime_env's included
-    (PostgreSQL cannot store them), and null for the fields in `not_null` (null is allowed
-    by the type only to mean "not given"; leave such a field out to keep its value)."""
+    downstream can use them), text that is not storable Unicode anywhere, runtime_env's
+    included (NUL, which PostgreSQL cannot store, and lone UTF-16 surrogates such as
+    "\\ud800", which JSON allows as escapes but no UTF-8 text can hold: stored, they made
+    every list showing the row fail), true/false for a number (JSON's true is not 1), and
+    null for the fields in `not_null` (null is allowed by the type only to mean "not given";
+    leave such a field out to keep its value)."""
 
     # Merged into SQLModel's own config (a ConfigDict by another name).
     model_config = ConfigDict(allow_inf_nan=False)  # type: ignore[assignment]
     not_null: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain(cls, value: Any, info: ValidationInfo) -> Any:
+        # Before the type's own checks, whose words for these say less.
+        if isinstance(value, str):
+            problem = unstorable_text(value)
+            if problem:
+                raise ValueError(problem)
+        elif isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            kinds = typing.get_args(annotation) or (annotation,)
+            if bool not in kinds and (int in kinds or float in kinds):
+                raise ValueError("must be a number, not true or false")
+        return value
 
     @field_validator("*", mode="after")
     @classmethod
@@ -80,36 +112,155 @@ class Input(SQLModel):
         if value is None:
             if info.field_name in cls.not_null:
                 raise ValueError("must not be null; leave it out to keep the current value")
-        elif isinstance(value, str):
-            if "\x00" in value:
-                raise ValueError("must not contain NUL characters (\\x00)")
         elif isinstance(value, dict | list):
             _check_nested(value)
         return value
 
 
+def unstorable_text(text: str) -> str:
+    """Why `text` cannot be stored and given back by every backend, or "" when it can:
+    NUL (PostgreSQL refuses it) or a lone surrogate (no UTF-8 encoding holds one)."""
+    if "\x00" in text:
+        return "must not contain NUL characters (\\x00)"
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as err:
+            return (
+                f"must be valid Unicode text: character {err.start + 1} is a lone surrogate "
+                f"(U+{ord(text[err.start]):04X}), which no UTF-8 text can hold"
+            )
+    return ""
+
+
 def _check_nested(value: dict[str, Any] | list[Any]) -> None:
-    """Refuse NUL characters (in keys and strings) and non-finite numbers anywhere in a
+    """Refuse unstorable text (in keys and strings) and non-finite numbers anywhere in a
     JSON value. Iterative: a body may nest deeper than Python recurses."""
     stack: list[tuple[str, Any]] = [("", value)]
     while stack:
         where, item = stack.pop()
         if isinstance(item, str):
-            if "\x00" in item:
-                raise ValueError(f"must not contain NUL characters (\\x00); one is at {where!r}")
+            problem = unstorable_text(item)
+            if problem:
+                raise ValueError(f"{problem}; at {where!r}")
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise ValueError(f"numbers must be finite; {where!r} is {item}")
         elif isinstance(item, dict):
             for key, inner in item.items():
                 path = f"{where}.{key}" if where else str(key)
-                if isinstance(key, str) and "\x00" in key:
-                    raise ValueError(
-                        f"must not contain NUL characters (\\x00); one is in the key {path!r}"
-                    )
+                problem = unstorable_text(key) if isinstance(key, str) else ""
+                if problem:
+                    raise ValueError(f"{problem}; in the key {path!r}")
                 stack.append((path, inner))
         elif isinstance(item, list):
             stack.extend((f"{where}[{i}]", inner) for i, inner in enumerate(item))
+
+
+class Output(SQLModel):
+    """What callers get back, made from stored rows (every *Public and *Page).
+
+    A row stored before a rule got stricter must still be listed, not take the whole list
+    down: a field whose stored value cannot be shown (a time past what a date can hold, a
+    number where a date belongs, text holding a lone surrogate, which no UTF-8 answer can
+    carry) comes back as a placeholder (its default, null, empty or zero; surrogates as
+    U+FFFD) and is named in `unreadable` (left out of answers where nothing is)."""
+
+    unreadable: list[str] = PydanticField(
+        default_factory=list,
+        description="fields whose stored value could not be shown; they hold a placeholder",
+        exclude_if=lambda names: not names,  # only rows with such a field carry it
+    )
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _readable(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            made = handler(data)
+        except ValidationError as err:
+            bad = sorted(
+                {str(e["loc"][0]) for e in err.errors() if e["loc"]} & cls.model_fields.keys()
+            )
+            if not bad:
+                raise
+            values = dict(data) if isinstance(data, dict) else _attributes(cls, data)
+            values |= {name: _placeholder(cls, name) for name in bad}
+            made = handler(values)
+            made.unreadable = sorted(set(made.unreadable) | set(bad))
+        if isinstance(made, Output):
+            _replace_surrogates(made)
+        return made
+
+
+def _attributes(cls: type[SQLModel], row: Any) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in cls.model_fields if hasattr(row, name)}
+
+
+def _placeholder(cls: type[SQLModel], name: str) -> Any:
+    field = cls.model_fields[name]
+    if not field.is_required():
+        return field.get_default(call_default_factory=True)
+    kind = field.annotation
+    options = (
+        typing.get_args(kind)
+        if typing.get_origin(kind) in (typing.Union, types.UnionType)
+        else (kind,)
+    )
+    if type(None) in options:
+        return None
+    kind = options[0]
+    kind = typing.get_origin(kind) or kind
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return next(iter(kind))
+    placeholders: dict[Any, Any] = {str: "", int: 0, float: 0.0, bool: False, list: [], dict: {}}
+    if kind is datetime:
+        return datetime(1970, 1, 1, tzinfo=UTC)
+    return placeholders.get(kind)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with any lone surrogate replaced by U+FFFD: text that can be sent as UTF-8."""
+    if text.isascii() or not _SURROGATE.search(text):
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def _replace_surrogates(made: Output) -> None:
+    for name, value in made.__dict__.items():
+        if isinstance(value, str):
+            shown = without_surrogates(value)
+            if shown is not value:
+                setattr(made, name, shown)
+                made.unreadable = sorted({*made.unreadable, name})
+        elif isinstance(value, dict | list) and value:
+            try:
+                cleaned, changed = _without_surrogates(value)
+            except RecursionError:  # nested deeper than a rule now allows
+                cleaned, changed = type(value)(), True
+            if changed:
+                setattr(made, name, cleaned)
+                made.unreadable = sorted({*made.unreadable, name})
+
+
+def _without_surrogates(value: Any) -> tuple[Any, bool]:
+    """`value` (JSON-like) with lone surrogates replaced by U+FFFD, and whether any was."""
+    if isinstance(value, str):
+        shown = without_surrogates(value)
+        return shown, shown is not value
+    if isinstance(value, dict):
+        pairs = [(_without_surrogates(k), _without_surrogates(v)) for k, v in value.items()]
+        if not any(k[1] or v[1] for k, v in pairs):
+            return value, False
+        return {k[0]: v[0] for k, v in pairs}, True
+    if isinstance(value, list):
+        items = [_without_surrogates(v) for v in value]
+        if not any(changed for _, changed in items):
+            return value, False
+        return [v for v, _ in items], True
+    return value, False
 
 
 # --- users and tokens ----------------------------------------------------------------------
@@ -150,7 +301,7 @@ class PasswordUpdate(Input):
     current_password: str | None = Field(default=None, max_length=200)
 
 
-class UserPublic(SQLModel):
+class UserPublic(Output):
     name: str
     full_name: str
     email: str
@@ -189,7 +340,7 @@ class TokenCreate(Input):
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 
-class TokenPublic(SQLModel):
+class TokenPublic(Output):
     id: int
     user: str
     label: str
@@ -216,7 +367,7 @@ class SectorUpdate(Input):
     weight: float = Field(gt=0, le=1_000_000)
 
 
-class SectorPublic(SQLModel):
+class SectorPublic(Output):
     name: str
     weight: float
 
@@ -227,7 +378,7 @@ class Flavor(SQLModel, table=True):
     credit_rate: float = Field(default=1.0, ge=0)  # credits per GPU-hour
 
 
-class FlavorPublic(SQLModel):
+class FlavorPublic(Output):
     name: str
     credit_rate: float
     nodes: int = 0
@@ -291,7 +442,7 @@ class ProjectUpdate(Input):
     idle_stop_after_s: float | None = Field(default=None, ge=60, le=MAX_DURATION_S)
 
 
-class QuotaPublic(SQLModel):
+class QuotaPublic(Output):
     flavor: str
     guaranteed: int
     limit: int
@@ -299,7 +450,7 @@ class QuotaPublic(SQLModel):
     in_use: int = 0  # GPUs its jobs hold now
 
 
-class ProjectPublic(SQLModel):
+class ProjectPublic(Output):
     name: str
     title: str
     sector: str
@@ -336,7 +487,7 @@ class MemberCreate(Input):
     role: MemberRole = MemberRole.MEMBER
 
 
-class MemberPublic(SQLModel):
+class MemberPublic(Output):
     user: str
     role: MemberRole
 
@@ -381,7 +532,7 @@ class Change(SQLModel, table=True):
     note: str = ""
 
 
-class ChangePublic(SQLModel):
+class ChangePublic(Output):
     id: int
     at: datetime
     actor: str
@@ -418,7 +569,7 @@ class NodeDrain(Input):
     reason: str = Field(default="", max_length=2_000)
 
 
-class NodePublic(SQLModel):
+class NodePublic(Output):
     name: str
     flavor: str
     gpus: int
@@ -496,7 +647,7 @@ class JobCreate(Input):
         return value
 
 
-class JobPublic(SQLModel):
+class JobPublic(Output):
     id: int
     project: str
     user: str
@@ -528,7 +679,7 @@ class JobPublic(SQLModel):
     idle_since: datetime | None = None
 
 
-class JobPage(SQLModel):
+class JobPage(Output):
     items: list[JobPublic]
     total: int
     limit: int
@@ -567,7 +718,7 @@ class Allocation(SQLModel, table=True):
     borrowed: bool = False
 
 
-class AllocationPublic(SQLModel):
+class AllocationPublic(Output):
     attempt: int
     node: str
     gpus: int
@@ -609,7 +760,7 @@ class NodeTokenCreate(Input):
     label: str = Field(default="", max_length=100)
 
 
-class NodeTokenPublic(SQLModel):
+class NodeTokenPublic(Output):
     id: int
     node: str
     label: str
@@ -623,7 +774,7 @@ class NodeTokenCreated(NodeTokenPublic):
     token: str  # shown once, here
 
 
-class GpuStatusPublic(SQLModel):
+class GpuStatusPublic(Output):
     """A GPU as its node's agent last reported it (agents.schema.GpuSample, without the
     Xid events; `last_xid` is the latest one), and the job attempts its processes belong
     to (`jobs`: [job id, attempt] pairs)."""
@@ -647,7 +798,7 @@ class GpuStatusPublic(SQLModel):
     jobs: list[tuple[int, int]] = []
 
 
-class NodeGpusPublic(SQLModel):
+class NodeGpusPublic(Output):
     node: str
     state: NodeStateName
     state_reason: str = ""
@@ -697,7 +848,7 @@ class GpuMinute(SQLModel, table=True):
     temp_max: float | None = None
 
 
-class GpuMinutePublic(SQLModel):
+class GpuMinutePublic(Output):
     uuid: str
     node: str
     gpu_index: int
@@ -754,7 +905,7 @@ class UtilizationMinute(SQLModel, table=True):
     idle_gpu_s: float = 0.0
 
 
-class JobUsagePublic(SQLModel):
+class JobUsagePublic(Output):
     job_id: int
     attempt: int
     gpu_s: float
@@ -815,7 +966,7 @@ class LedgerHead(SQLModel, table=True):
     last_hash: str = Field(default="0" * 64, max_length=64)
 
 
-class LedgerEntryPublic(SQLModel):
+class LedgerEntryPublic(Output):
     id: int
     at: datetime
     kind: str

@@ -13,6 +13,7 @@ from jinja2 import Environment
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from web.db import read_session
+from web.models import without_surrogates
 from web.pool import Pool
 from web.portal.headers import PORTAL_ANSWER
 from web.portal.i18n import LANGUAGES, Formats, language_name, negotiate, translations
@@ -87,7 +88,9 @@ class Page:
             full_path=_full_path(self.request),
             **context,
         )
-        response = HTMLResponse(body, status_code=status_code)
+        # A stored text no UTF-8 page can carry (a lone surrogate, kept from before the
+        # intake refused them) is shown replaced, not the page failed.
+        response = HTMLResponse(without_surrogates(body), status_code=status_code)
         self.finish(response)
         return response
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -24,6 +25,9 @@ from babel.support import NullTranslations, Translations
 LANGUAGES = ("en", "ko")
 DEFAULT_LANGUAGE = "en"
 NOTHING = "\u2013"  # an en dash: no value
+# A stored value no date or number can show (a row kept from before a rule got stricter):
+# the replacement character, as text no page can show is replaced.
+UNREADABLE = "\ufffd"
 LOCALE_DIR = Path(__file__).parent / "locale"
 
 
@@ -96,6 +100,8 @@ class Formats:
     def number(self, value: float | int | None, digits: int = 0) -> str:
         if value is None:
             return NOTHING
+        if not _finite(value):
+            return UNREADABLE
         shown: str = _number_pattern(digits).apply(value, self.locale)
         return shown
 
@@ -103,7 +109,10 @@ class Formats:
         if moment is None:
             return NOTHING
         if not isinstance(moment, datetime):
-            moment = datetime.fromtimestamp(moment, UTC)
+            try:
+                moment = datetime.fromtimestamp(moment, UTC)
+            except (OverflowError, ValueError, OSError):  # past year 9999, or not finite
+                return UNREADABLE
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
         shown: str = format_datetime(
@@ -115,6 +124,8 @@ class Formats:
         """2 h 05 min, 45 s: short and the same in both languages' digits."""
         if seconds is None:
             return NOTHING
+        if not _finite(seconds):
+            return UNREADABLE
         seconds = max(0, int(seconds))
         days, rest = divmod(seconds, 86400)
         hours, rest = divmod(rest, 3600)
@@ -131,12 +142,18 @@ class Formats:
     def size(self, value: int | None) -> str:
         if value is None:
             return NOTHING
+        if not _finite(value):
+            return UNREADABLE
         amount = float(value)
         for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
             if amount < 1024 or unit == "TiB":
                 return f"{self.number(amount, 0 if unit == 'B' else 1)} {unit}"
             amount /= 1024
         return str(value)
+
+
+def _finite(value: float | int) -> bool:
+    return isinstance(value, int) or math.isfinite(value)
 
 
 UNITS = {

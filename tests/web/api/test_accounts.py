@@ -72,7 +72,7 @@ def test_an_admin_creates_a_user_and_it_is_recorded(module_api: Api) -> None:
         ({"name": "longmail", "email": "e" * 201}, 422, "email", ["at most 200"]),
         ({"name": "nul", "full_name": "A\x00B"}, 422, "full_name", ["NUL"]),
         ({"name": "nul", "email": "a@b\x00"}, 422, "email", ["NUL"]),
-        ({"name": "nul\x00"}, 422, "name", ["should match pattern"]),
+        ({"name": "nul\x00"}, 422, "name", ["NUL"]),
     ],
     ids=[
         "taken",

@@ -3,6 +3,7 @@ written, SQL-looking text kept as text, listing with filters and pages, cancelli
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -16,6 +17,7 @@ from web.services import jobs as jobs_service
 
 BASE = {"project": "p1", "entrypoint": "python train.py", "gpus": 1}
 DROP = object()  # as a value in a case: leave the field out
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 def body(**changes: Any) -> dict[str, Any]:
@@ -254,6 +256,43 @@ BAD_SPECS = [
         "runtime_env",
         ["NUL", "'pip[1]'"],
     ),
+    # A lone surrogate is JSON ("\\ud800") but no UTF-8 text: stored, it made every list
+    # showing the job answer 500, for good.
+    ("project-surrogate", "alice", body(project="p1\ud800"), 422, "project", ["surrogate"]),
+    ("entrypoint-surrogate", "alice", body(entrypoint="x\udfff"), 422, "entrypoint", ["U+DFFF"]),
+    ("name-surrogate", "alice", body(name="\ud800"), 422, "name", ["lone surrogate"]),
+    ("flavor-surrogate", "alice", body(flavor="\udc80"), 422, "flavor", ["surrogate"]),
+    ("time-surrogate", "alice", body(time="2h\ud800"), 422, "time", ["surrogate"]),
+    ("key-surrogate", "alice", body(idempotency_key="k\ud800"), 422, "idempotency_key", ["U+D800"]),
+    (
+        "runtime-env-value-surrogate",
+        "alice",
+        body(runtime_env={"env_vars": {"A": "\ud800"}}),
+        422,
+        "runtime_env",
+        ["lone surrogate", "'env_vars.A'"],
+    ),
+    (
+        "runtime-env-key-surrogate",
+        "alice",
+        body(runtime_env={"env_vars": {"A\udbff": "x"}}),
+        422,
+        "runtime_env",
+        ["surrogate", "key"],
+    ),
+    (
+        "runtime-env-deep-surrogate",
+        "alice",
+        body(runtime_env={"a": [{"b": ["ok", "\ud83d"]}]}),
+        422,
+        "runtime_env",
+        ["surrogate", "'a[0].b[1]'"],
+    ),
+    # JSON's true is not the number 1.
+    ("gpus-true", "alice", body(gpus=True), 422, "gpus", ["a number, not true or false"]),
+    ("count-true", "alice", body(count=True), 422, "count", ["not true or false"]),
+    ("nodes-true", "alice", body(nodes=True), 422, "nodes", ["not true or false"]),
+    ("priority-false", "alice", body(priority=False), 422, "priority", ["not true or false"]),
     ("admin-not-a-member", "admin", body(), 403, "project", ["only members of 'p1'"]),
     ("operator-not-a-member", "ops", body(), 403, "project", ["only members of 'p1'"]),
 ]
@@ -274,9 +313,11 @@ def test_a_bad_submission_is_refused_naming_the_field_and_nothing_is_written(
 ) -> None:
     api = module_api
     before = api.count(Job)
-    response = api.post(user, "/jobs", json=spec)
+    # Sent as JSON escapes (ASCII), so lone surrogates go as "\\ud800" as an attacker's would.
+    response = api.post(user, "/jobs", content=json.dumps(spec), headers=JSON_HEADERS)
     assert_refusal(response, status, field, *says)
     assert api.count(Job) == before
+    assert api.get("alice", "/jobs").status_code == 200
 
 
 @pytest.mark.parametrize("state", [ProjectState.REQUESTED, ProjectState.CLOSED])

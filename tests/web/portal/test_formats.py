@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from web.portal.i18n import NOTHING, Formats
+from web.portal.i18n import NOTHING, UNREADABLE, Formats
 
 MOMENT = datetime(2026, 3, 1, 0, 30, tzinfo=UTC).timestamp()
 
@@ -53,3 +53,17 @@ def test_sizes() -> None:
     assert shown.size(512) == "512 B"
     assert shown.size(80 * 1024**3) == "80.0 GiB"
     assert shown.size(None) == NOTHING
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_stored_value_no_number_can_show_is_unreadable_not_an_error(value: float) -> None:
+    formats = Formats("en", "UTC")
+    assert formats.number(value) == UNREADABLE
+    assert formats.duration(value) == UNREADABLE
+    assert formats.size(value) == UNREADABLE  # type: ignore[arg-type]
+    assert formats.when(value) == UNREADABLE
+
+
+@pytest.mark.parametrize("moment", [1e308, -1e308, 2.6e11, 10**30])
+def test_a_time_past_what_a_date_holds_is_unreadable_not_an_error(moment: float) -> None:
+    assert Formats("ko", "Asia/Seoul").when(moment) == UNREADABLE
