@@ -49,7 +49,12 @@ def store_bad_rows(api: Api) -> dict[str, Any]:
         )
         session.add(
             LedgerEntry(
-                id=10_000, at=FAR, kind="grant", project="p1", amount=1.0, prev_hash="0" * 64,
+                id=10_000,
+                at=FAR,
+                kind="grant",
+                project="p1",
+                amount=1.0,
+                prev_hash="0" * 64,
                 hash="f" * 64,
             )
         )
