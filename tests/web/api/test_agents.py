@@ -7,6 +7,8 @@ really sends them is tested in tests/agents and end to end in tests/web/test_age
 
 from __future__ import annotations
 
+import contextlib
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -14,8 +16,11 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlmodel import select
 
+from tests.agents.test_schema import NUMBERS, TEXTS, with_value
 from web.db import read_session, write_session
 from web.models import Allocation, Change, GpuMinute, JobUsage, Node, NodeTelemetry
 from web.services.scheduling import DbDecisionSink
@@ -520,3 +525,136 @@ def test_bad_reports_among_many_concurrent_good_ones_fail_alone(api: Api) -> Non
     with read_session(api.engine) as s:
         stored = {row.node for row in s.exec(select(NodeTelemetry))}
     assert stored == set(nodes) - set(bad)
+
+
+# --- hostile input, property-based ------------------------------------------------------------
+
+PLACEHOLDER = '"@value@"'
+HOSTILE_NUMBER_TEXTS = st.one_of(
+    st.sampled_from(
+        ["1e308", "-1e308", "1e400", "NaN", "Infinity", "-Infinity", "-0", "-0.0", "true", '"5"']
+    ),
+    st.sampled_from([str(2**70), str(2**63), str(2**64), "9" * 400, "-" + "9" * 400, "9" * 5000]),
+    st.integers(min_value=2**53).map(str),
+    st.integers(max_value=-1).map(str),
+)
+
+
+def hostile_body(path: tuple[str | int, ...], value_json: str, at: float, seq: int) -> bytes:
+    """h-1's good batch of one report (tests/agents/test_schema.py's) with `value_json` at
+    `path`, as raw JSON (so that NaN, lone surrogate escapes and any depth can be sent)."""
+    batch = with_value(path, "@value@")
+    batch["node"] = "h-1"
+    first = batch["reports"][0]
+    for where, name, value in ((first, "at", at), (first, "seq", seq)):
+        if where[name] != "@value@":
+            where[name] = value
+    xid = first["gpus"][0]["xids"][0]
+    if xid["at"] != "@value@":
+        xid["at"] = at
+    return json.dumps(batch).replace(PLACEHOLDER, value_json).encode()
+
+
+class Nodes:
+    """h-0 sends good reports between the bad ones h-1 sends."""
+
+    def __init__(self, api: Api) -> None:
+        self.api, self.good, self.bad = api, Agent(api, "h-0"), Agent(api, "h-1")
+        self.seq = self.bad_seq = 0
+
+    def body(self, path: tuple[str | int, ...], value_json: str) -> bytes:
+        self.bad_seq += 1
+        return hostile_body(path, value_json, self.api.clock.now(), self.bad_seq)
+
+    def post(self, agent: Agent, body: bytes) -> httpx.Response:
+        return self.api.client.post(
+            "/api/v1/agents/reports",
+            content=body,
+            headers={"Authorization": f"Bearer {agent.token}", "Content-Type": "application/json"},
+        )
+
+    def bad_row(self) -> tuple[int, int] | None:
+        with read_session(self.api.engine) as s:
+            row = s.get(NodeTelemetry, "h-1")
+            return None if row is None else (row.seq, row.reports)
+
+    def refused_naming(self, body: bytes, path: tuple[str | int, ...]) -> None:
+        before = self.bad_row()
+        answer = self.post(self.bad, body)
+        assert answer.status_code == 422, answer.text
+        named = {e["field"] for e in answer.json()["errors"]}
+        # "body": what no JSON parser can read (past Python's digits limit or its depth)
+        assert ".".join(map(str, path)) in named or named == {"body"}, answer.text
+        assert self.bad_row() == before  # nothing stored
+        self.seq += 1
+        self.good.ok(report(self.seq, self.api.clock.now(), gpu(0)))
+        with read_session(self.api.engine) as s:
+            row = s.get(NodeTelemetry, "h-0")
+            assert row is not None and row.seq == self.seq
+
+
+_nodes: dict[int, tuple[Api, Nodes]] = {}
+
+
+def nodes_of(api: Api) -> Nodes:
+    """One Nodes per pool, for all the examples of a test (a node token made after the
+    pool's token directory was read is not known to it for a while)."""
+    found = _nodes.get(id(api))
+    if found is None or found[0] is not api:
+        _nodes.clear()
+        found = _nodes[id(api)] = (api, Nodes(api))
+    return found[1]
+
+
+HOSTILE = settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@HOSTILE
+@given(path=st.sampled_from(sorted(NUMBERS, key=str)), value=HOSTILE_NUMBER_TEXTS)
+def test_huge_and_special_numbers_are_refused_naming_the_field_and_others_go_on(
+    api: Api, path: tuple[str | int, ...], value: str
+) -> None:
+    nodes = nodes_of(api)
+    low, high = NUMBERS[path]
+    with contextlib.suppress(ValueError):
+        if low <= float(value) <= high and value not in ("-0", "-0.0"):
+            return  # (a negative number is in the bounds of temp_c)
+    if value in ("-0", "-0.0") and low <= 0:
+        return  # -0 is 0: taken
+    nodes.refused_naming(nodes.body(path, value), path)
+
+
+@HOSTILE
+@given(
+    path=st.sampled_from(sorted(TEXTS, key=str)),
+    text=st.text(alphabet=st.characters(codec=None), min_size=1, max_size=250),
+)
+def test_any_text_is_stored_as_sent_or_refused_naming_the_field(
+    api: Api, path: tuple[str | int, ...], text: str
+) -> None:
+    nodes = nodes_of(api)
+    body = nodes.body(path, json.dumps(text))
+    storable = "\x00" not in text and not any("\ud800" <= c <= "\udfff" for c in text)
+    if storable and len(text) <= TEXTS[path]:
+        answer = nodes.post(nodes.bad, body)
+        assert answer.status_code == 200, answer.text
+        shown = api.get("ops", "/nodes/h-1/gpus").json()
+        place = {"driver_version": shown, "note": shown["gpus"][0]["processes"][0]}
+        where = place.get(str(path[-1]), shown["gpus"][0])
+        assert where[str(path[-1])] == text
+        return
+    nodes.refused_naming(body, path)
+
+
+@HOSTILE
+@given(
+    path=st.sampled_from(sorted([*NUMBERS, *TEXTS], key=str)),
+    depth=st.integers(min_value=1, max_value=5_000),
+)
+def test_deep_nesting_in_any_field_is_refused_naming_it(
+    api: Api, path: tuple[str | int, ...], depth: int
+) -> None:
+    nodes = nodes_of(api)
+    nodes.refused_naming(nodes.body(path, "[" * depth + "]" * depth), path)
