@@ -133,28 +133,43 @@ def unstorable_text(text: str) -> str:
     return ""
 
 
+MAX_NESTING = 32  # arrays and objects within one another in a JSON field (Ray's runtime_env
+# nests 3 or 4 deep); deeper ones cannot be given back by the pages and tools that read them
+
+
 def _check_nested(value: dict[str, Any] | list[Any]) -> None:
-    """Refuse unstorable text (in keys and strings) and non-finite numbers anywhere in a
-    JSON value. Iterative: a body may nest deeper than Python recurses."""
-    stack: list[tuple[str, Any]] = [("", value)]
+    """Refuse unstorable text (in keys and strings), non-finite numbers and nesting past
+    MAX_NESTING anywhere in a JSON value. Iterative: a body may nest deeper than Python
+    recurses."""
+    stack: list[tuple[str, int, Any]] = [("", 1, value)]
     while stack:
-        where, item = stack.pop()
+        where, depth, item = stack.pop()
         if isinstance(item, str):
             problem = unstorable_text(item)
             if problem:
-                raise ValueError(f"{problem}; at {where!r}")
+                raise ValueError(f"{problem}; at {_brief(where)!r}")
         elif isinstance(item, float):
             if not math.isfinite(item):
-                raise ValueError(f"numbers must be finite; {where!r} is {item}")
+                raise ValueError(f"numbers must be finite; {_brief(where)!r} is {item}")
+        elif isinstance(item, dict | list) and depth > MAX_NESTING:
+            raise ValueError(
+                f"must nest at most {MAX_NESTING} arrays and objects deep; "
+                f"{_brief(where)!r} is deeper"
+            )
         elif isinstance(item, dict):
             for key, inner in item.items():
                 path = f"{where}.{key}" if where else str(key)
                 problem = unstorable_text(key) if isinstance(key, str) else ""
                 if problem:
-                    raise ValueError(f"{problem}; in the key {path!r}")
-                stack.append((path, inner))
+                    raise ValueError(f"{problem}; in the key {_brief(path)!r}")
+                stack.append((path, depth + 1, inner))
         elif isinstance(item, list):
-            stack.extend((f"{where}[{i}]", inner) for i, inner in enumerate(item))
+            stack.extend((f"{where}[{i}]", depth + 1, inner) for i, inner in enumerate(item))
+
+
+def _brief(path: str) -> str:
+    """A place in a JSON value, cut to what an error message can show."""
+    return path if len(path) <= 120 else f"{path[:60]}...{path[-57:]}"
 
 
 class Output(SQLModel):

@@ -288,6 +288,14 @@ BAD_SPECS = [
         "runtime_env",
         ["surrogate", "'a[0].b[1]'"],
     ),
+    (
+        "runtime-env-too-deep",
+        "alice",
+        body(runtime_env={"a": json.loads("[" * 40 + "]" * 40)}),
+        422,
+        "runtime_env",
+        ["at most 32 arrays and objects deep", "'a[0][0]"],
+    ),
     # JSON's true is not the number 1.
     ("gpus-true", "alice", body(gpus=True), 422, "gpus", ["a number, not true or false"]),
     ("count-true", "alice", body(count=True), 422, "count", ["not true or false"]),

@@ -280,6 +280,20 @@ BAD_SUBMISSIONS: list[tuple[str, dict[str, str], str, str, str]] = [
         "중괄호로 된 JSON 객체여야 합니다.",
     ),
     (
+        "JSON nested past reading",  # Python's parser gives up (RecursionError): it was a 500
+        {"runtime_env": '{"a": ' + "[" * 1200 + "]" * 1200 + "}"},
+        "runtime_env",
+        "Nested too deep: at most 32 arrays and objects within one another.",
+        "너무 깊이 중첩되었습니다: 배열과 객체는 32단계까지만",
+    ),
+    (
+        "JSON nested deeper than a runtime environment",
+        {"runtime_env": '{"a": ' + "[" * 40 + "]" * 40 + "}"},
+        "runtime_env",
+        "must nest at most 32 arrays and objects deep",
+        "must nest at most 32 arrays and objects deep",
+    ),
+    (
         "two working directories",
         {"runtime_env": '{"working_dir": "/elsewhere"}'},
         "working_dir",

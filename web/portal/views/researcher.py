@@ -27,6 +27,7 @@ from web.db import read_session, write_session
 from web.enums import ACTIVE_JOB_STATE_VALUES, FINAL_JOB_STATE_VALUES
 from web.models import (
     MAX_ID,
+    MAX_NESTING,
     NAME_PATTERN,
     ChangePublic,
     JobCreate,
@@ -269,6 +270,12 @@ def job_spec(form: Form, _: Any) -> JobCreate | None:
                 "runtime_env",
                 _("Not valid JSON: %(problem)s (line %(line)s, column %(column)s).")
                 % {"problem": err.msg, "line": err.lineno, "column": err.colno},
+            )
+        except RecursionError:  # nested past what Python's parser reads
+            form.error(
+                "runtime_env",
+                _("Nested too deep: at most %(depth)s arrays and objects within one another.")
+                % {"depth": MAX_NESTING},
             )
         else:
             if isinstance(parsed, dict):
