@@ -32,13 +32,14 @@ from web.services.batching import (
     settle,
     store_one_by_one_on_failure,
 )
-from web.services.errors import ServiceError
+from web.services.errors import Conflict, ServiceError
 from web.services.jobs import (
     Reference,
     SubmitLimits,
     Submitted,
     load_reference,
     prepare,
+    resent,
     store,
     stored_by_idempotency_keys,
 )
@@ -177,14 +178,14 @@ class SubmissionIntake(GroupCommitWriter[_Pending]):
         seen = stored_by_idempotency_keys(session, keys)
         for item in batch:
             known = seen.get((item.user, item.key)) if item.key is not None else None
-            if item.refusal is not None:
-                # The first jobs, if its maker may still see them; the refusal otherwise.
-                if known and all(item.asker.sees(job.project) for job in known):
-                    answers.append((item, Submitted(known, duplicate=True)))
-                else:
-                    answers.append((item, item.refusal))
-            elif known:
-                answers.append((item, Submitted(known, duplicate=True)))
+            if known:
+                # The first jobs, if its maker may still see them (a resend); why not, else.
+                try:
+                    answers.append((item, resent(item.asker, known)))
+                except Conflict as unseen:
+                    answers.append((item, item.refusal or unseen))
+            elif item.refusal is not None:
+                answers.append((item, item.refusal))
             else:
                 fresh.append(item)
                 if item.key is not None:

@@ -88,7 +88,7 @@ def submit(
     if spec.idempotency_key is not None:
         earlier = by_idempotency_key(session, asker.name, spec.idempotency_key)
         if earlier:
-            return Submitted(earlier, duplicate=True)
+            return resent(asker, earlier)
     jobs = prepare(load_reference(session), asker, spec, now, limits)
     try:
         store(session, [jobs])
@@ -99,8 +99,20 @@ def submit(
         earlier = by_idempotency_key(session, asker.name, spec.idempotency_key)
         if not earlier:
             raise
-        return Submitted(earlier, duplicate=True)
+        return resent(asker, earlier)
     return Submitted(jobs, duplicate=False)
+
+
+def resent(asker: Principal, earlier: list[Job]) -> Submitted:
+    """The answer to a resent idempotency key: the jobs it made, if the asker may still see
+    them. A member removed from the project since gets no job of it back by resending."""
+    if not all(asker.sees(job.project) for job in earlier):
+        raise Conflict(
+            "this key was used for jobs of a project you are no longer a member of; "
+            "send the submission with a new key",
+            field="idempotency_key",
+        )
+    return Submitted(earlier, duplicate=True)
 
 
 def prepare(

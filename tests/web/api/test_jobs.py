@@ -745,3 +745,27 @@ def test_a_resent_submission_gets_its_first_jobs_though_it_would_be_refused_now(
         assert_refusal(again, status, "project", "no project")
     fresh_key = api.post("bob", "/jobs", json=spec | {"idempotency_key": unique("new")})
     assert fresh_key.status_code in (409, 422), fresh_key.text  # a new submission is refused
+
+
+def test_a_removed_member_gets_no_job_back_by_resending_its_key_elsewhere(
+    module_api: Api,
+) -> None:
+    """Bob's key made jobs in a project he has left: sent again with a submission he may
+    make (to p1), it answered with the other project's jobs; now a 409 on the key and
+    nothing stored."""
+    api, key = module_api, unique("left")
+    project = api.add_project(unique("left"), pi="alice", members=("bob",))
+    first = api.post("bob", "/jobs", json=body(project=project, idempotency_key=key))
+    assert first.status_code == 201, first.text
+    remove_bob(api, project)
+    before = api.count(Job)
+
+    for how in ("body", "header"):
+        again = (
+            api.post("bob", "/jobs", json=body(idempotency_key=key))
+            if how == "body"
+            else api.post("bob", "/jobs", json=body(), headers={"Idempotency-Key": key})
+        )
+        detail = assert_refusal(again, 409, "idempotency_key", "no longer a member")
+        assert project not in detail
+        assert api.count(Job) == before
