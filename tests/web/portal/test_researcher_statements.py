@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
 from tests.web.portal.conftest import Portal, PortalClient, text_of
 from web.db import write_session
 from web.services import ledger, signing
+from web.services.statements import MAX_DEPTH, to_json
 
 MARCH = datetime(2026, 3, 10, tzinfo=UTC).timestamp()
 
@@ -164,6 +166,24 @@ def test_a_bad_period_in_the_download_path_is_a_page_not_json(portal: Portal) ->
     assert "is not a period" in text_of(answer)
 
 
+@pytest.mark.parametrize(
+    "period", ["2026-03\n", "\uff12\uff10\uff12\uff16-03", "\u0662\u0660\u0662\u0666"]
+)
+def test_a_period_with_a_newline_or_non_ascii_digits_is_refused(
+    portal: Portal, period: str
+) -> None:
+    alice = portal.as_user("alice")
+    answer = alice.get(f"/projects/p1/statements/{quote(period, safe='')}.json")
+    assert answer.status_code == 400, answer.text  # was a 500, or a download
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "is not a period" in text_of(answer) and "ASCII digits" in text_of(answer)
+    if not period.endswith("\n"):  # the form takes what is typed without its ends
+        page = alice.get("/statements", params={"project": "p1", "period": period})
+        assert page.status_code == 400
+        error = page.text.split('id="e-period" class="error">')[1].split("</small>")[0]
+        assert "is not a period" in error
+
+
 # --- verifying -----------------------------------------------------------------------------
 
 
@@ -214,7 +234,7 @@ def tampered(statement: dict[str, Any], how: str) -> dict[str, Any]:
 )
 def test_a_tampered_statement_shows_its_problems(charged: Portal, how: str, named: str) -> None:
     statement = download(charged.as_user("alice"), "json").json()
-    answer = verify_file(charged.anonymous(), json.dumps(tampered(statement, how)).encode())
+    answer = verify_file(charged.anonymous(), to_json(tampered(statement, how)))  # canonical
     assert answer.status_code == 200
     text = text_of(answer)
     assert "Not valid" in text
@@ -270,3 +290,52 @@ def test_a_statement_over_the_limit_is_refused_before_it_is_read(portal: Portal)
         headers={"Content-Length": str(limit + 1)},
     )
     assert answer.status_code == 413
+
+
+def _with(document: bytes, old: bytes, new: bytes) -> bytes:
+    assert old in document
+    return document.replace(old, new, 1)
+
+
+FORGED = [
+    # (how the downloaded statement is changed, the rule the page names)
+    ("a forged credits first", lambda s: b'{"credits":{"granted":999999.0},' + s[1:],
+     "duplicate key &#39;credits&#39; at $"),
+    ("pretty-printed",
+     lambda s: json.dumps(json.loads(s), indent=2, sort_keys=True).encode(),
+     "not in canonical form: whitespace"),
+    ("a byte order mark", lambda s: b"\xef\xbb\xbf" + s, "byte order mark"),
+    ("a trailing newline", lambda s: s + b"\n", "trailing data after the statement"),
+    ("NaN", lambda s: _with(s, b'"version":1', b'"version":NaN'), "NaN is not a JSON number"),
+    ("400 digits", lambda s: _with(s, b'"version":1', b'"version":' + b"9" * 400),
+     "number out of range"),
+    ("1e400", lambda s: _with(s, b'"version":1', b'"version":1e400'), "number out of range"),
+    ("a lone surrogate", lambda s: _with(s, b'"kind":"g', b'"kind":"\\ud800g'),
+     "lone surrogate"),
+    ("nested 1,200 deep", lambda s: _with(s, b'"version":1', b'"version":' + b"[" * 1200
+                                          + b"]" * 1200), f"nested deeper than {MAX_DEPTH}"),
+    ("nested 100,000 deep, unclosed", lambda s: b'{"a":' * 100_000,
+     f"nested deeper than {MAX_DEPTH}"),
+    ("a list", lambda s: b"[" + s + b"]", "a JSON object is expected"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("how", "forge", "named"), FORGED, ids=[h for h, _, _ in FORGED])
+def test_a_forged_or_hostile_statement_is_a_page_naming_the_rule(
+    charged: Portal, how: str, forge: Any, named: str
+) -> None:
+    statement = download(charged.as_user("alice"), "json").content
+    answer = verify_file(charged.anonymous(), forge(statement))
+    assert answer.status_code == 200, text_of(answer)
+    assert "Not valid" in text_of(answer)
+    problems = answer.text.split('<ul id="verify-problems">')[1].split("</ul>")[0]
+    assert named in problems, problems
+
+
+def test_a_pasted_statement_with_a_forged_key_is_not_valid(charged: Portal) -> None:
+    statement = download(charged.as_user("alice"), "json").text
+    client = charged.anonymous()
+    client.get("/verify")
+    answer = client.post_form("/verify", {"statement_text": '{"project":"p2",' + statement[1:]})
+    assert answer.status_code == 200
+    assert "Not valid" in text_of(answer) and "duplicate key" in answer.text

@@ -572,46 +572,47 @@ async def verify(page: PageDep) -> Response:
         if not raw:
             form.error(where, _("The file is empty."))
     elif form.get("statement_text").strip():
-        raw, where = form.get("statement_text").encode(), "statement_text"
+        # As pasted: the signature covers the exact bytes (surrogates kept, to be named).
+        raw, where = form.get("statement_text").encode("utf-8", "surrogatepass"), "statement_text"
     else:
         form.error(where, _("Choose a statement file, or paste one below."))
-    statement: Any = None
-    if form.ok:
-        if len(raw) > limit:
-            form.error(where, _("Larger than %(size)s.") % {"size": formats(page).size(limit)})
-        else:
-            try:
-                statement = json.loads(raw.decode("utf-8-sig"))
-            except UnicodeDecodeError:
-                form.error(where, _("Not text in UTF-8: a statement is a JSON file."))
-            except json.JSONDecodeError as err:
-                form.error(
-                    where,
-                    _("Not valid JSON: %(problem)s (line %(line)s, column %(column)s).")
-                    % {"problem": err.msg, "line": err.lineno, "column": err.colno},
-                )
+    if form.ok and len(raw) > limit:
+        form.error(where, _("Larger than %(size)s.") % {"size": formats(page).size(limit)})
     if not form.ok:
         return page.render("verify.html", status_code=400, form=form, result=None)
-    result = await run_in_threadpool(_verify, page, statement)
-    return page.render("verify.html", form=form, result=result)
-
-
-def _verify(page: Page, statement: Any) -> Verified:
-    key = signing.pool_key(page.pool.settings.statement_key_path).public_key()
-    with read_session(page.pool.engine) as session:
-        found = statements.verify_statement(
-            statement if isinstance(statement, dict) else json.dumps(statement),
-            key,
-            ledger.stream(session),
+    found, key_id = await run_in_threadpool(_verify, page, raw)
+    if found.not_text:  # not a statement file at all: said on its field
+        form.error(where, _("Not text in UTF-8: a statement is a JSON file."))
+    elif found.not_json is not None:
+        form.error(
+            where,
+            _("Not valid JSON: %(problem)s (line %(line)s, column %(column)s).")
+            % {
+                "problem": found.not_json.msg,
+                "line": found.not_json.lineno,
+                "column": found.not_json.colno,
+            },
         )
-    said = statement if isinstance(statement, dict) else {}
-    return Verified(
+    if not form.ok:
+        return page.render("verify.html", status_code=400, form=form, result=None)
+    said = found.statement or {}
+    result = Verified(
         found.valid,
         found.problems,
-        signing.key_id(key),
+        key_id,
         project=str(said.get("project", ""))[:63],
         period=str(said.get("period", ""))[:20],
     )
+    return page.render("verify.html", form=form, result=result)
+
+
+def _verify(page: Page, document: bytes) -> tuple[statements.Verification, str]:
+    """The statement's verification (its exact bytes: see statements.read_document) with
+    this pool's key and ledger, and the key's id."""
+    key = signing.pool_key(page.pool.settings.statement_key_path).public_key()
+    with read_session(page.pool.engine) as session:
+        found = statements.verify_statement(document, key, ledger.stream(session))
+    return found, signing.key_id(key)
 
 
 # --- requesting a project ------------------------------------------------------------------
