@@ -254,11 +254,13 @@ def expire_projects(session: Session, now: float) -> int:
 def add_member(
     session: Session, asker: Principal, name: str, spec: MemberCreate, now: float
 ) -> Membership:
-    _require_admin_or_pi(session, asker, name)
+    project = _require_admin_or_pi(session, asker, name)
     if session.get(User, spec.user) is None:
         raise Invalid(f"no user {spec.user!r}", field="user")
     member = session.get(Membership, (name, spec.user))
     old = member.role if member else ""
+    if spec.user == project.pi and spec.role is not MemberRole.PI:
+        _hand_over_pi(session, asker, project, now)
     member = member or Membership(project=name, user=spec.user)
     member.role = spec.role.value
     session.add(member)
@@ -268,13 +270,43 @@ def add_member(
     return member
 
 
+def _hand_over_pi(session: Session, asker: Principal, project: Project, now: float) -> None:
+    """The recorded PI stops being one: only an administrator may say so, and the project's
+    PI becomes another member who is a PI (a co-PI could otherwise demote the PI who
+    answers for the project)."""
+    if not asker.is_admin:
+        raise Forbidden(
+            f"{project.pi!r} is the PI of {project.name!r}: only an administrator may change "
+            "their role",
+            field="user",
+        )
+    others = session.exec(
+        select(Membership.user)
+        .where(Membership.project == project.name)
+        .where(Membership.role == MemberRole.PI.value)
+        .where(Membership.user != project.pi)
+        .order_by(col(Membership.user))
+    ).first()
+    if others is None:
+        raise Conflict(
+            f"{project.pi!r} is the only PI of {project.name!r}; make another member PI first",
+            field="role",
+        )
+    record_change(session, asker.name, f"project:{project.name}", "pi", project.pi, others, now)
+    project.pi = others
+    session.add(project)
+
+
 def remove_member(session: Session, asker: Principal, name: str, user: str, now: float) -> None:
     project = _require_admin_or_pi(session, asker, name)
     member = session.get(Membership, (name, user))
     if member is None:
         raise NotFound(f"{user!r} is not a member of {name!r}", field="user")
     if user == project.pi:
-        raise Conflict(f"{user!r} is the PI of {name!r}; name another PI first", field="user")
+        raise Conflict(
+            f"{user!r} is the PI of {name!r}; make another member PI and this one a member first",
+            field="user",
+        )
     session.delete(member)
     record_change(session, asker.name, f"project:{name}", f"member:{user}", member.role, "", now)
 

@@ -512,6 +512,42 @@ def test_removing_members_refused(
     assert len(api.get("admin", f"/projects/{name}").json()["members"]) == 2
 
 
+def test_a_co_pi_cannot_demote_the_projects_pi(module_api: Api) -> None:
+    """Bob, made a PI too, set alice (the project's PI) to a plain member and led the
+    project alone; now 403 naming the user, nothing changed."""
+    api = module_api
+    name = api.add_project(unique("co-led"), pi="alice", members=("bob",))
+    made = api.post("alice", f"/projects/{name}/members", json={"user": "bob", "role": "pi"})
+    assert made.status_code == 200, made.text
+
+    demoted = api.post("bob", f"/projects/{name}/members", json={"user": "alice", "role": "member"})
+
+    assert_refusal(demoted, 403, "user", "'alice' is the PI", "only an administrator")
+    project = api.get("admin", f"/projects/{name}").json()
+    assert project["pi"] == "alice"
+    assert {"user": "alice", "role": "pi"} in project["members"]
+
+
+def test_an_admin_hands_the_pi_over_to_a_co_pi_then_may_remove_the_old_one(
+    module_api: Api,
+) -> None:
+    api = module_api
+    name = api.add_project(unique("handed"), pi="alice", members=("bob",))
+    alone = api.post("admin", f"/projects/{name}/members", json={"user": "alice", "role": "member"})
+    assert_refusal(alone, 409, "role", "the only PI", "make another member PI first")
+
+    api.post("admin", f"/projects/{name}/members", json={"user": "bob", "role": "pi"})
+    handed = api.post(
+        "admin", f"/projects/{name}/members", json={"user": "alice", "role": "member"}
+    )
+
+    assert handed.status_code == 200, handed.text
+    assert handed.json()["pi"] == "bob"
+    assert api.delete("admin", f"/projects/{name}/members/alice").status_code == 200
+    history = api.get("admin", f"/projects/{name}/history").json()
+    assert any(c["field"] == "pi" and (c["old"], c["new"]) == ("alice", "bob") for c in history)
+
+
 # --- quotas --------------------------------------------------------------------------------
 
 
