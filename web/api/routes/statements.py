@@ -7,11 +7,11 @@ neither the statement nor who sends it, and answers with what fails.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 from web.api.deps import CurrentUser, PoolDep, ReadSessionDep
@@ -85,18 +85,60 @@ def public_key(pool: PoolDep) -> PemResponse:
     return PemResponse(signing.public_pem(key), headers={"X-Key-Id": signing.key_id(key)})
 
 
-@router.post("/statements/verify", response_model=VerifyResult)
-def verify(
-    statement: Annotated[dict[str, Any], Body(description="A statement's JSON form")],
-    pool: PoolDep,
-) -> VerifyResult:
-    """Check a statement: its signature with this pool's key, its figures against its
-    entries, and its entries against the ledger (unchanged, none left out, the chain from
-    the first entry to the statement's head). No token needed; nothing is written."""
+@router.post(
+    "/statements/verify",
+    response_model=VerifyResult,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "A statement's JSON form, as the pool signed it: its exact bytes "
+            "are checked (a pretty-printed or re-encoded copy is not the signed document)",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def verify(request: Request, pool: PoolDep) -> Response | VerifyResult:
+    """Check a statement: that it is byte for byte the signed form, its signature with this
+    pool's key, its figures against its entries, and its entries against the ledger
+    (unchanged, none left out, the chain from the first entry to the statement's head).
+    Anything that is not a valid statement is `valid: false` with the rule it breaks. No
+    token needed; nothing is written. The body may be GPUPOOL_MAX_STATEMENT_BYTES long."""
+    limit = pool.settings.max_statement_bytes
+    document = await body_within(request, limit)
+    if document is None:
+        return body_too_large(limit)
+    return await run_in_threadpool(_verify, pool, document)
+
+
+def _verify(pool: Pool, document: bytes) -> VerifyResult:
     key = signing.pool_key(pool.settings.statement_key_path).public_key()
     with read_session(pool.engine) as session:
-        found = statements.verify_statement(statement, key, ledger.stream(session))
+        found = statements.verify_statement(document, key, ledger.stream(session))
     return VerifyResult(valid=found.valid, problems=found.problems, public_key=signing.key_id(key))
+
+
+async def body_within(request: Request, limit: int) -> bytes | None:
+    """The request's body, read as it comes; None as soon as it is over `limit` bytes
+    (never more than one piece past it is held)."""
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def body_too_large(limit: int) -> JSONResponse:
+    """413 naming the limit, as the app's BodySizeLimit answers before a route runs."""
+    return JSONResponse(
+        {
+            "detail": f"body: a statement to verify may be {limit:,} bytes "
+            f"({limit / 2**20:g} MiB) long; verify a larger one offline: gpupool verify FILE "
+            "--public-key pool.pem",
+            "field": "body",
+        },
+        status_code=413,
+    )
 
 
 @router.get("/ledger", response_model=list[LedgerEntryPublic])
