@@ -381,11 +381,6 @@ def _join(members: Iterable[tuple[str, str]]) -> bytes:
     return ("{" + ",".join(f"{_ENCODE(k)}:{v}" for k, v in members) + "}").encode()
 
 
-def signed_bytes(statement: Mapping[str, Any]) -> bytes:
-    """What the signature covers: the canonical JSON without the `signature` member."""
-    return _join(_canonical_members(statement))
-
-
 def to_json(statement: Mapping[str, Any]) -> bytes:
     """The signed form: canonical JSON, signature included."""
     return _join((key, _ENCODE(statement[key])) for key in sorted(statement))
