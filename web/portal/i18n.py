@@ -102,7 +102,10 @@ class Formats:
             return NOTHING
         if not _finite(value):
             return UNREADABLE
-        shown: str = _number_pattern(digits).apply(value, self.locale)
+        try:
+            shown: str = _number_pattern(digits).apply(value, self.locale)
+        except (ArithmeticError, ValueError):  # past Babel's decimal precision: 1e308, 10**400
+            return _huge(value)
         return shown
 
     def when(self, moment: datetime | float | None) -> str:
@@ -144,12 +147,24 @@ class Formats:
             return NOTHING
         if not _finite(value):
             return UNREADABLE
-        amount = float(value)
+        try:
+            amount = float(value)
+        except OverflowError:  # an int past any float: no memory is that large
+            return UNREADABLE
         for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
             if amount < 1024 or unit == "TiB":
                 return f"{self.number(amount, 0 if unit == 'B' else 1)} {unit}"
             amount /= 1024
         return str(value)
+
+
+def _huge(value: float | int) -> str:
+    """A number too large for the page's pattern, in scientific notation (1e+308): a
+    stored value past what any reading can be, shown rather than failing the page."""
+    try:
+        return f"{float(value):.4g}"
+    except OverflowError:
+        return UNREADABLE
 
 
 def _finite(value: float | int) -> bool:

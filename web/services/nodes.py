@@ -232,9 +232,50 @@ def _gpus_public(node: Node, row: NodeTelemetry | None) -> NodeGpusPublic:
             "driver_version": row.driver_version,
             "at": row.at,
             "received_at": row.received_at,
-            "gpus": [GpuStatusPublic.model_validate(gpu) for gpu in row.gpus],
+            "gpus": [_gpu_public(position, gpu) for position, gpu in enumerate(row.gpus or [])],
         }
     )
+
+
+# A GPU's stored sample that cannot be shown as one (stored before the agents' reports were
+# bounded, or edited by hand): listed as unreadable, never failing the page or the list.
+UNREADABLE = "the stored sample cannot be read; it is shown as unreadable until the next report"
+_FLOAT_FIELDS = ("util_gpu_pct", "util_mem_pct", "power_w", "temp_c")
+
+
+def _gpu_public(position: int, stored: object) -> GpuStatusPublic:
+    if isinstance(stored, dict):
+        # Infinity and NaN (JSON on SQLite can hold them): unknown, as a field not read.
+        cleaned = {
+            key: None if key in _FLOAT_FIELDS and not _finite(value) else value
+            for key, value in stored.items()
+        }
+        try:
+            return GpuStatusPublic.model_validate(cleaned)
+        except ValueError:
+            pass
+        index, uuid = stored.get("index"), stored.get("uuid")
+    else:
+        index = uuid = None
+    return GpuStatusPublic(
+        index=index if isinstance(index, int) and not isinstance(index, bool) else position,
+        uuid=uuid if isinstance(uuid, str) else f"unreadable-{position}",
+        errors={"sample": UNREADABLE},
+    )
+
+
+def _finite(value: object) -> bool:
+    """Not a float that is infinite or NaN (None and the others pass as they are)."""
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def _mean(total: float, count: int) -> float | None:
+    """total / count; None when there is none, or the stored sums overflowed (infinity,
+    NaN: sums written before the agents' numbers were bounded)."""
+    if count <= 0 or not math.isfinite(total):
+        return None
+    mean = total / count
+    return mean if math.isfinite(mean) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,11 +371,11 @@ def node_history(
                 "node": r.node,
                 "gpu_index": r.gpu_index,
                 "minute": r.minute * 60,
-                "util_gpu_pct": r.util_gpu_sum / r.util_gpu_samples if r.util_gpu_samples else None,
-                "util_mem_pct": r.util_mem_sum / r.util_gpu_samples if r.util_gpu_samples else None,
-                "power_w": r.power_w_sum / r.power_samples if r.power_samples else None,
+                "util_gpu_pct": _mean(r.util_gpu_sum, r.util_gpu_samples),
+                "util_mem_pct": _mean(r.util_mem_sum, r.util_gpu_samples),
+                "power_w": _mean(r.power_w_sum, r.power_samples),
                 "mem_used_bytes": r.mem_used_max,
-                "temp_c": r.temp_max,
+                "temp_c": r.temp_max if r.temp_max is not None and _finite(r.temp_max) else None,
             }
         )
         for r in rows

@@ -173,8 +173,8 @@ def overview(
             bucket,
             func.count().label("minutes"),
             func.sum(UM.c.allocated).label("allocated"),
-            func.sum(UM.c.gpu_s - UM.c.idle_gpu_s).label("busy_s"),
-            func.sum(UM.c.idle_gpu_s).label("idle_s"),
+            func.sum(_readable(UM.c.gpu_s) - _readable(UM.c.idle_gpu_s)).label("busy_s"),
+            func.sum(_readable(UM.c.idle_gpu_s)).label("idle_s"),
             func.sum(UM.c.capacity).label("capacity"),
         )
         .where(UM.c.minute >= first, UM.c.minute < last)
@@ -262,14 +262,25 @@ class PoolNow:
         return sum(c.nodes for c in self.states if c.state == state)
 
 
+# A minute's GPU-seconds of one flavor and sector: 60 s x 16 billion GPUs is past any pool.
+MAX_MINUTE_GPU_S = 1e12
+
+
+def _readable(column: ColumnElement[float]) -> ColumnElement[float | None]:
+    """The column where it holds a plausible value, else NULL (which SUM skips): a sum
+    stored before the agents' numbers were bounded (infinity, 1e308: PostgreSQL's SUM
+    fails on overflow, SQLite's gives infinity) never takes the operators' pages down."""
+    return case((column.between(-MAX_MINUTE_GPU_S, MAX_MINUTE_GPU_S), column), else_=None)
+
+
 def pool_now(s: Session, asker: Principal, now: float, flavor: str | None = None) -> PoolNow:
     asker.require(Role.OPERATOR, Role.ADMIN)
     nodes = select(N.c.state, func.count().label("nodes"), func.sum(N.c.gpus).label("gpus"))
     allocated = select(func.coalesce(func.sum(A.c.gpus), 0)).where(A.c.end.is_(None))
     minute = int(now // 60) - 1
     seen = select(
-        func.coalesce(func.sum(UM.c.gpu_s - UM.c.idle_gpu_s), 0.0),
-        func.coalesce(func.sum(UM.c.idle_gpu_s), 0.0),
+        func.coalesce(func.sum(_readable(UM.c.gpu_s) - _readable(UM.c.idle_gpu_s)), 0.0),
+        func.coalesce(func.sum(_readable(UM.c.idle_gpu_s)), 0.0),
     ).where(UM.c.minute == minute)
     queued = select(func.count(), func.coalesce(func.sum(J.c.gpus), 0)).where(
         J.c.state == JobState.QUEUED.value

@@ -7,6 +7,7 @@ allocations."""
 from __future__ import annotations
 
 import html
+import math
 import re
 
 import httpx
@@ -17,7 +18,7 @@ from tests.web.api.test_agents import Agent, gpu, report, running_job
 from tests.web.conftest import Api
 from tests.web.portal.conftest import Portal, text_of
 from web.db import read_session, write_session
-from web.models import Change, JobUsage, Node
+from web.models import Change, GpuMinute, JobUsage, Node, NodeTelemetry, UtilizationMinute
 from web.portal.i18n import Formats
 from web.services.utilization import sample_minute
 
@@ -526,3 +527,130 @@ def test_idle_allocations_list_jobs_idle_long_enough(portal: Portal) -> None:
 def test_no_idle_allocations_says_so(portal: Portal) -> None:
     answer = portal.as_user("ops").get("/ops/idle")
     assert "No idle allocations: every running job uses its GPUs." in text_of(answer)
+
+
+# --- bad rows -------------------------------------------------------------------------------------
+
+
+def store_extreme_telemetry(api: Api, node: str) -> None:
+    """What agents could store before their numbers were bounded (and what a row edited by
+    hand may hold), written straight to the database: sums that overflowed (power 1e308
+    twice in a minute is infinity), NaN, the largest integers, and samples of the wrong
+    shape in the node's latest report."""
+    minute = int(api.clock.now() // 60) - 5
+    huge = 2**63 - 1
+    rows = [
+        GpuMinute(
+            uuid="GPU-0000",
+            minute=minute,
+            node=node,
+            gpu_index=0,
+            samples=2,
+            util_gpu_samples=2,
+            util_gpu_sum=1e308,
+            util_mem_sum=1e308,
+            power_w_sum=math.inf,
+            power_samples=2,
+            mem_used_max=huge,
+            temp_max=1e308,
+        ),
+        GpuMinute(
+            uuid="GPU-0000",
+            minute=minute + 1,
+            node=node,
+            gpu_index=0,
+            samples=1,
+            util_gpu_samples=1,
+            util_gpu_sum=-math.inf,
+            util_mem_sum=-math.inf,
+            power_w_sum=-math.inf,
+            power_samples=1,
+            mem_used_max=-huge,
+            temp_max=-math.inf,
+        ),
+        GpuMinute(
+            uuid="GPU-0001",
+            minute=minute,
+            node=node,
+            gpu_index=2**31 - 1,
+            samples=2**31 - 1,
+            util_gpu_samples=2**31 - 1,
+            util_gpu_sum=math.inf,
+            util_mem_sum=0.0,
+            power_w_sum=-1e308,
+            power_samples=-1,
+            mem_used_max=None,
+            temp_max=math.nan,
+        ),
+    ]
+    sample = {
+        "index": 0,
+        "uuid": "GPU-0000",
+        "name": "x" * 5000,
+        "util_gpu_pct": 1e308,
+        "util_mem_pct": -1e308,
+        "mem_used_bytes": 2**70,
+        "mem_total_bytes": 10**400,
+        "power_w": 1e308,
+        "energy_mj": 10**400,
+        "temp_c": -1e308,
+        "ecc_corrected": 10**30,
+        "ecc_uncorrected": 2**70,
+        "last_xid": 2**70,
+        "errors": {"power_w": "a" * 3000},
+        "processes": [{"pid": 2**70, "used_memory_bytes": 10**30, "job_id": "9" * 40}],
+        "jobs": [[2**70, 2**70]],
+    }
+    wrong = [{"index": "first", "uuid": 5, "jobs": "none"}, {"garbage": True}, "not a GPU", None]
+    pool_minutes = [
+        UtilizationMinute(
+            minute=minute,
+            flavor="H100",
+            sector="academia",
+            capacity=16,
+            allocated=2**31 - 1,
+            gpu_s=math.inf,
+            busy_gpu_s=1e308,
+            idle_gpu_s=-math.inf,
+        ),
+        UtilizationMinute(
+            minute=minute + 1,
+            flavor="H100",
+            sector="",
+            capacity=2**31 - 1,
+            allocated=-5,
+            gpu_s=1e308,
+            busy_gpu_s=1e308,
+            idle_gpu_s=1e308,
+        ),
+    ]
+    with write_session(api.engine) as s:
+        s.add_all(rows)
+        s.add_all(pool_minutes)
+        s.add(
+            NodeTelemetry(
+                node=node,
+                boot="00c0ffee",
+                seq=2**31 - 1,
+                reports=1,
+                reader="nvml",
+                at=api.clock.now(),
+                received_at=api.clock.now(),
+                gpus=[sample, *wrong],
+            )
+        )
+
+
+def test_extreme_values_stored_before_the_bounds_never_take_a_page_down(portal: Portal) -> None:
+    store_extreme_telemetry(portal.api, "h-0")
+    client = portal.as_user("ops")
+    for path in ("/ops", "/ops?range=1h", "/ops/nodes", "/ops/nodes/h-0", "/ops/nodes?state=up"):
+        answer = client.get(path)
+        assert answer.status_code == 200, (path, answer.text[-2000:])
+    page = text_of(client.get("/ops/nodes/h-0"))
+    assert "unreadable" in page  # the samples of the wrong shape, shown as such
+    assert "1e+308 W" in page  # a power no GPU draws, shown as stored
+    api = portal.api
+    for path in ("/nodes/h-0/gpus", "/nodes/h-0/history?minutes=60", "/nodes"):
+        answer = api.get("ops", path)
+        assert answer.status_code == 200, (path, answer.text)
