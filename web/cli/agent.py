@@ -16,6 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from web.cli.client import error
+from web.cli.safe_text import printable_json
 
 SETTINGS_PANEL = "Settings (flags > GPUPOOL_AGENT_* env > config file)"
 
@@ -128,7 +129,8 @@ def agent_command(
             report = Agent(reader, Attributor()).poll()
         finally:
             reader.close()
-        print(report.model_dump_json(indent=2))
+        # Process names on a node are anyone's to choose: shown escaped, the same JSON.
+        print(printable_json(report.model_dump(mode="json")))
         return
     run_agent(settings, reader, wait_for_stop_signal())
 

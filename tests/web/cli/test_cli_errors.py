@@ -7,6 +7,8 @@ the output with what a terminal would act on escaped."""
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -169,3 +171,41 @@ def test_a_server_that_closes_without_answering_is_one_line(
     stand_in.answers["/api/v1/jobs"] = None
     line = one_error_line(gpupool(stand_in, tmp_path, "queue"))
     assert f"talking to the gpupool server at {stand_in.url} failed" in line
+
+
+def on_a_terminal(stand_in: StandIn, tmp_path: Path, *args: str) -> str:
+    """What the command writes to stdout when stdout is a terminal (a pseudo-terminal)."""
+    env = client_env(tmp_path) | {"GPUPOOL_SERVER": stand_in.url, "GPUPOOL_TOKEN": "gpp_test"}
+    leader, follower = pty.openpty()
+    with subprocess.Popen(
+        [*CLI, *args], cwd=REPO, env=env, stdout=follower, stderr=subprocess.PIPE
+    ) as process:
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the command has closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+        _, err = process.communicate(timeout=60)
+    os.close(leader)
+    assert process.returncode == 0 and b"Traceback" not in err, err
+    return shown.decode().replace("\r\n", "\n")  # the terminal's own line ends
+
+
+def test_a_statement_is_escaped_on_a_terminal_and_exact_when_piped(
+    stand_in: StandIn, tmp_path: Path
+) -> None:
+    csv = "project,user\np\x1b]0;pwned\x07,u\u202ex\n".encode()
+    stand_in.answer("/projects/p/statements/2026-05", 200, csv, "text/csv")
+    args = ("statement", "-p", "p", "--period", "2026-05", "--format", "csv")
+    assert on_a_terminal(stand_in, tmp_path, *args) == (
+        "project,user\np\\x1b]0;pwned\\x07,u\\u202ex\n\n"
+    )
+    env = client_env(tmp_path) | {"GPUPOOL_SERVER": stand_in.url, "GPUPOOL_TOKEN": "gpp_test"}
+    piped = subprocess.run([*CLI, *args], cwd=REPO, env=env, capture_output=True, timeout=60)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == csv + b"\n"  # the bytes as signed, for a file or a program
