@@ -68,4 +68,3 @@ def test_json_output_is_the_same_json_with_nothing_raw(pool: Pool, hostile_job: 
     assert nothing_raw(done.out)
     job = json.loads(done.out)
     assert job["entrypoint"] == HOSTILE_ENTRYPOINT
-
