@@ -19,6 +19,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import (
     AfterValidator,
     ConfigDict,
+    GetJsonSchemaHandler,
     StringConstraints,
     ValidationError,
     ValidationInfo,
@@ -27,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic import Field as PydanticField
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from sqlalchemy import JSON, BigInteger, Column, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -115,6 +118,24 @@ class Input(SQLModel):
         elif isinstance(value, dict | list):
             _check_nested(value)
         return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        # The OpenAPI schema says what is taken: a field in `not_null` may be left out, not
+        # sent as null (its type allows None only to mean "not given").
+        schema = handler(core_schema)
+        found = handler.resolve_ref_schema(schema)
+        for name in cls.not_null:
+            field = found.get("properties", {}).get(name, {})
+            kinds = [kind for kind in field.get("anyOf", ()) if kind.get("type") != "null"]
+            if kinds:
+                del field["anyOf"]
+                field.update(kinds[0] if len(kinds) == 1 else {"anyOf": kinds})
+                if field.get("default", 0) is None:
+                    del field["default"]
+        return schema
 
 
 def unstorable_text(text: str) -> str:

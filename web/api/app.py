@@ -101,7 +101,15 @@ def create_app(pool: Pool) -> FastAPI:
             session.execute(text("SELECT 1"))
         return {"status": "ok", "leader": pool.leading()}
 
-    @app.get("/metrics", tags=["health"], response_class=Response, responses=refusals(403))
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={
+            200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+            **refusals(403),
+        },
+    )
     def metrics(session: ReadSessionDep, user: CurrentUser) -> Response:
         """The pool in Prometheus' text format (dcgm-exporter's GPU metrics and gpupool_*
         gauges), for operators and admins: scrape with an operator's token."""
@@ -235,6 +243,13 @@ async def _body(receive: Receive) -> bytes:
 
 
 def _field_error(error: Mapping[str, Any]) -> dict[str, str]:
+    if error.get("type") == "json_invalid":
+        # FastAPI's loc is ("body", character offset) and its msg says nothing more: the
+        # body is at fault, and the parser's own words say where.
+        reason = str((error.get("ctx") or {}).get("error", "")) or str(error.get("msg", ""))
+        offset = [part for part in error.get("loc", ()) if isinstance(part, int)]
+        at = f" (at character {offset[0]})" if offset else ""
+        return {"field": "body", "message": f"not valid JSON: {reason}{at}"[:300]}
     where = ("body", "query", "path", "header")
     loc = [str(part) for part in error.get("loc", ()) if part not in where]
     message = str(error.get("msg", "invalid"))

@@ -5,6 +5,7 @@ generated requests; these check it for the refusals known to happen, on every ro
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -13,6 +14,7 @@ from jsonschema import Draft202012Validator
 
 from tests.web.api.test_roles import OK, ROWS
 from tests.web.conftest import Api
+from web.models import ProjectUpdate, UserUpdate
 
 ERROR_STATUSES = ("401", "403", "404", "409", "413", "422", "429", "503")
 
@@ -115,6 +117,12 @@ def test_refusals_are_the_documented_bodies(api: Api, document: dict[str, Any]) 
                 "alice", "/projects", content=b"x" * (api.pool.settings.max_request_bytes + 1)
             ),
         ),
+        (  # p3's only PI made a plain member
+            "POST",
+            "/api/v1/projects/{name}/members",
+            409,
+            api.post("admin", "/projects/p3/members", json={"user": "erin", "role": "member"}),
+        ),
         # Validation (pydantic's, several fields at once) and a service's own refusal.
         ("POST", "/api/v1/jobs", 422, api.post("alice", "/jobs", json={"gpus": "many"})),
         (
@@ -165,3 +173,48 @@ def test_a_resent_submission_answers_a_documented_200(api: Api, document: dict[s
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json()["duplicate"] is True
     assert_documented(document, "POST", "/api/v1/jobs", again)
+
+
+def test_every_link_leads_to_an_operation_and_its_parameters(document: dict[str, Any]) -> None:
+    found = 0
+    for method, path, operation in operations(document):
+        for status, response in operation["responses"].items():
+            for name, link in response.get("links", {}).items():
+                pointer = link["operationRef"].removeprefix("#/paths/")
+                target_path, _, target_method = pointer.rpartition("/")
+                target_path = target_path.replace("~1", "/").replace("~0", "~")
+                target = document["paths"][target_path][target_method]
+                parameters = {p["name"] for p in target.get("parameters", [])}
+                assert set(link["parameters"]) <= parameters, (method, path, status, name)
+                found += 1
+    assert found >= 8  # a job's and a project's
+
+
+def test_fields_that_refuse_null_are_not_documented_as_nullable(
+    api: Api, document: dict[str, Any]
+) -> None:
+    """UserUpdate's role was documented as "Role or null", and null answered 422."""
+    schemas = document["components"]["schemas"]
+    inputs = {model.__name__: model for model in (UserUpdate, ProjectUpdate)}
+    for name, model in inputs.items():
+        assert model.not_null
+        for field in model.not_null:
+            documented = schemas[name]["properties"][field]
+            assert "null" not in json.dumps(documented), (name, field, documented)
+    refused = api.patch("admin", "/users/bob", json={"role": None})
+    assert refused.status_code == 422
+    assert_documented(document, "PATCH", "/api/v1/users/{name}", refused)
+
+
+def test_a_body_that_is_not_json_is_refused_naming_the_body(api: Api) -> None:
+    """The field was the parser's character offset ("0: JSON decode error (got {})")."""
+    for path in ("/projects", "/nodes", "/users/alice/tokens"):
+        refused = api.post(
+            "admin", path, content=b"{'name': 1}", headers={"Content-Type": "application/json"}
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["field"] == "body"
+        assert refused.json()["detail"].startswith("body: not valid JSON: "), refused.text
+        assert "(at character 1)" in refused.json()["detail"]
+    agent = api.post(None, "/agents/reports", content=b"{")
+    assert agent.status_code == 401  # the token first, as before

@@ -16,6 +16,7 @@ from web.api.deps import (
     refuse_nul,
 )
 from web.api.errors import refusals
+from web.api.links import job_links
 from web.models import (
     MAX_ID,
     JobCreate,
@@ -37,7 +38,12 @@ router = APIRouter(prefix="/jobs", tags=["jobs"])
     response_model=SubmitResult,
     status_code=status.HTTP_201_CREATED,
     responses={
-        200: {"model": SubmitResult, "description": "A resend: the jobs its idempotency key made"},
+        201: {"links": job_links("$response.body#/jobs/0/id")},
+        200: {
+            "model": SubmitResult,
+            "description": "A resend: the jobs its idempotency key made",
+            "links": job_links("$response.body#/jobs/0/id"),
+        },
         **refusals(403, 409),
     },
 )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 
 from web.api.deps import CurrentUser, PoolDep, ReadSessionDep, SessionDep
 from web.api.errors import refusals
+from web.api.links import project_links
 from web.models import (
     ChangePublic,
     CreditChange,
@@ -36,7 +37,7 @@ def list_projects(
     "",
     response_model=ProjectPublic,
     status_code=status.HTTP_201_CREATED,
-    responses=refusals(403, 409),
+    responses={201: {"links": project_links("$response.body#/name")}, **refusals(403, 409)},
 )
 def request_project(
     spec: ProjectCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
@@ -62,7 +63,7 @@ def update_project(
     return projects.project_public(session, project)
 
 
-@router.post("/{name}/members", response_model=ProjectPublic, responses=refusals(403, 404))
+@router.post("/{name}/members", response_model=ProjectPublic, responses=refusals(403, 404, 409))
 def add_member(
     name: str, spec: MemberCreate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> ProjectPublic:
