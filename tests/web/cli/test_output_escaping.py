@@ -1,7 +1,6 @@
-"""Nothing another user stored reaches a terminal raw: `gpupool queue`, `gpupool job`, the
-tables and one-line answers of the other commands and the server's error messages show
-control characters, line separators and bidirectional overrides as visible escapes; --json
-stays the same JSON. Real `gpupool` processes against `gpupool up` (nothing runs the jobs);
+"""Nothing another user stored reaches a terminal raw: `gpupool queue` and `gpupool job`
+show control characters, line separators and bidirectional overrides as visible escapes;
+--json stays the same JSON (the server's error messages: test_cli_errors.py). Real `gpupool` processes against `gpupool up` (nothing runs the jobs);
 the hostile values are written straight into its database, as a row stored before the
 intake refused them would be."""
 
