@@ -23,6 +23,7 @@ from web.services.leader import leadership_for
 from web.services.metering import MeteringPolicy
 from web.services.nodes import NodeTokenDirectory
 from web.services.scheduling import DbDecisionSink, DbSnapshotSource
+from web.services.slots import Slots
 from web.services.telemetry import TelemetryIngest, TelemetryLimits
 from web.services.throttle import SignInThrottle
 from web.settings import Settings
@@ -43,10 +44,17 @@ class Pool:
     leader_probe: Callable[[], bool] | None = None
     # Failed password checks (the portal's sign-in, a wrong current password), by the clock.
     sign_ins: SignInThrottle = field(init=False, repr=False)
+    # Statements being verified (API and portal, no account needed): a few at once.
+    verifications: Slots = field(init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.sign_ins = SignInThrottle(self.clock)
+        self.verifications = Slots(
+            self.settings.max_verifications,
+            self.settings.verification_wait_s,
+            "statement verifications",
+        )
 
     def read_session(self) -> AbstractContextManager[Session]:
         return read_session(self.engine)

@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # memory. Larger ones verify offline (gpupool verify FILE --public-key KEY).
     statement_key_file: Path | None = None
     max_statement_bytes: int = Field(default=40 * 1024 * 1024, gt=0)
+    # Verifications at once per server (each holds up to 8 times its statement in memory:
+    # about 320 MB at the limit); a request waits this long for its turn, then gets a 503
+    # with Retry-After.
+    max_verifications: int = Field(default=2, ge=1, le=64)
+    verification_wait_s: float = Field(default=20.0, ge=0, le=600)
 
     # The portal: sessions last this long after sign-in; cookies are sent over HTTPS only
     # when the portal is served over HTTPS (set it behind a TLS proxy); times are shown in

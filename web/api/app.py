@@ -27,6 +27,7 @@ from web.portal.deps import SignInNeeded
 from web.portal.headers import SecurityHeaders
 from web.services import signing
 from web.services.errors import (
+    Busy,
     Conflict,
     Forbidden,
     Invalid,
@@ -167,7 +168,7 @@ def create_app(pool: Pool) -> FastAPI:
 def service_error_response(err: ServiceError) -> JSONResponse:
     code = next((c for kind, c in STATUS.items() if isinstance(err, kind)), 400)
     headers = {"WWW-Authenticate": "Bearer"} if code == 401 else None
-    if isinstance(err, TooManyAttempts):
+    if isinstance(err, TooManyAttempts | Busy):
         headers = {"Retry-After": str(err.retry_after_s)}
     body: dict[str, Any] = {"detail": str(err), "field": err.field or None}
     if code == 422:

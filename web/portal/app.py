@@ -20,6 +20,7 @@ from web.portal.sessions import COOKIE, SessionCodec, session_secret
 from web.portal.views import account, admin, operator, researcher
 from web.services import signing
 from web.services.errors import (
+    Busy,
     Forbidden,
     NotFound,
     ServiceError,
@@ -81,9 +82,12 @@ def error_page(request: Request, err: Exception) -> Response | None:
             "error.html", status_code=err.status_code, title=str(err.detail), message=""
         )
     if isinstance(err, Unavailable):  # Ray, say, not answering: the same page later works
-        return page.render(
+        answer = page.render(
             "error.html", status_code=503, title=_("Not available now"), message=err.message
         )
+        if isinstance(err, Busy):
+            answer.headers["Retry-After"] = str(err.retry_after_s)
+        return answer
     if isinstance(err, ServiceError):
         return page.render(
             "error.html", status_code=400, title=_("Not accepted"), message=err.message

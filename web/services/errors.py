@@ -45,3 +45,11 @@ class TooManyAttempts(ServiceError):
 
 class Unavailable(ServiceError):
     """Something the pool depends on (Ray, say) cannot answer now; try again later."""
+
+
+class Busy(Unavailable):
+    """As many of these are running as the server allows at once: retry after a while."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

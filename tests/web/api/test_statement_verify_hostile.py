@@ -21,6 +21,7 @@ from sqlmodel import SQLModel
 from tests.web.conftest import Api, assert_refusal, open_api
 from web.db import read_session
 from web.services.metering import period_of
+from web.services.slots import Slots
 from web.services.statements import MAX_DEPTH
 from web.settings import Settings
 
@@ -197,3 +198,16 @@ def test_whatever_is_sent_is_never_a_server_error_and_nothing_is_stored(
     if answer.status_code == 200:
         assert answer.json()["valid"] is False and answer.json()["problems"]
     assert rows_everywhere(module_api.engine) == before
+
+
+def test_verifications_past_the_servers_count_are_a_503_with_retry_after(api: Api) -> None:
+    """Each verification holds up to 8 times its statement in memory: a server runs
+    GPUPOOL_MAX_VERIFICATIONS at once, and one more waits, then is told to come back."""
+    api.pool.verifications = Slots(1, wait_s=0.05, what="statement verifications")
+    with api.pool.verifications.held():
+        busy = api.post(None, "/statements/verify", content=b"{}")
+    assert busy.status_code == 503, busy.text
+    assert busy.headers["Retry-After"] == "1"
+    assert "statement verifications are running already" in busy.json()["detail"]
+    after = api.post(None, "/statements/verify", content=b"{}")
+    assert after.status_code == 200 and after.json()["valid"] is False

@@ -15,6 +15,7 @@ import pytest
 from tests.web.portal.conftest import Portal, PortalClient, text_of
 from web.db import write_session
 from web.services import ledger, signing
+from web.services.slots import Slots
 from web.services.statements import MAX_DEPTH, to_json
 
 MARCH = datetime(2026, 3, 10, tzinfo=UTC).timestamp()
@@ -205,6 +206,17 @@ def test_a_downloaded_statement_verifies_valid(charged: Portal, who: str) -> Non
     text = text_of(answer)
     assert "Valid" in text and "Not valid" not in text
     assert "The statement of p1 for 2026-03 is signed by this pool" in text
+
+
+def test_a_verification_past_the_servers_count_is_a_503_page_to_retry(portal: Portal) -> None:
+    portal.api.pool.verifications = Slots(1, wait_s=0.05, what="statement verifications")
+    client = portal.anonymous()
+    with portal.api.pool.verifications.held():
+        busy = verify_file(client, b"{}")
+    assert busy.status_code == 503, text_of(busy)
+    assert busy.headers["Retry-After"] == "1"
+    assert "Not available now" in text_of(busy)
+    assert verify_file(client, b"{}").status_code == 200
 
 
 def test_a_pasted_statement_verifies_in_korean(charged: Portal) -> None:

@@ -88,6 +88,7 @@ def public_key(pool: PoolDep) -> PemResponse:
 @router.post(
     "/statements/verify",
     response_model=VerifyResult,
+    responses=refusals(503),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -112,7 +113,7 @@ async def verify(request: Request, pool: PoolDep) -> Response | VerifyResult:
 
 def _verify(pool: Pool, document: bytes) -> VerifyResult:
     key = signing.pool_key(pool.settings.statement_key_path).public_key()
-    with read_session(pool.engine) as session:
+    with pool.verifications.held(), read_session(pool.engine) as session:
         found = statements.verify_statement(document, key, ledger.stream(session))
     return VerifyResult(valid=found.valid, problems=found.problems, public_key=signing.key_id(key))
 

@@ -610,7 +610,7 @@ def _verify(page: Page, document: bytes) -> tuple[statements.Verification, str]:
     """The statement's verification (its exact bytes: see statements.read_document) with
     this pool's key and ledger, and the key's id."""
     key = signing.pool_key(page.pool.settings.statement_key_path).public_key()
-    with read_session(page.pool.engine) as session:
+    with page.pool.verifications.held(), read_session(page.pool.engine) as session:
         found = statements.verify_statement(document, key, ledger.stream(session))
     return found, signing.key_id(key)
 
