@@ -183,12 +183,18 @@ def invalid_request_response(errors: Sequence[Mapping[str, Any]]) -> JSONRespons
     return JSONResponse({"detail": detail, "field": first, "errors": fields}, status_code=422)
 
 
+UNREADABLE_BODY = (
+    "must be JSON text in UTF-8, with arrays and objects nested at most a few hundred deep"
+)
+
+
 def http_error_response(err: StarletteHTTPException) -> Response:
     """The API's answer to an HTTP error of the framework's own: no such route (404), method
-    (405), or a body it could not read (400 from FastAPI, for a body that is not UTF-8:
-    answered as the 422 any other unreadable JSON body gets, naming the body)."""
+    (405), or a body it could not read (400 from FastAPI, for a body that is not UTF-8 or
+    nests deeper than Python's parser goes: answered as the 422 any other unreadable JSON
+    body gets, naming the body)."""
     if err.status_code == 400:
-        return invalid_request_response([{"loc": ("body",), "msg": "must be JSON text in UTF-8"}])
+        return invalid_request_response([{"loc": ("body",), "msg": UNREADABLE_BODY}])
     if err.status_code in (204, 304):
         return Response(status_code=err.status_code, headers=err.headers)
     body = {"detail": str(err.detail), "field": None}

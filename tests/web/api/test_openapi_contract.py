@@ -149,14 +149,18 @@ def test_a_body_that_is_not_utf8_is_refused_naming_the_body(
 ) -> None:
     """FastAPI answers 400 "There was an error parsing the body", a status the schema did not
     list and a message naming nothing; JSON that does not parse is already a 422."""
-    for body in (b'{"name": "\xff\xfe"}', b"\xc3"):
+    deeper_than_python_reads = b'{"name": ' + b"[" * 5000 + b"]" * 5000 + b"}"
+    for body in (b'{"name": "\xff\xfe"}', b"\xc3", deeper_than_python_reads):
         response = api.post(
             "alice", "/projects", content=body, headers={"Content-Type": "application/json"}
         )
         assert response.status_code == 422, response.text
         refusal = assert_documented(document, "POST", "/api/v1/projects", response)
         assert refusal["field"] == "body"
-        assert refusal["detail"] == "body: must be JSON text in UTF-8"
+        assert refusal["detail"] == (
+            "body: must be JSON text in UTF-8, with arrays and objects nested at most a few "
+            "hundred deep"
+        )
 
 
 def test_an_unknown_route_answers_the_error_body(api: Api) -> None:
