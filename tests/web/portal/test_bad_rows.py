@@ -18,6 +18,7 @@ from tests.web.conftest import Api
 from tests.web.portal.conftest import Portal
 from web.db import write_session
 from web.models import Change, LedgerEntry
+from web.services.metering import period_of
 
 FAR = 1e308  # a time as a number: no date holds it
 SURROGATE_ENV = '{"env_vars": {"A": "\\ud800", "B": "fine"}}'  # JSON escapes, stored as such
@@ -94,6 +95,21 @@ def test_each_api_list_still_answers_with_the_bad_field_named(api: Api) -> None:
         assert flagged, (path, rows)
 
 
+def test_a_statement_is_built_and_verified_beside_a_bad_ledger_row(api: Api) -> None:
+    """A ledger entry whose time no date holds (outside every period) leaves the period's
+    statement whole, in every format, and verifiable."""
+    store_bad_rows(api)
+    period = period_of(api.clock.now())
+    for form in ("json", "csv", "html"):
+        answer = api.get("alice", f"/projects/p1/statements/{period}", params={"format": form})
+        assert answer.status_code == 200, (form, answer.text[:300])
+    signed = api.get("alice", f"/projects/p1/statements/{period}").content
+    verified = api.post(None, "/statements/verify", content=signed)
+    assert verified.status_code == 200, verified.text
+    # Genuine: the stray row is outside its period and no link of the chain it covers.
+    assert verified.json()["valid"] is True, verified.json()["problems"]
+
+
 PAGES = [
     ("alice", "/"),
     ("alice", "/jobs"),
@@ -101,6 +117,7 @@ PAGES = [
     ("alice", "/jobs/{running}"),
     ("alice", "/projects/p1"),
     ("alice", "/statements"),
+    ("alice", "/statements?project=p1&period={period}"),
     ("admin", "/jobs?all=1"),
     ("admin", "/admin"),
     ("admin", "/admin/projects"),
@@ -116,9 +133,12 @@ PAGES = [
 
 def test_every_page_showing_a_bad_row_still_renders(portal: Portal) -> None:
     ids = store_bad_rows(portal.api)
+    period = period_of(portal.api.clock.now())
     failed = []
     for user, path in PAGES:
-        answer = portal.as_user(user).get(path.format(**ids))
+        answer = portal.as_user(user).get(path.format(period=period, **ids))
+        if answer.status_code == 303:  # a statement's form sends to its download
+            answer = portal.as_user(user).get(answer.headers["location"])
         if answer.status_code != 200:
             failed.append((user, path, answer.status_code))
     assert not failed
