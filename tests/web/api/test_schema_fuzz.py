@@ -201,6 +201,7 @@ def schemathesis_run(
     )
 
 
+@pytest.mark.fuzz
 @pytest.mark.parametrize("role", ["admin", "researcher", "node"])
 def test_schema_fuzz(role: str, settings: Settings, engine: Engine, tmp_path: Path) -> None:
     with serve(settings, engine, tmp_path) as served:
