@@ -40,6 +40,7 @@ from scheduler.core.types import (
     ReasonCode,
     Reservation,
     Running,
+    credits_for,
 )
 
 CLAIMANT, IN_QUOTA, BORROWING, BORROW_ONLY = -1, 0, 1, 2
@@ -59,6 +60,13 @@ def format_duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def format_amount(value: float) -> str:
+    """Credits, hours or a rate to one decimal; small ones to two significant digits."""
+    if value == 0 or abs(value) >= 0.1:
+        return f"{value:.1f}"
+    return f"{value:.2g}"
+
+
 @dataclass(slots=True)
 class Verdict:
     """What limits allow for a job: the flavors it may use, and how it would count."""
@@ -67,6 +75,7 @@ class Verdict:
     klass: int
     reason: Reason | None = None
     whole_queue: bool = False  # the same reason holds for every job of the queue
+    own: Reason | None = None  # the job's own reason, when `reason` is its whole queue's
 
 
 class Cycle:
@@ -107,12 +116,8 @@ class Cycle:
     def klass(self, job: Job, flavor: str) -> int:
         if not self.policy.enforce_quotas:
             return IN_QUOTA
-        project = self.state.projects.get(job.project)
-        if (
-            project is not None
-            and project.credits_left is not None
-            and project.credits_left <= 0
-            and self.policy.credits_exhausted is CreditsExhausted.BORROW_ONLY
+        if self.policy.credits_exhausted is CreditsExhausted.BORROW_ONLY and not self.affords(
+            job, flavor
         ):
             return BORROW_ONLY
         if job.id in self.state.reclaims:  # its own claim is already counted
@@ -258,6 +263,8 @@ class Cycle:
             return True
         verdict = self.limits(job)
         if verdict.reason is not None:
+            if verdict.own is not None:
+                self.plan.job_reasons[job.id] = verdict.own
             return self.wait(job, queue, verdict.reason, verdict.whole_queue)
         if self.place(job, verdict):
             return True
@@ -301,13 +308,14 @@ class Cycle:
             reason = Reason(ReasonCode.PROJECT, f"project {job.project} is not active")
             return Verdict([], BORROWING, reason, whole_queue=True)
         borrow_only = False
-        if project.credits_left is not None and project.credits_left <= 0:
-            if self.policy.credits_exhausted is CreditsExhausted.BLOCK:
-                reason = Reason(
-                    ReasonCode.CREDITS, f"credits exhausted: project {job.project} has none left"
-                )
-                return Verdict([], BORROWING, reason, whole_queue=True)
-            borrow_only = True
+        if project.credits_left is not None:
+            affordable = [f for f in flavors if self.affords(job, f)]
+            if affordable:
+                flavors = affordable  # an any-flavor job pays the rate where it is placed
+            elif self.policy.credits_exhausted is CreditsExhausted.BLOCK:
+                return self.short_of_credits(job, flavors)
+            else:
+                borrow_only = True
         allowed, over = [], []
         for flavor in flavors:
             held = state.held(job.project, flavor)
@@ -332,6 +340,47 @@ class Cycle:
         allowed.sort(key=lambda f: (klasses[f], f))  # in-quota flavors first
         klass = BORROW_ONLY if borrow_only else klasses[allowed[0]]
         return Verdict(allowed, klass)
+
+    def need(self, job: Job, flavor: str) -> float:
+        """Credits the job commits on `flavor`: GPUs x max_runtime x the project's rate."""
+        return credits_for(job.gpus, job.max_runtime, self.state.credit_rate(job.project, flavor))
+
+    def affords(self, job: Job, flavor: str) -> bool:
+        """Committed at admission, as a card payment is pre-authorised: the project must be
+        able to pay the job's whole limit on top of what its running jobs may still use."""
+        if self.state.credits_free(job.project) is None:
+            return True
+        return self.state.affords(job.project, self.need(job, flavor))
+
+    def short_of_credits(self, job: Job, flavors: list[str]) -> Verdict:
+        """The reason a job waits whose project cannot pay for it on any of its flavors;
+        for its whole queue when not even the queue's cheapest job could be paid for."""
+        state, project = self.state, job.project
+        rates = {f: state.credit_rate(project, f) for f in flavors}
+        cheapest = min(flavors, key=lambda f: (rates[f], f))
+        free = state.credits_free(project) or 0.0
+        left = f"{format_amount(free)} left" if free >= 0 else f"{format_amount(-free)} overdrawn"
+        head = (
+            f"credits: {left} after "
+            f"{format_amount(state.committed_from(project, self.now))} committed to running jobs"
+        )
+        where = f" on {cheapest}" if job.flavor == ANY_FLAVOR else ""
+        own = Reason(
+            ReasonCode.CREDITS,
+            f"{head}; this job needs up to {format_amount(self.need(job, cheapest))} "
+            f"({job.gpus} GPUs x {format_amount(job.max_runtime / 3600.0)} h x "
+            f"{format_amount(rates[cheapest])}{where})",
+        )
+        least = state.queues[(project, job.flavor)].least_gpu_seconds()
+        least_need = credits_for(1, least, rates[cheapest])
+        if state.affords(project, least_need):
+            return Verdict([], BORROWING, own)
+        queue_reason = Reason(
+            ReasonCode.CREDITS,
+            f"{head}; each job here needs up to {format_amount(least_need)} or more "
+            "(GPUs x max_runtime x rate)",
+        )
+        return Verdict([], BORROWING, queue_reason, whole_queue=True, own=own)
 
     # -- 3. Place ------------------------------------------------------------------------
 
@@ -478,6 +527,8 @@ class Cycle:
 
     def waiting(self, job: Job, flavor: str, klass: int) -> Reason:
         quota = "in quota" if klass <= IN_QUOTA else "borrowing"
+        if klass == BORROW_ONLY:
+            quota = "borrowing last, preemptible: its credits do not cover its max_runtime"
         return Reason(ReasonCode.CAPACITY, f"waiting for {job.gpus} {flavor} GPUs ({quota})")
 
     def keep_all_reservations(self) -> None:

@@ -25,7 +25,16 @@ def sort_key(job: Job, ordering: Ordering) -> SortKey:
 
 
 class JobQueue:
-    __slots__ = ("_entries", "_jobs", "_pieces", "_runtimes", "_sizes", "key", "ordering")
+    __slots__ = (
+        "_entries",
+        "_jobs",
+        "_limits",
+        "_pieces",
+        "_runtimes",
+        "_sizes",
+        "key",
+        "ordering",
+    )
 
     def __init__(self, key: QueueKey, ordering: Ordering) -> None:
         self.key = key
@@ -35,6 +44,7 @@ class JobQueue:
         self._sizes: Counter[int] = Counter()
         self._pieces: Counter[int] = Counter()  # GPUs a job needs on one node, at least
         self._runtimes: Counter[float] = Counter()
+        self._limits: Counter[float] = Counter()  # GPUs x max_runtime: what credits commit
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -47,6 +57,7 @@ class JobQueue:
         self._sizes[job.gpus] += 1
         self._pieces[_piece(job)] += 1
         self._runtimes[job.expected_runtime] += 1
+        self._limits[_limit(job)] += 1
 
     def extend(self, jobs: list[Job]) -> None:
         """Add many jobs, sorting once. Their ids must not be queued already."""
@@ -57,6 +68,7 @@ class JobQueue:
         self._sizes.update(job.gpus for job in jobs)
         self._pieces.update(_piece(job) for job in jobs)
         self._runtimes.update(job.expected_runtime for job in jobs)
+        self._limits.update(_limit(job) for job in jobs)
         self._entries.extend(sort_key(job, self.ordering) for job in jobs)
         self._entries.sort()
 
@@ -70,6 +82,7 @@ class JobQueue:
         _uncount(self._sizes, job.gpus)
         _uncount(self._pieces, _piece(job))
         _uncount(self._runtimes, job.expected_runtime)
+        _uncount(self._limits, _limit(job))
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -91,9 +104,17 @@ class JobQueue:
     def shortest_runtime(self) -> float:
         return min(self._runtimes, default=0.0)
 
+    def least_gpu_seconds(self) -> float:
+        """The fewest GPU-seconds any queued job may run (GPUs x max_runtime)."""
+        return min(self._limits, default=0.0)
+
 
 def _piece(job: Job) -> int:
     return job.gpus // job.nodes if job.nodes else job.gpus
+
+
+def _limit(job: Job) -> float:
+    return job.gpus * job.max_runtime
 
 
 def _uncount(counter: Counter[K], value: K) -> None:

@@ -8,10 +8,12 @@ assumes its own admissions and preemptions into it, as Kueue's cache does.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from fractions import Fraction
 
 from scheduler.core.fairshare import LN2, DecayedUsage, normalized_shares
 from scheduler.core.placement import FlavorPool, gang_sizes
@@ -31,6 +33,7 @@ from scheduler.core.types import (
     Running,
     Sector,
     Snapshot,
+    credits_for,
 )
 
 NO_QUOTA = FlavorQuota(guaranteed=0, limit=0)
@@ -106,6 +109,13 @@ class SchedulerState:
         self.reservation_holder: dict[str, str] = {}  # flavor -> job with the reservation
         self.sector_share: dict[str, float] = {}
         self.project_share: dict[str, float] = {}
+        # Credits committed to running jobs, per project with a budget: each job's GPUs x
+        # its flavor's rate x its whole limit (start to latest_end). Its use so far is not
+        # charged yet (the ledger charges an attempt when it ends), so what it may still
+        # use and what it has used are committed alike. Exact fractions: any order of
+        # admissions and ends gives the same sum, so this state and a rebuild agree.
+        self.committed: dict[str, Fraction] = {}
+        self._credits_free: dict[str, float] = {}  # cache of credits_free, per project
         self._fit_cache: dict[tuple[str, str, int, int | None], Reason | None] = {}
         self.reasons = ReasonBook()
         self.cycles = 0
@@ -211,7 +221,9 @@ class SchedulerState:
 
     def set_projects(self, projects: Iterable[Project]) -> None:
         """Add or update projects (quotas, credits, shares, usage)."""
+        updated: set[str] = set()
         for project in projects:
+            updated.add(project.name)
             before = self.projects.get(project.name)
             if before is not None and before.sector != project.sector:
                 held = self.held_by_project[project.name]  # its GPUs move with it
@@ -224,11 +236,97 @@ class SchedulerState:
             )
         for owner, flavor in list(self.holdings):
             self._update_excess(owner, flavor)
+        self._recommit(sorted(updated))
         self.full_cycle_due = True
         self._fit_cache.clear()
         self.sector_share, self.project_share = normalized_shares(
             self.sectors.values(), self.projects.values()
         )
+
+    # -- credits -----------------------------------------------------------------------------
+
+    def _recommit(self, names: list[str]) -> None:
+        """Recount the commitments of these projects (their budget or rates changed)."""
+        for name in names:
+            self._credits_free.pop(name, None)
+            if self.projects[name].credits_left is None:
+                self.committed.pop(name, None)
+            else:
+                self.committed[name] = Fraction(0)
+        recount = {name for name in names if name in self.committed}
+        if recount:
+            for run in self.running.values():
+                if run.project in recount:
+                    self.committed[run.project] += self._commitment(run)
+
+    def _commitment(self, run: Running) -> Fraction:
+        rate = Fraction(self.quota(run.project, run.flavor).credit_rate)
+        span = max(Fraction(run.latest_end) - Fraction(run.start), Fraction(0))
+        return run.gpus * rate * span / 3600
+
+    def _commit(self, run: Running, sign: int) -> None:
+        """Add (+1) or release (-1) a running job's commitment."""
+        project = run.project
+        if project not in self.committed:
+            return  # no budget
+        self.committed[project] += sign * self._commitment(run)
+        self._credits_free.pop(project, None)
+        self._credits_moved(project)
+
+    def _credits_moved(self, project: str) -> None:
+        # Any queue of the project may now start, or not, where it could not before.
+        self.changed_queues.update(key for key in self.queues if key[0] == project)
+
+    def credit_rate(self, project: str, flavor: str) -> float:
+        return self.quota(project, flavor).credit_rate
+
+    def credits_free(self, project: str) -> float | None:
+        """Credits the project may still commit: what it has left less what its running
+        jobs are committed to; None when it has no budget."""
+        free = self._credits_free.get(project)
+        if free is None:
+            known = self.projects.get(project)
+            if known is None or known.credits_left is None:
+                return None
+            left = known.credits_left
+            if math.isfinite(left):
+                free = float(Fraction(left) - self.committed.get(project, Fraction(0)))
+            else:  # an infinite budget stays one; NaN blocks every job (never <= NaN)
+                free = left
+            self._credits_free[project] = free
+        return free
+
+    def affords(self, project: str, need: float) -> bool:
+        """May the project commit `need` more credits? (True without a budget.)"""
+        free = self.credits_free(project)
+        if free is None:
+            return True
+        # Rounding of the binary fractions must not refuse a job that exactly fits.
+        return need <= free + 1e-9 * max(1.0, abs(free))
+
+    def committed_from(self, project: str, now: float) -> float:
+        """Credits the project's running jobs may still use from `now` to their ends."""
+        parts = []
+        for (owner, flavor), holding in sorted(self.holdings.items()):
+            if owner != project or not holding.allocations:
+                continue
+            rate = self.credit_rate(project, flavor)
+            for _, job_id in holding.allocations:
+                run = self.running[job_id]
+                parts.append(
+                    credits_for(run.gpus, max(run.latest_end - max(now, run.start), 0.0), rate)
+                )
+        return math.fsum(parts)
+
+    def charge(self, project: str, credits: float) -> None:
+        """Take credits a project used from what it has left (the simulator's ledger; the
+        service's snapshot reads the ledger's balance instead)."""
+        known = self.projects.get(project)
+        if known is None or known.credits_left is None or not credits:
+            return
+        self.projects[project] = replace(known, credits_left=known.credits_left - credits)
+        self._credits_free.pop(project, None)
+        self._credits_moved(project)
 
     def record_usage(self, project: str, gpu_seconds: float, at: float) -> None:
         usage = self.usage.get(project)
@@ -375,6 +473,7 @@ class SchedulerState:
         self.held_by_sector[self.sector_of(run.project)] += gpus
         self._update_excess(run.project, run.flavor)
         insort(self.ends[run.flavor], (run.expected_end, run.job_id))
+        self._commit(run, +1)
 
     def add_runnings(self, runs: Iterable[Running]) -> None:
         """add_running for many jobs, sorting the indices once."""
@@ -392,6 +491,7 @@ class SchedulerState:
             self.held_by_project[run.project] += run.gpus
             self.held_by_sector[self.sector_of(run.project)] += run.gpus
             self.ends[run.flavor].append((run.expected_end, run.job_id))
+            self._commit(run, +1)
         for (project, flavor), holding in self.holdings.items():
             if holding.allocations:
                 holding.allocations.sort()
@@ -418,6 +518,7 @@ class SchedulerState:
         self._update_excess(run.project, run.flavor)
         ends = self.ends[run.flavor]
         del ends[bisect_left(ends, (run.expected_end, run.job_id))]
+        self._commit(run, -1)  # released; the ledger charges what it used
         # Freed GPUs, and more headroom under the project's guarantee and limit.
         self.freed_flavors.add(run.flavor)
         self.changed_queues.update(((run.project, run.flavor), (run.project, ANY_FLAVOR)))
@@ -448,9 +549,11 @@ class SchedulerState:
         run = self.running[job_id]
         ends = self.ends[run.flavor]
         del ends[bisect_left(ends, (run.expected_end, run.job_id))]
+        self._commit(run, -1)
         run = replace(run, stopping_at=stop_at, preempted_for=for_job)
         self.running[job_id] = run
         insort(ends, (run.expected_end, run.job_id))
+        self._commit(run, +1)  # committed only up to its stop now
 
     def add_reclaim(self, job_id: str, claim: Reclaim) -> None:
         self.reclaims[job_id] = claim

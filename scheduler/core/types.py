@@ -38,6 +38,12 @@ class Sector:
 class FlavorQuota:
     guaranteed: int
     limit: int  # borrowing ceiling, >= guaranteed
+    credit_rate: float = 1.0  # credits per GPU-hour the project pays on this flavor
+
+
+def credits_for(gpus: int, seconds: float, rate: float) -> float:
+    """Credits `gpus` GPUs cost for `seconds` at `rate` credits per GPU-hour."""
+    return gpus * seconds / 3600.0 * rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +51,9 @@ class Project:
     name: str
     sector: str
     quotas: dict[str, FlavorQuota] = field(default_factory=dict)
-    # None: no credit budget is enforced. Otherwise credits (weighted GPU-hours) left.
+    # None: no credit budget is enforced. Otherwise credits (weighted GPU-hours) left:
+    # granted + earned - used, where used does not yet count its running jobs (the core
+    # commits their whole limit at admission: see SchedulerState.credits_free).
     credits_left: float | None = None
     # Weight within its sector for fair sharing; None: the sum of its guarantees.
     share: float | None = None
@@ -155,6 +163,18 @@ class Reason:
 
 
 @dataclass(frozen=True, slots=True)
+class StartForecast:
+    """When a waiting job is likely to start (`start`), and between which times
+    (`earliest`, `latest`); `unbounded`: how many of the jobs it waits on (running, or
+    forecast to start before it) have no history that says when they end (forecast.py)."""
+
+    start: float
+    earliest: float
+    latest: float
+    unbounded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Admission:
     job_id: str
     flavor: str
@@ -232,6 +252,9 @@ class Plan:
     # Where the reasons of queues this (quick) cycle did not look at stand: the state's live
     # book, so an old plan answers with today's reasons for those.
     earlier: ReasonBook | None = None
+    # Start forecasts of the waiting jobs, when the caller made them after this cycle (None:
+    # not this time; scheduler/core/forecast.py). For people: they decide nothing.
+    forecasts: dict[str, StartForecast] | None = None
 
     def reason_for(self, job: Job) -> Reason | None:
         """Why a pending job is still waiting; None if this plan admitted it.

@@ -81,9 +81,12 @@ class ProjectBuilder(_Builder[Project]):
     def sector(self, sector: str) -> ProjectBuilder:
         return self._with(sector=sector)
 
-    def quota(self, flavor: str, guaranteed: int, limit: int | None = None) -> ProjectBuilder:
+    def quota(
+        self, flavor: str, guaranteed: int, limit: int | None = None, rate: float = 1.0
+    ) -> ProjectBuilder:
+        """`rate`: credits per GPU-hour on this flavor."""
         quotas = dict(self.value.quotas)
-        quotas[flavor] = FlavorQuota(guaranteed, guaranteed if limit is None else limit)
+        quotas[flavor] = FlavorQuota(guaranteed, guaranteed if limit is None else limit, rate)
         return self._with(quotas=quotas)
 
     def credits(self, credits_left: float | None) -> ProjectBuilder:

@@ -3,7 +3,7 @@
 Generated snapshots are *consistent* (no node over capacity, running jobs within their
 project's limit, unique job ids) but otherwise as mean as possible: mixed node sizes and
 flavors, draining and down nodes, stopping jobs, any-flavor jobs, gangs with node counts,
-zero-GPU jobs, unknown flavors and projects, exhausted credits.
+zero-GPU jobs, unknown flavors and projects, exhausted and short credits at several rates.
 """
 
 from __future__ import annotations
@@ -87,14 +87,16 @@ def projects(draw: st.DrawFn, flavors: list[str], max_projects: int = 3) -> list
                 continue  # no quota for this flavor
             guaranteed = draw(st.sampled_from([0, 0, 2, 4, 8, 12]))
             quotas[flavor] = FlavorQuota(
-                guaranteed, guaranteed + draw(st.sampled_from([0, 4, 8, 16]))
+                guaranteed,
+                guaranteed + draw(st.sampled_from([0, 4, 8, 16])),
+                credit_rate=draw(st.sampled_from([1.0, 1.0, 0.5, 4.0])),
             )
         result.append(
             Project(
                 name=f"p{i}",
                 sector=draw(st.sampled_from(["s1", "s2"])),
                 quotas=quotas,
-                credits_left=draw(st.sampled_from([None, None, None, 50.0, 0.0])),
+                credits_left=draw(st.sampled_from([None, None, None, 50.0, 5.0, 0.0])),
                 share=draw(st.sampled_from([None, None, 1.0, 3.0])),
                 usage_gpu_s=draw(st.sampled_from([0.0, 0.0, 3600.0, 1e6, 1e8])),
                 usage_at=draw(st.sampled_from([0.0, NOW])),

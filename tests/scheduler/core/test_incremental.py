@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -277,3 +279,58 @@ def test_moving_a_project_to_another_sector_moves_its_gpus():
     state.set_projects([project("p").sector("s2").quota("H100", 8, 8).build()])
     state.finish("r")
     assert state.held_by_sector["s1"] == 0 and state.held_by_sector["s2"] == 0
+
+
+A_BUDGETED_BORROWER_PREEMPTED = snapshot(  # its commitment shrinks to its stop
+    nodes=[node("n1")],
+    projects=[project("a").quota("H100", 8, 8), project("b").quota("H100", 0, 8).credits(100.0)],
+    running=[running("b1").project("b").on("n1", 8).runtime(36000)],
+    pending=[job("a1").project("a").gpus(8), job("b2").project("b").gpus(8).submitted(1)],
+)
+
+
+@property_settings(examples=100)
+@given(
+    snap=snapshots(),
+    finish=st.sets(st.integers(0, 20)),
+    policy=st.sampled_from([Policy.gpupool(), Policy.static()]),
+    later=st.sampled_from([10.0, 60.0]),
+    charged=st.sampled_from([0.0, 1.5, 40.0]),
+)
+@example(
+    snap=A_BUDGETED_BORROWER_PREEMPTED,
+    finish=set(),
+    policy=Policy.gpupool(),
+    later=10.0,
+    charged=0.0,
+)
+def test_credit_commitments_kept_between_cycles_equal_a_rebuild(
+    snap, finish, policy, later, charged
+):
+    """Admissions commit, preemptions shrink, ends release, charges take: the state's
+    figures equal those of a state built afresh from the snapshot of the same moment."""
+    state = SchedulerState(snap, policy)
+    first = run_cycle(state, NOW)
+    running_ids = sorted(state.running)
+    done = {running_ids[i % len(running_ids)] for i in finish} if running_ids else set()
+    for job_id in sorted(done):
+        state.finish(job_id)
+    budgeted = sorted(p.name for p in snap.projects if p.credits_left is not None)
+    for name in budgeted:
+        state.charge(name, charged)
+    fresh = assumed(snap, first, finished=done)
+    fresh = replace(
+        fresh,
+        projects=tuple(
+            p if p.credits_left is None else replace(p, credits_left=p.credits_left - charged)
+            for p in fresh.projects
+        ),
+    )
+    rebuilt = SchedulerState(fresh, policy)
+    assert state.committed == rebuilt.committed
+    assert set(state.committed) == set(budgeted)
+    for name in sorted(state.projects):
+        assert state.credits_free(name) == rebuilt.credits_free(name)
+        assert state.committed_from(name, NOW + later) == rebuilt.committed_from(name, NOW + later)
+    second = run_cycle(state, NOW + later)
+    same_decisions(second, plan(fresh, policy, NOW + later), fresh.pending)

@@ -97,9 +97,10 @@ def test_quotas_not_enforced_means_no_limit():
 
 @pytest.mark.parametrize(
     "credits",
-    [pytest.param(None, id="no-budget"), pytest.param(0.5, id="some-left")],
+    [pytest.param(None, id="no-budget"), pytest.param(4.0, id="enough-for-its-limit")],
 )
 def test_credits_left_allow_new_jobs(credits):
+    # 4 GPUs x 1 h x rate 1.0: exactly what is left
     result = plan_of(nodes=POOL, projects=[P.credits(credits)], pending=[job("j").gpus(4)])
     assert admitted_ids(result) == ["j"]
 

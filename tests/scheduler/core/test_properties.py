@@ -87,7 +87,14 @@ SMALLER_GANG_AFTER_A_LARGER_ONE = snapshot(  # [4, 4] finds no victims; [4, 1] w
     running=[running("b1").project("b").on("n0", 2).on("n1", 2).runtime(10_000)],
     pending=[job("a-big").project("a").gpus(8), job("a-small").project("a").gpus(5).submitted(1)],
 )
+SHORT_OF_CREDITS = snapshot(  # 5 credits: one 4-GPU hour fits, the second does not
+    nodes=[node("n1")],
+    projects=[project("p").quota("H100", 0, 8).credits(5.0)],
+    running=[running("r1").on("n1", 1).runtime(60).started(NOW - 30)],
+    pending=[job("a").gpus(4), job("b").gpus(2).submitted(1), job("c").gpus(1).submitted(2)],
+)
 REGRESSIONS = [
+    SHORT_OF_CREDITS,
     SMALLER_GANG_AFTER_A_LARGER_ONE,
     BEHIND_A_BORROWING_HEAD,
     BEHIND_A_RESERVATION,
@@ -114,6 +121,7 @@ class Allocation:
     pieces: tuple[tuple[str, int], ...]
     start: float
     stopping: bool
+    end: float  # when it must have ended: its limit, or its stop
 
     @property
     def gpus(self) -> int:
@@ -130,7 +138,7 @@ class After:
     allocations: list[Allocation] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        preempted = {p.job_id for p in self.result.preemptions}
+        preempted = {p.job_id: p.stop_at for p in self.result.preemptions}
         for r in self.snap.running:
             self.allocations.append(
                 Allocation(
@@ -140,12 +148,15 @@ class After:
                     r.pieces,
                     r.start,
                     r.stopping_at is not None or r.job_id in preempted,
+                    preempted.get(r.job_id, r.latest_end),
                 )
             )
         jobs = {j.id: j for j in self.snap.pending}
         for a in self.result.admissions:
             j = jobs[a.job_id]
-            self.allocations.append(Allocation(j.id, j.project, a.flavor, a.pieces, NOW, False))
+            self.allocations.append(
+                Allocation(j.id, j.project, a.flavor, a.pieces, NOW, False, NOW + j.max_runtime)
+            )
         self.nodes = {n.name: n for n in self.snap.nodes}
         self.projects = {p.name: p for p in self.snap.projects}
         self.used: dict[str, int] = defaultdict(int)
@@ -186,9 +197,57 @@ class After:
         guaranteed, limit = self.quota(project, flavor)
         return limit if self.policy.borrowing else guaranteed
 
-    def credits_ok(self, project: str) -> bool:
+    # credits: a job commits GPUs x rate x its whole limit at admission
+
+    def rate(self, project: str, flavor: str) -> float:
         p = self.projects.get(project)
-        return p is not None and (p.credits_left is None or p.credits_left > 0)
+        q = p.quotas.get(flavor) if p else None
+        return q.credit_rate if q else 1.0
+
+    def need(self, j: Job, flavor: str) -> float:
+        return j.gpus * j.max_runtime / 3600.0 * self.rate(j.project, flavor)
+
+    def budget(self, project: str) -> float | None:
+        p = self.projects.get(project)
+        return None if p is None else p.credits_left
+
+    def committed(self, project: str, running: bool = True, admitted: bool = True) -> float:
+        """Credits the project's jobs are committed to after the plan: the running ones up
+        to their limit or stop, and (with `admitted`) the plan's admissions."""
+        admissions = self.result.admitted
+        return sum(
+            a.gpus * (a.end - a.start) / 3600.0 * self.rate(project, a.flavor)
+            for a in self.allocations
+            if a.project == project
+            and ((a.job_id in admissions and admitted) or (a.job_id not in admissions and running))
+        )
+
+    def committed_before(self, project: str) -> float:
+        """What the snapshot's running jobs were committed to, before any preemption."""
+        return sum(
+            r.gpus * (r.latest_end - r.start) / 3600.0 * self.rate(project, r.flavor)
+            for r in self.snap.running
+            if r.project == project
+        )
+
+    def tolerance(self, project: str) -> float:
+        return 1e-6 * max(1.0, abs(self.budget(project) or 0.0))
+
+    def may_afford(self, j: Job, flavor: str) -> bool:
+        """At some moment of the plan, might the project have paid for j on flavor?"""
+        budget = self.budget(j.project)
+        if budget is None:
+            return True
+        least = self.committed(j.project, admitted=False)
+        return least + self.need(j, flavor) <= budget + self.tolerance(j.project)
+
+    def surely_affords(self, j: Job, flavor: str) -> bool:
+        """Could the project pay for j on flavor at every moment of the plan?"""
+        budget = self.budget(j.project)
+        if budget is None:
+            return True
+        most = self.committed_before(j.project) + self.committed(j.project, running=False)
+        return most + self.need(j, flavor) <= budget - self.tolerance(j.project)
 
     def may_use(self, j: Job, flavor: str) -> bool:
         """Limits allow j on flavor, given what the project holds after the plan."""
@@ -196,9 +255,7 @@ class After:
             return True
         if j.project not in self.projects:
             return False
-        if not self.credits_ok(j.project) and (
-            self.policy.credits_exhausted is CreditsExhausted.BLOCK
-        ):
+        if not self.may_afford(j, flavor):
             return False
         return self.held[(j.project, flavor)] + j.gpus <= self.ceiling(j.project, flavor)
 
@@ -302,10 +359,21 @@ def test_no_project_goes_over_its_limit(snap, policy):
         assert after.held[(owner, a.flavor)] <= after.ceiling(owner, a.flavor), (
             f"{owner} holds {after.held[(owner, a.flavor)]} {a.flavor} after the plan"
         )
-        if policy.credits_exhausted is CreditsExhausted.BLOCK:
-            assert after.credits_ok(owner)
-        else:
-            assert a.borrowed or after.credits_ok(owner)
+    # Credits: the project can pay for the whole limit of what it was admitted (borrowing
+    # last, under borrow_only, excepted) on top of what it is committed to.
+    for owner in {jobs[a.job_id].project for a in result.admissions}:
+        budget = after.budget(owner)
+        if budget is None:
+            continue
+        paid = after.committed(owner, admitted=False) + sum(
+            after.need(jobs[a.job_id], a.flavor)
+            for a in result.admissions
+            if jobs[a.job_id].project == owner
+            and (policy.credits_exhausted is CreditsExhausted.BLOCK or not a.borrowed)
+        )
+        assert paid <= budget + after.tolerance(owner), (
+            f"{owner} is committed to {paid} credits of its {budget} after the plan"
+        )
 
 
 @SETTINGS
@@ -342,8 +410,14 @@ def test_reasons_tell_the_truth(snap, policy):
             case ReasonCode.PROJECT:
                 assert policy.enforce_quotas and j.project not in after.projects
             case ReasonCode.CREDITS:
-                assert policy.enforce_quotas and not after.credits_ok(j.project)
+                assert policy.enforce_quotas
                 assert policy.credits_exhausted is CreditsExhausted.BLOCK
+                every = (
+                    sorted({n.flavor for n in snap.nodes}) if j.flavor == ANY_FLAVOR else flavors
+                )
+                assert not any(after.surely_affords(j, f) for f in every), (
+                    f"{j.id}: CREDITS ({reason.message!r}) but its project can pay for it"
+                )
             case ReasonCode.OVER_LIMIT:
                 assert policy.enforce_quotas
                 within = [
@@ -438,7 +512,7 @@ def test_an_in_quota_job_is_not_blocked_by_borrowers(snap):
     pending = {j.id: j for j in snap.pending}
     for j in left:
         f = j.flavor
-        if f not in after.flavors() or not after.credits_ok(j.project):
+        if f not in after.flavors() or not after.surely_affords(j, f):
             continue
         if not in_quota(j, f) or reason(j) is ReasonCode.RECLAIMING:
             continue
