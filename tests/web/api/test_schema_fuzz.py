@@ -63,6 +63,7 @@ class Served:
     node: str  # a node of the pool, and its agent's token
     node_token: str
     names: dict[str, list[str]]  # path parameter -> names the pool has
+    fields: dict[str, list[str]]  # body field -> names the pool has
     server_errors: list[str]  # what the server logged as unexpected
 
 
@@ -104,6 +105,13 @@ def serve(settings: Settings, engine: Engine, tmp: Path) -> Iterator[Served]:
         "flavor": ["H100", "A100"],
         "period": ["2023-11", "2023-Q4", "2026"],
     }
+    fields = {  # in bodies: alice's project first (the researcher's run submits there)
+        "project": ["p1", "p2", "p3"],
+        "flavor": ["H100", "A100"],
+        "user": ["alice", "bob", "dave", "carol", "erin"],
+        "pi": ["alice", "carol"],
+        "sector": ["academia", "industry"],
+    }
     dispatcher = InProcessDispatcher(clock, run_for=lambda order: RUN_S)
     pool = build_pool(settings, dispatcher, clock=clock, engine=engine)
     server_errors: list[str] = []
@@ -134,6 +142,7 @@ def serve(settings: Settings, engine: Engine, tmp: Path) -> Iterator[Served]:
             node=nodes[0],
             node_token=node_token,
             names=names,
+            fields=fields,
             server_errors=server_errors,
         )
     finally:
@@ -160,7 +169,12 @@ def schemathesis_run(
     else:
         user = ROLES[role]
         token = served.tokens[user]
-        run = {"user": user, "token_id": served.token_ids[user], "names": served.names}
+        run = {
+            "user": user,
+            "token_id": served.token_ids[user],
+            "names": served.names,
+            "fields": served.fields,
+        }
         only = []
         phases = "examples,coverage,fuzzing,stateful"
     command = [
