@@ -359,7 +359,12 @@ class Cycle:
         rates = {f: state.credit_rate(project, f) for f in flavors}
         cheapest = min(flavors, key=lambda f: (rates[f], f))
         free = state.credits_free(project) or 0.0
-        left = f"{format_amount(free)} left" if free >= 0 else f"{format_amount(-free)} overdrawn"
+        if free >= 0:
+            left = f"{format_amount(free)} left"
+        elif free < 0:
+            left = f"{format_amount(-free)} overdrawn"
+        else:  # NaN: a running job's rate or times are not numbers (a bad row)
+            left = "an unknown amount left"
         head = (
             f"credits: {left} after "
             f"{format_amount(state.committed_from(project, self.now))} committed to running jobs"
@@ -368,7 +373,8 @@ class Cycle:
         own = Reason(
             ReasonCode.CREDITS,
             f"{head}; this job needs up to {format_amount(self.need(job, cheapest))} "
-            f"({job.gpus} GPUs x {format_amount(job.max_runtime / 3600.0)} h x "
+            f"({job.gpus} GPU{'' if job.gpus == 1 else 's'} x "
+            f"{format_amount(job.max_runtime / 3600.0)} h x "
             f"{format_amount(rates[cheapest])}{where})",
         )
         least = state.queues[(project, job.flavor)].least_gpu_seconds()

@@ -115,6 +115,9 @@ class SchedulerState:
         # use and what it has used are committed alike. Exact fractions: any order of
         # admissions and ends gives the same sum, so this state and a rebuild agree.
         self.committed: dict[str, Fraction] = {}
+        # Running jobs whose commitment is unknowable (a rate or time that is no finite
+        # number, from a bad row): their projects may start nothing more on credit.
+        self.unpriced: dict[str, int] = defaultdict(int)
         self._credits_free: dict[str, float] = {}  # cache of credits_free, per project
         self._fit_cache: dict[tuple[str, str, int, int | None], Reason | None] = {}
         self.reasons = ReasonBook()
@@ -249,6 +252,7 @@ class SchedulerState:
         """Recount the commitments of these projects (their budget or rates changed)."""
         for name in names:
             self._credits_free.pop(name, None)
+            self.unpriced.pop(name, None)
             if self.projects[name].credits_left is None:
                 self.committed.pop(name, None)
             else:
@@ -257,19 +261,26 @@ class SchedulerState:
         if recount:
             for run in self.running.values():
                 if run.project in recount:
-                    self.committed[run.project] += self._commitment(run)
+                    self._commit(run, +1)
 
-    def _commitment(self, run: Running) -> Fraction:
-        rate = Fraction(self.quota(run.project, run.flavor).credit_rate)
-        span = max(Fraction(run.latest_end) - Fraction(run.start), Fraction(0))
-        return run.gpus * rate * span / 3600
+    def _commitment(self, run: Running) -> Fraction | None:
+        """GPUs x rate x (latest end - start), exactly; None when that is no number."""
+        rate, start, end = self.credit_rate(run.project, run.flavor), run.start, run.latest_end
+        if not (math.isfinite(rate) and math.isfinite(start) and math.isfinite(end)):
+            return None
+        span = max(Fraction(end) - Fraction(start), Fraction(0))
+        return run.gpus * Fraction(max(rate, 0.0)) * span / 3600
 
     def _commit(self, run: Running, sign: int) -> None:
         """Add (+1) or release (-1) a running job's commitment."""
         project = run.project
         if project not in self.committed:
             return  # no budget
-        self.committed[project] += sign * self._commitment(run)
+        commitment = self._commitment(run)
+        if commitment is None:
+            self.unpriced[project] += sign
+        else:
+            self.committed[project] += sign * commitment
         self._credits_free.pop(project, None)
         self._credits_moved(project)
 
@@ -289,7 +300,9 @@ class SchedulerState:
             if known is None or known.credits_left is None:
                 return None
             left = known.credits_left
-            if math.isfinite(left):
+            if self.unpriced.get(project):
+                free = math.nan
+            elif math.isfinite(left):
                 free = float(Fraction(left) - self.committed.get(project, Fraction(0)))
             else:  # an infinite budget stays one; NaN blocks every job (never <= NaN)
                 free = left
@@ -313,10 +326,9 @@ class SchedulerState:
             rate = self.credit_rate(project, flavor)
             for _, job_id in holding.allocations:
                 run = self.running[job_id]
-                parts.append(
-                    credits_for(run.gpus, max(run.latest_end - max(now, run.start), 0.0), rate)
-                )
-        return math.fsum(parts)
+                remaining = max(run.latest_end - max(now, run.start), 0.0)
+                parts.append(credits_for(run.gpus, remaining, max(rate, 0.0)))
+        return math.fsum(part for part in parts if math.isfinite(part))
 
     def charge(self, project: str, credits: float) -> None:
         """Take credits a project used from what it has left (the simulator's ledger; the

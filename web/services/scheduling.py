@@ -31,6 +31,7 @@ from web.models import (
     ACTIVE_JOB_STATES,
     Allocation,
     Attempt,
+    Flavor,
     Job,
     JobState,
     JobUsage,
@@ -53,6 +54,7 @@ from web.services.utilization import sample_minute
 ACTIVE = [s.value for s in ACTIVE_JOB_STATES]
 J = Job.__table__  # type: ignore[attr-defined]
 A = Allocation.__table__  # type: ignore[attr-defined]
+F = Flavor.__table__  # type: ignore[attr-defined]
 T = Attempt.__table__  # type: ignore[attr-defined]
 N = Node.__table__  # type: ignore[attr-defined]
 P = Project.__table__  # type: ignore[attr-defined]
@@ -78,9 +80,15 @@ class DbSnapshotSource:
             sectors = tuple(
                 core.Sector(r.name, r.weight) for r in s.execute(select(S.c.name, S.c.weight))
             )
+            # The rate a project pays per GPU-hour: its quota's, else the flavor's (as
+            # metering charges); the core commits it for each job's whole limit.
+            rates = {r.name: r.credit_rate for r in s.execute(select(F.c.name, F.c.credit_rate))}
             quotas: dict[str, dict[str, core.FlavorQuota]] = defaultdict(dict)
-            for r in s.execute(select(Q.c.project, Q.c.flavor, Q.c.guaranteed, Q.c.limit)):
-                quotas[r.project][r.flavor] = core.FlavorQuota(r.guaranteed, r.limit)
+            for r in s.execute(
+                select(Q.c.project, Q.c.flavor, Q.c.guaranteed, Q.c.limit, Q.c.credit_rate)
+            ):
+                rate = r.credit_rate if r.credit_rate is not None else rates.get(r.flavor, 1.0)
+                quotas[r.project][r.flavor] = core.FlavorQuota(r.guaranteed, r.limit, rate)
             projects = tuple(
                 core.Project(
                     name=p.name,

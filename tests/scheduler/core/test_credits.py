@@ -3,6 +3,7 @@ limit (GPUs x max_runtime x rate) on top of what its running jobs are committed 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import pytest
@@ -201,6 +202,20 @@ def test_a_queue_no_job_of_which_can_be_paid_for_waits_as_a_whole():
     # The job the cycle looked at still says what it needs itself.
     assert "this job needs up to 115.2" in result.reason_for(BIG.build()).message
     assert "each job here" in result.reason_for(jobs[1].build()).message
+
+
+@pytest.mark.parametrize("rate", [math.nan, math.inf])
+def test_a_rate_that_is_no_number_holds_the_projects_jobs_back(rate):
+    # A bad row (rates are validated on input): nothing the project could be said to pay
+    # for, and no crash.
+    dear = project("p").quota("H100", 16, 32, rate=rate).credits(100.0)
+    result = plan_of(
+        nodes=POOL, projects=[dear], running=[running("r").on("n3", 8)], pending=[job("j")]
+    )
+    assert admitted_ids(result) == []
+    reason = result.reason_for(job("j").build())
+    assert reason.code is ReasonCode.CREDITS
+    assert reason.message.startswith("credits: an unknown amount left after ")
 
 
 # -- released at the end ------------------------------------------------------------------

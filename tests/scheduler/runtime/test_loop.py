@@ -208,7 +208,11 @@ def test_every_waiting_job_carries_a_reason_after_a_tick(rows: PoolRows, live: L
     assert inactive.reason == "project c is not active"
 
     broke = rows.get(waiting["credits"])
-    assert broke.reason_code == "credits" and "credits exhausted" in broke.reason
+    assert broke.reason_code == "credits"
+    assert broke.reason == (
+        "credits: 0.0 left after 0.0 committed to running jobs; "
+        "this job needs up to 1.0 (1 GPU x 1.0 h x 1.0)"
+    )
 
     for job_id in waiting.values():
         row = rows.get(job_id)
