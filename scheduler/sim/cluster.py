@@ -3,13 +3,16 @@
 [[flavors]]           name, credit_rate
 [[node_groups]]       flavor, count, gpus, prefix, groups (topology groups to spread over)
 [[sectors]]           name, weight
-[[projects]]          name, sector, share (optional), credits (optional),
-                      quotas = { FLAVOR = { guaranteed = N, limit = M } }
+[[projects]]          name, sector, share (optional), credits (optional: a budget in
+                      GPU-hours x rate, charged as jobs run, committed at admission),
+                      quotas = { FLAVOR = { guaranteed = N, limit = M, credit_rate = R } }
+                      (credit_rate optional: the flavor's)
 [simulation]          default_max_runtime_s (for trace jobs that do not give one)
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +70,12 @@ class _Table:
 
     def number(self, key: str, minimum: float = 0.0, default: float | None = None) -> float:
         value = self.data.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)  # TOML has nan and inf
+            or value < minimum
+        ):
             raise self.fail(key, f"must be a number >= {minimum:g}, got {value!r}")
         return float(value)
 
@@ -147,7 +155,8 @@ def load_cluster(path: Path | str) -> Cluster:
             limit = q.integer("limit", 0, default=guaranteed)
             if limit < guaranteed:
                 raise q.fail("limit", f"must be >= guaranteed ({guaranteed}), got {limit}")
-            quotas[flavor] = FlavorQuota(guaranteed, limit)
+            rate = q.number("credit_rate", default=rates.get(flavor, 1.0))
+            quotas[flavor] = FlavorQuota(guaranteed, limit, rate)
         projects.append(
             Project(
                 name,

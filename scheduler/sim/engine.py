@@ -18,6 +18,7 @@ from enum import IntEnum
 
 from scheduler.core import Job, Plan, Policy, SchedulerState, Snapshot, run_cycle
 from scheduler.core.estimates import RecentRuntimes
+from scheduler.core.types import credits_for
 from scheduler.sim.cluster import Cluster
 from scheduler.sim.errors import InputError
 from scheduler.sim.metrics import Meter, Report
@@ -92,6 +93,9 @@ class Simulation:
                     run = state.finish(job_id)
                     assert run is not None and record.last_start is not None
                     state.record_usage(run.project, run.gpus * (now - record.last_start), now)
+                    # The ledger: what the attempt used, at its project's rate for the flavor.
+                    rate = state.credit_rate(run.project, run.flavor)
+                    state.charge(run.project, credits_for(run.gpus, now - record.last_start, rate))
                     if kind == Event.FINISH:
                         record.end = now
                         if record.trace.duration_s - record.done_s > record.max_runtime:
@@ -112,6 +116,7 @@ class Simulation:
                         record.preemptions += 1
                         self._enqueue(state, record, now)
             plan = run_cycle(state, now)
+            meter.credit_delays.observe(plan)
             for job_id in plan.rejections:
                 record = self.records[job_id]
                 if record.outcome != "rejected":

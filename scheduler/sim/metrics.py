@@ -11,6 +11,8 @@
   borrowers use also runs other projects' guaranteed work).
 - lost_gpu_h: GPU-hours of work that preemptions threw away (run time since the last
   checkpoint of each preempted attempt).
+- credit_delayed_jobs: jobs that waited, before their first start, because their project's
+  credits could not pay for their whole limit (projects with a `credits` budget only).
 - jain_fairness: Jain's index over projects of the mean of duration / (wait + duration) of
   their jobs (1 when no job waits, and equal when every project waits alike).
 """
@@ -27,6 +29,7 @@ from scheduler.core import ANY_FLAVOR, Job, Policy, SchedulerState
 from scheduler.core.placement import gang_sizes
 from scheduler.core.reclaim import BorrowedIndex
 from scheduler.sim.cluster import Cluster
+from scheduler.sim.credits import CreditDelays
 
 if TYPE_CHECKING:
     from scheduler.sim.engine import JobRecord
@@ -52,6 +55,8 @@ class Report:
     jain_fairness: float
     makespan_s: float
     wall_s: float
+    # Jobs that waited because their project's credits could not pay for their limit.
+    credit_delayed_jobs: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +89,7 @@ class Meter:
         self.violation_s = 0.0
         self.fragmentation_s = 0.0
         self.in_quota_since: dict[str, float] = {}
+        self.credit_delays = CreditDelays()
 
     def advance(self, now: float, until: float) -> None:
         dt = until - now
@@ -169,6 +175,7 @@ class Meter:
             jain_fairness=jain([sum(v) / len(v) for v in speed.values()]),
             makespan_s=makespan,
             wall_s=wall_s,
+            credit_delayed_jobs=self.credit_delays.count(records),
         )
 
 
