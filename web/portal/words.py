@@ -39,7 +39,7 @@ REASONS = {
     "backfill": N_("Waiting: starting now would delay the job next in line"),
     "reclaiming": N_("In quota: borrowed GPUs are being taken back for it"),
     "over_limit": N_("Over the project's limit"),
-    "credits": N_("Credits exhausted"),
+    "credits": N_("Not enough credits for its limit"),
     "project": N_("The project is not active"),
     "never_fits": N_("Can never fit in this pool"),
 }

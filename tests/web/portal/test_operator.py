@@ -449,7 +449,9 @@ def test_the_queue_shows_why_each_job_waits_and_counts_per_reason(
     assert shown_jobs(answer, "queue") == [queued["small"], queued["industrial"], queued["large"]]
     text = text_of(answer)
     assert "<strong>Waiting for free GPUs</strong>: waiting for 1 GPU" in answer.text
-    assert "<strong>Credits exhausted</strong>: p2 has no credits left" in answer.text
+    assert (
+        "<strong>Not enough credits for its limit</strong>: p2 has no credits left" in answer.text
+    )
     when = Formats("en", portal.api.pool.settings.timezone).when(portal.api.clock.now() + 3600)
     assert when in text
     reasons = answer.text.split('<table id="reasons">', 1)[1].split("</table>", 1)[0]
@@ -488,7 +490,9 @@ def test_the_queue_counts_follow_the_project_filter_and_speak_korean(
     answer = portal.as_user("ops", **{"Accept-Language": "ko"}).get("/ops/queue?project=p2")
     reasons = answer.text.split('<table id="reasons">', 1)[1].split("</table>", 1)[0]
     assert re.findall(r'<tr id="reason-(\w+)">', reasons) == ["credits"]
-    assert "<strong>크레딧 소진</strong>: p2 has no credits left" in answer.text
+    assert (
+        "<strong>최대 실행 시간만큼의 크레딧 부족</strong>: p2 has no credits left" in answer.text
+    )
 
 
 def test_a_queue_filter_naming_no_project_is_an_error(portal: Portal) -> None:
