@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import tomllib
 from dataclasses import dataclass, field
@@ -169,6 +170,7 @@ def load_cluster(path: Path | str) -> Cluster:
     names = [p.name for p in projects]
     if len(set(names)) != len(names):
         raise InputError(path, "project names repeat", field="projects")
+    _check_guarantees(path, nodes, projects)
 
     simulation = root.table("simulation")
     return Cluster(
@@ -178,3 +180,36 @@ def load_cluster(path: Path | str) -> Cluster:
         credit_rates=rates,
         default_max_runtime_s=simulation.optional_number("default_max_runtime_s"),
     )
+
+
+def _check_guarantees(path: Path, nodes: list[Node], projects: list[Project]) -> None:
+    """Guarantees are promises of GPUs: per flavor they may not add up to more than there are.
+    The error names the project whose guarantee takes the sum past capacity, and by how much."""
+    for flavor in sorted({n.flavor for n in nodes}):
+        capacity = sum(n.gpus for n in nodes if n.flavor == flavor)
+        total = sum(p.quotas[flavor].guaranteed for p in projects if flavor in p.quotas)
+        if total <= capacity:
+            continue
+        sums = itertools.accumulate(
+            p.quotas[flavor].guaranteed if flavor in p.quotas else 0 for p in projects
+        )
+        over = next(i for i, running in enumerate(sums) if running > capacity)
+        raise InputError(
+            path,
+            f"the {flavor} guarantees sum to {total} GPUs, {total - capacity} more than the "
+            f"pool's {capacity} {flavor} GPUs (it passes them at project {projects[over].name!r}, "
+            f"guaranteed {projects[over].quotas[flavor].guaranteed})",
+            _table_line(path, "projects", over),
+            f"projects[{over}].quotas.{flavor}.guaranteed",
+        )
+
+
+def _table_line(path: Path, name: str, index: int) -> int | None:
+    """The line of the `index`-th `[[name]]` header, when the file writes its tables so."""
+    header = f"[[{name}]]"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return None
+    found = [n for n, text in enumerate(lines, start=1) if text.split("#")[0].strip() == header]
+    return found[index] if index < len(found) else None

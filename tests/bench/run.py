@@ -1,7 +1,8 @@
 """`make bench`: the allocation core's cycle times, submissions and node agents' reports over
 HTTP and the portal's pages on 10,000 nodes and 100,000 jobs (SQLite and PostgreSQL), the
 agent's own CPU per poll, the ledger, jobs through the whole path on a local Ray (one at a
-time and in a burst with a control-plane restart) and the Philly replay under each policy.
+time and in a burst with a control-plane restart), every workload family at loads 0.7, 0.9
+and 1.1 under each policy (one table), and the Philly replay under each policy.
 
 Prints one JSON object per benchmark, then a Markdown table of the replays for the README.
 The Philly trace is read from ../shared/traces (never copied into the project); without it
@@ -16,7 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from scheduler.sim.benchmarks import family_markdown
+
 REPO = Path(__file__).resolve().parents[2]
+
 PHILLY = REPO.parent / "shared" / "traces" / "philly" / "philly.csv"
 COLUMNS = [
     ("mean_wait_s", "mean wait (s)", "{:,.0f}"),
@@ -93,6 +97,9 @@ def main() -> None:
     gpupool("bench", "ledger", "--entries", "100000")
     gpupool("bench", "dispatch", "--jobs", "50", "--rate", "0.5", "--compare-ray")
     gpupool("bench", "dispatch", "--jobs", "50", "--restart")
+    families = gpupool("bench", "families")
+    print(f"\nWorkload families (seed {families['seed']}, calib_s {families['calib_s']}):\n")
+    print(family_markdown(families))
     if not PHILLY.exists():
         print(f"skipped the Philly replays: {PHILLY} is not there", file=sys.stderr)
         return

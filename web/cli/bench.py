@@ -9,7 +9,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from scheduler.sim.benchmarks import bench_cycle
+from scheduler.sim.benchmarks import FAMILY_POLICIES, bench_cycle, bench_families, family_table
+from scheduler.sim.synthetic import (
+    BENCH_LOADS,
+    FAMILIES,
+    WorkloadError,
+    check_load,
+    check_seed,
+    family,
+)
 
 app = typer.Typer(help="Benchmarks of gpupool's parts, on this machine.", no_args_is_help=True)
 
@@ -25,6 +33,56 @@ def cycle_command(
     """Time one scheduling cycle on a busy synthetic pool, full and incremental."""
     result = bench_cycle(nodes, pending, projects, repeats)
     show(result, "cycle", as_json)
+
+
+@app.command("families")
+def families_command(
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(help="A workload family (repeat for several; default all of them)."),
+    ] = None,
+    load: Annotated[
+        list[float] | None, typer.Option(help="A load (repeat; default 0.7, 0.9 and 1.1).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="The workloads' seed.")] = 1,
+    jobs: Annotated[
+        int | None, typer.Option(min=2, help="Jobs per workload (default each family's own).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Every workload family x load x policy (gpupool, fifo, static), each family on its own
+    pool: one table of mean and p99 wait, guarantee violation and lost GPU-hours."""
+    from web.cli.simulate import fail
+
+    try:
+        families = [family(name).name for name in workload or FAMILIES]
+        check_seed(seed, "--seed")
+        loads = tuple(load or BENCH_LOADS)
+        for value in loads:
+            check_load(value, "--load")
+        console = Console(stderr=True)
+        with console.status("replaying ...") as status:
+            result = bench_families(
+                families, loads, FAMILY_POLICIES, seed, jobs, progress=status.update
+            )
+    except WorkloadError as err:
+        raise fail(str(err)) from None
+    if as_json:
+        print(json.dumps(result))
+        return
+    header, body = family_table(result)
+    table = Table(
+        title=f"gpupool bench families: seed {seed}, calib_s {result['calib_s']}, "
+        f"wall {result['wall_s']} s"
+    )
+    for column in header:
+        # "gpupool mean wait s" -> two lines, so that the table fits a wide terminal
+        policy, _, figure = column.partition(" ")
+        title = f"{policy}\n{figure}" if policy in FAMILY_POLICIES else column
+        table.add_column(title, justify="left" if column == "workload" else "right", no_wrap=True)
+    for cells in body:
+        table.add_row(*cells)
+    Console().print(table)
 
 
 @app.command("api")

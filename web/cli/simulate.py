@@ -1,4 +1,5 @@
-"""`gpupool simulate`: replay a trace on a cluster file under one policy."""
+"""`gpupool simulate`: replay a trace, or a generated workload, on a cluster file under one
+policy."""
 
 from __future__ import annotations
 
@@ -15,11 +16,22 @@ from rich.table import Table
 from rich.text import Text
 
 from scheduler.core import ANY_FLAVOR, Policy
-from scheduler.sim.cluster import load_cluster
+from scheduler.sim.cluster import Cluster, load_cluster
 from scheduler.sim.engine import Simulation, check_trace
 from scheduler.sim.errors import InputError
 from scheduler.sim.metrics import Report
-from scheduler.sim.trace import load_trace
+from scheduler.sim.synthetic import (
+    FAMILIES,
+    LOAD_RANGE,
+    REFERENCE_LOAD,
+    SEED_RANGE,
+    WorkloadError,
+    check_load,
+    check_seed,
+    family,
+    generate_workload,
+)
+from scheduler.sim.trace import TraceJob, load_trace
 from web.cli.safe_text import printable
 
 
@@ -38,14 +50,44 @@ def fail(message: str) -> typer.Exit:
 
 
 def simulate_command(
-    trace: Annotated[Path, typer.Option(help="Trace CSV: the generic format or Philly's.")],
-    cluster: Annotated[Path, typer.Option(help="Cluster TOML: nodes, sectors, projects, quotas.")],
+    trace: Annotated[
+        Path | None, typer.Option(help="Trace CSV: the generic format or Philly's.")
+    ] = None,
+    workload: Annotated[
+        str | None,
+        typer.Option(help="Instead of a trace, a generated workload: " + ", ".join(FAMILIES) + "."),
+    ] = None,
+    load: Annotated[
+        float,
+        typer.Option(
+            help="With --workload: GPU demand over the pool's capacity across the submission "
+            f"window ({LOAD_RANGE[0]:g} to {LOAD_RANGE[1]:g})."
+        ),
+    ] = REFERENCE_LOAD,
+    seed: Annotated[
+        int,
+        typer.Option(help=f"With --workload: its seed ({SEED_RANGE[0]} to {SEED_RANGE[1]})."),
+    ] = 1,
+    cluster: Annotated[
+        Path | None,
+        typer.Option(
+            "--cluster",
+            "--pool",
+            help="Cluster TOML: nodes, sectors, projects, quotas. With --workload, default "
+            "the workload's own pool in configs/.",
+        ),
+    ] = None,
     policy: Annotated[PolicyName, typer.Option(help="Scheduling policy.")] = PolicyName.gpupool,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")
     ] = False,
     jobs: Annotated[
-        int | None, typer.Option(min=1, help="Replay only the first N jobs (by submit time).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Replay only the first N jobs of a trace (by submit time); with --workload, "
+            "generate N jobs (at the same load, over a shorter window).",
+        ),
     ] = None,
     checkpoint_interval: Annotated[
         float,
@@ -63,21 +105,35 @@ def simulate_command(
         ),
     ] = True,
 ) -> None:
-    """Replay a trace on a virtual clock and report waits, utilization and fairness."""
+    """Replay a trace, or a generated workload, on a virtual clock and report waits,
+    utilization and fairness."""
+    chosen = Policy.named(policy.value)
+    if (trace is None) == (workload is None):
+        raise fail("give either --trace PATH or --workload NAME (" + ", ".join(FAMILIES) + ")")
     try:
-        pool = load_cluster(cluster)
-        flavors = pool.flavors
-        workload = load_trace(trace, default_flavor=flavors[0] if len(flavors) == 1 else ANY_FLAVOR)
-        if jobs is not None:
-            workload = workload[:jobs]
-        chosen = Policy.named(policy.value)
-        check_trace(pool, workload, str(trace), chosen)
-    except InputError as err:
+        if workload is not None:
+            source = f"workload {workload}"
+            pool, replayed = _workload(workload, load, seed, cluster, jobs)
+            check_trace(pool, replayed, source, chosen)
+        else:
+            assert trace is not None
+            if cluster is None:
+                raise fail("--trace needs --cluster PATH (the pool to replay it on)")
+            source = trace.name
+            pool = load_cluster(cluster)
+            flavors = pool.flavors
+            replayed = load_trace(
+                trace, default_flavor=flavors[0] if len(flavors) == 1 else ANY_FLAVOR
+            )
+            if jobs is not None:
+                replayed = replayed[:jobs]
+            check_trace(pool, replayed, str(trace), chosen)
+    except (InputError, WorkloadError) as err:
         raise fail(str(err)) from None
 
     simulation = Simulation(
         pool,
-        workload,
+        replayed,
         chosen,
         checkpoint_interval_s=checkpoint_interval,
         predict_runtimes=estimates,
@@ -86,20 +142,31 @@ def simulate_command(
         report = simulation.run()
     else:
         with Progress(
-            TextColumn(f"replaying {trace.name} ({policy.value})"),
+            TextColumn(f"replaying {source} ({policy.value})"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("jobs done"),
             TimeElapsedColumn(),
             console=Console(stderr=True),
         ) as progress:
-            task = progress.add_task("replay", total=len(workload))
+            task = progress.add_task("replay", total=len(replayed))
             simulation.progress = lambda done, total: progress.update(task, completed=done)
             report = simulation.run()
     if as_json:
         print(json.dumps(report.as_dict()))
     else:
         Console().print(report_table(report))
+
+
+def _workload(
+    name: str, load: float, seed: int, cluster: Path | None, jobs: int | None
+) -> tuple[Cluster, list[TraceJob]]:
+    """A generated workload and its pool; bad input is an error naming the flag."""
+    chosen = family(name)
+    check_load(load, "--load")
+    check_seed(seed, "--seed")
+    pool = load_cluster(cluster or chosen.pool_path)
+    return pool, generate_workload(name, pool, load, seed, jobs)
 
 
 def report_table(report: Report) -> Table:

@@ -96,3 +96,36 @@ def test_no_nodes(tmp_path: Path) -> None:
     path.write_text('[[sectors]]\nname = "r"\n')
     with pytest.raises(InputError, match="no nodes"):
         load_cluster(path)
+
+
+@pytest.mark.parametrize("name", ["families.toml", "families-flavors.toml"])
+def test_family_pools_load_with_guarantees_within_capacity(name: str) -> None:
+    cluster = load_cluster(REPO / "configs" / name)
+    for flavor in cluster.flavors:
+        guaranteed = [p.quotas[flavor] for p in cluster.projects if flavor in p.quotas]
+        assert sum(q.guaranteed for q in guaranteed) <= cluster.gpus_of(flavor)
+        assert any(q.limit > q.guaranteed for q in guaranteed), "projects may borrow"
+    assert len({p.sector for p in cluster.projects}) >= 3
+
+
+def test_guarantees_over_capacity_say_by_how_much(tmp_path: Path) -> None:
+    path = tmp_path / "pool.toml"
+    path.write_text(SMALL_POOL.replace("guaranteed = 8, limit = 16", "guaranteed = 12, limit = 16"))
+    with pytest.raises(InputError) as caught:
+        load_cluster(path)
+    headers = [n for n, text in enumerate(SMALL_POOL.splitlines(), 1) if text == "[[projects]]"]
+    header_line = headers[1]  # project b's table, whose guarantee passes the capacity
+    assert str(caught.value) == (
+        f"{path}:{header_line}: field 'projects[1].quotas.H100.guaranteed': the H100 "
+        "guarantees sum to 24 GPUs, 8 more than the pool's 16 H100 GPUs (it passes them at "
+        "project 'b', guaranteed 12)"
+    )
+    assert caught.value.field == "projects[1].quotas.H100.guaranteed"
+
+
+def test_guarantees_up_to_capacity_are_fine(tmp_path: Path) -> None:
+    path = tmp_path / "pool.toml"
+    path.write_text(
+        SMALL_POOL.replace("guaranteed = 8, limit = 16", "guaranteed = 0, limit = 16", 1)
+    )
+    assert sum(p.quotas["H100"].guaranteed for p in load_cluster(path).projects) == 8
