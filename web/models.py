@@ -644,6 +644,11 @@ class Job(SQLModel, table=True):
     reason_code: str = Field(default="", max_length=32)
     reason: str = ""
     est_start: float | None = None
+    # The range of the start estimate, and how many of the jobs it waits on have no history
+    # that says when they end (scheduler/core/forecast.py).
+    est_start_earliest: float | None = None
+    est_start_latest: float | None = None
+    est_unbounded: int | None = None
     submitted_at: float = 0.0
     admitted_at: float | None = None
     started_at: float | None = None
@@ -701,6 +706,16 @@ class JobPublic(Output):
     reason_code: str
     reason: str
     est_start: datetime | None
+    # How sure est_start is: likely between these two times ...
+    est_start_earliest: datetime | None = None
+    est_start_latest: datetime | None = None
+    # ... "likely", or "rough" when the range is wide or it waits on jobs that have run past
+    # everything their history knows; "" without an estimate. est_note says it in words.
+    est_confidence: str = ""
+    est_note: str = ""
+    # How many of the jobs it waits on (running, or expected to start before it) have run
+    # past what their history knows, or have none.
+    est_unbounded: int | None = None
     submitted_at: datetime
     admitted_at: datetime | None
     started_at: datetime | None

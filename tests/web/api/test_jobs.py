@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -769,3 +770,85 @@ def test_a_removed_member_gets_no_job_back_by_resending_its_key_elsewhere(
         detail = assert_refusal(again, 409, "idempotency_key", "no longer a member")
         assert project not in detail
         assert api.count(Job) == before
+
+
+# --- start estimates and how sure they are -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "expected"),
+    [
+        # narrow, and nothing it waits on has outrun its history
+        (
+            {"est_start": 7200, "est_start_earliest": 6600, "est_start_latest": 7800},
+            ("likely", "likely: from the run times of similar jobs", 6600, 7800, 0),
+        ),
+        # waits on jobs that have run past what their history knows
+        (
+            {
+                "est_start": 7200,
+                "est_start_earliest": 7000,
+                "est_start_latest": 7300,
+                "est_unbounded": 3,
+            },
+            (
+                "rough",
+                "rough: depends on 3 jobs running past what their history knows",
+                7000,
+                7300,
+                3,
+            ),
+        ),
+        # a range wider than an hour and than half the wait
+        (
+            {"est_start": 3600, "est_start_earliest": 1800, "est_start_latest": 9000},
+            ("rough", "rough: the jobs it waits on vary widely in run time", 1800, 9000, 0),
+        ),
+        # no estimate: no confidence; a range that is no time a date can hold: none either
+        ({"est_start": None}, ("", "", None, None, None)),
+        (
+            {"est_start": 7200, "est_start_earliest": 1e308, "est_start_latest": 7800},
+            ("", "", None, None, None),
+        ),
+    ],
+)
+def test_a_waiting_jobs_estimate_says_how_sure_it_is(
+    module_api: Api, row: dict[str, Any], expected: tuple[Any, ...]
+) -> None:
+    job_id = int(module_api.submit("alice")["id"])
+    with Session(module_api.engine) as session:
+        submitted = session.get_one(Job, job_id).submitted_at
+    stored = {k: submitted + v if k.startswith("est_start") and v else v for k, v in row.items()}
+    module_api.set_job(job_id, **stored)
+    got = module_api.get("alice", f"/jobs/{job_id}").json()
+    confidence, note, earliest, latest, unbounded = expected
+    assert (got["est_confidence"], got["est_note"], got["est_unbounded"]) == (
+        confidence,
+        note,
+        unbounded,
+    )
+    for key, offset in (("est_start_earliest", earliest), ("est_start_latest", latest)):
+        if offset is None:
+            assert got[key] is None
+        else:
+            assert datetime.fromisoformat(got[key]).timestamp() == submitted + offset
+    listed = module_api.get("alice", "/jobs", params={"state": "queued"}).json()["items"]
+    assert next(j for j in listed if j["id"] == job_id)["est_confidence"] == confidence
+
+
+def test_a_running_job_carries_no_estimate_confidence(module_api: Api) -> None:
+    job_id = int(module_api.submit("alice")["id"])
+    module_api.set_job(
+        job_id,
+        state="running",
+        attempt=1,
+        est_start=1e9,
+        est_start_earliest=1e9,
+        est_start_latest=1e9 + 60,
+    )
+    got = module_api.get("alice", f"/jobs/{job_id}").json()
+    assert (got["est_confidence"], got["est_start_earliest"], got["est_start_latest"]) == (
+        "",
+        None,
+        None,
+    )
