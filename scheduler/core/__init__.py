@@ -25,6 +25,7 @@ from scheduler.core.types import (
     Running,
     Sector,
     Snapshot,
+    StartForecast,
 )
 
 
@@ -54,6 +55,7 @@ __all__ = [
     "SchedulerState",
     "Sector",
     "Snapshot",
+    "StartForecast",
     "plan",
     "run_cycle",
 ]

@@ -7,7 +7,7 @@ every admission: the cycle merges queue heads (see cycle.py).
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from typing import TypeVar
 
@@ -92,6 +92,11 @@ class JobQueue:
         if position >= len(self._entries):
             return None
         return self._jobs[self._entries[position][2]]
+
+    def after(self, key: SortKey | None) -> Job | None:
+        """The first job after `key` in this queue's order (None: the first job)."""
+        position = 0 if key is None else bisect_right(self._entries, key)
+        return self.at(position)
 
     def smallest(self) -> int:
         """The fewest GPUs any queued job asks for (0 when empty)."""

@@ -7,7 +7,9 @@ Each tick:
                 that is back returns to service. Nodes whose agents went silent go down,
                 their jobs are requeued (lost) and stopped, in case they still run.
   2. Snapshot   the pool as the records have it.
-  3. Plan       scheduler.core.plan: pure, the same as the simulator runs.
+  3. Plan       scheduler.core.plan: pure, the same as the simulator runs. Then, at most
+                every FORECAST_INTERVAL_S or when a job waits that has none yet, start
+                forecasts for the waiting jobs (scheduler/core/forecast.py), for people.
   4. Assume     the sink records the plan in one transaction: admitted jobs hold their GPUs
                 before anything runs, so a crash here loses nothing and runs nothing.
   5. Dispatch   outside the transaction: start admitted attempts, stop preempted and
@@ -30,7 +32,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from scheduler.core import Policy, plan
+from scheduler.core import Plan, Policy, SchedulerState, run_cycle
+from scheduler.core.estimates import RunForecast
+from scheduler.core.forecast import RunModel, forecast_starts
 from scheduler.runtime.ports import (
     Clock,
     DecisionSink,
@@ -48,6 +52,13 @@ from scheduler.runtime.ports import (
 )
 
 log = logging.getLogger("gpupool.loop")
+
+FORECAST_INTERVAL_S = 30.0
+
+
+def to_limit(job_id: str, elapsed: float, limit: float) -> RunForecast:
+    """A run-time model without history: every job runs to its limit."""
+    return RunForecast(limit, limit, limit, unbounded=True)
 
 
 class WakeEvent(Protocol):
@@ -98,6 +109,8 @@ class SchedulingLoop:
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
         self.leading = False
         self.ticks = 0
+        self._forecast_at: float | None = None
+        self._forecast_for: set[str] = set()  # the waiting jobs the last forecast covered
 
     def wake(self) -> None:
         """Run the next tick now (say, a job was submitted)."""
@@ -152,12 +165,25 @@ class SchedulingLoop:
         for stop in self.sink.take_down_silent_nodes(now):
             self._unsent_stops[stop.key] = stop  # sent in step 5
         snapshot = self.source.snapshot(now)  # 2
-        decided = plan(snapshot, self.policy, now)  # 3
+        state = SchedulerState(snapshot, self.policy)
+        decided = run_cycle(state, now)  # 3
+        self._forecast(state, decided, now)
         recorded = self.sink.record(snapshot, decided, now)  # 4
         report.pending = len(snapshot.pending) - len(recorded.starts)
         self._dispatch(recorded, report)  # 5
         self.ticks += 1
         return report
+
+    def _forecast(self, state: SchedulerState, decided: Plan, now: float) -> None:
+        """Start forecasts for the waiting jobs, when the last ones are old or miss a job."""
+        waiting = set(state.queue_of)
+        fresh = self._forecast_at is not None and now - self._forecast_at < FORECAST_INTERVAL_S
+        if fresh and waiting <= self._forecast_for:
+            return
+        run_times: Callable[[float], RunModel] | None = getattr(self.source, "run_times", None)
+        model = to_limit if run_times is None else run_times(now)
+        decided.forecasts = forecast_starts(state, now, model)
+        self._forecast_at, self._forecast_for = now, waiting
 
     def _sight_nodes(self, now: float) -> None:
         sight: Callable[[], NodeSighting | None] | None = getattr(

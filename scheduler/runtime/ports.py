@@ -116,6 +116,9 @@ class Dispatcher(Protocol):
 class SnapshotSource(Protocol):
     def snapshot(self, now: float) -> Snapshot: ...
 
+    # Optional: `run_times(now) -> scheduler.core.forecast.RunModel`, how long jobs run by
+    # their history, for start forecasts. Without it every job is forecast at its limit.
+
 
 @dataclass(slots=True)
 class Recorded:

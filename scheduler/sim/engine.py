@@ -10,6 +10,7 @@ and the work since then is lost.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import time
 from collections.abc import Callable, Sequence
@@ -21,6 +22,7 @@ from scheduler.core.estimates import RecentRuntimes
 from scheduler.core.types import credits_for
 from scheduler.sim.cluster import Cluster
 from scheduler.sim.errors import InputError
+from scheduler.sim.forecasts import EstimateSource, StartEstimates
 from scheduler.sim.metrics import Meter, Report
 from scheduler.sim.trace import TraceJob
 
@@ -61,6 +63,8 @@ class Simulation:
     # users), as EASY++ does; False: every job is expected to run to its max_runtime.
     predict_runtimes: bool = True
     progress: Callable[[int, int], None] | None = None  # (jobs ended, jobs in all)
+    # Where the start estimates measured come from (see forecasts.py).
+    start_estimates: EstimateSource = EstimateSource.HISTORY
     records: dict[str, JobRecord] = field(default_factory=dict)
     history: RecentRuntimes = field(default_factory=RecentRuntimes)
 
@@ -81,14 +85,23 @@ class Simulation:
             seq += 1
         heapq.heapify(events)
         meter = Meter(state, policy, cluster)
+        estimates = StartEstimates(
+            state,
+            self.start_estimates,
+            self.history,
+            lambda job_id: self._history_key(self.records[job_id].trace),
+        )
         ended, total = 0, len(self.trace)
         while events:
             now = events[0][0]
+            estimates.before_cycle(now)
+            arrived: list[tuple[str, float]] = []
             while events and events[0][0] == now:
                 _, kind, _, job_id, attempt = heapq.heappop(events)
                 record = self.records[job_id]
                 if kind == Event.ARRIVE:
                     self._enqueue(state, record, now)
+                    arrived.append((job_id, now))
                 elif attempt == record.attempt and job_id in state.running:
                     run = state.finish(job_id)
                     assert run is not None and record.last_start is not None
@@ -124,13 +137,17 @@ class Simulation:
                     record.end = now
                     ended += 1
             seq = self._apply(plan, events, seq)
+            estimates.after_cycle(now, arrived)
             next_time = events[0][0] if events else now
             meter.advance(now, next_time)
             if self.progress is not None and seq % 512 == 0:
                 self.progress(ended, total)
         if self.progress is not None:
             self.progress(ended, total)
-        return meter.report(self.records, policy.name, time.perf_counter() - started)
+        report = meter.report(self.records, policy.name, 0.0)
+        return dataclasses.replace(
+            report, **estimates.figures(self.records), wall_s=time.perf_counter() - started
+        )
 
     def _enqueue(self, state: SchedulerState, record: JobRecord, now: float) -> None:
         tj = record.trace

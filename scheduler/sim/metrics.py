@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from scheduler.core import ANY_FLAVOR, Job, Policy, SchedulerState
@@ -57,9 +57,28 @@ class Report:
     wall_s: float
     # Jobs that waited because their project's credits could not pay for their limit.
     credit_delayed_jobs: int = 0
+    # JCT over run time (run time taken as at least SLOWDOWN_FLOOR_S), averaged over jobs.
+    mean_slowdown: float = 0.0
+    wait_by_project: dict[str, float] = field(default_factory=dict)  # mean wait (s)
+    # How good the start estimates were (scheduler/sim/forecasts.py; README, Simulator).
+    est_source: str = ""
+    est_jobs: int = 0
+    est_coverage: float = 0.0
+    est_error_median_s: float = 0.0
+    est_within_25pct: float = 0.0
+    est_within_1h: float = 0.0
+    est_10m_jobs: int = 0
+    est_10m_coverage: float = 0.0
+    est_10m_error_median_s: float = 0.0
+    est_10m_within_25pct: float = 0.0
+    est_10m_within_1h: float = 0.0
+    p50_wait_over_10m_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+SLOWDOWN_FLOOR_S = 10.0  # run times below this count as this in mean_slowdown
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -176,7 +195,31 @@ class Meter:
             makespan_s=makespan,
             wall_s=wall_s,
             credit_delayed_jobs=self.credit_delays.count(records),
+            mean_slowdown=mean_slowdown(done),
+            wait_by_project=wait_by_project(done),
         )
+
+
+def run_time(record: JobRecord) -> float:
+    """How long a job ran to its end (its trace duration, cut at its limit)."""
+    return min(record.trace.duration_s, record.max_runtime)
+
+
+def mean_slowdown(done: list[JobRecord]) -> float:
+    """Mean of JCT / max(run time, SLOWDOWN_FLOOR_S): short jobs do not blow it up."""
+    if not done:
+        return 0.0
+    return sum(
+        ((r.end or 0.0) - r.trace.submit_s) / max(run_time(r), SLOWDOWN_FLOOR_S) for r in done
+    ) / len(done)
+
+
+def wait_by_project(done: list[JobRecord]) -> dict[str, float]:
+    """Mean wait (first start minus submission) of each project's jobs, by name."""
+    waits: dict[str, list[float]] = defaultdict(list)
+    for r in done:
+        waits[r.trace.project].append((r.first_start or 0.0) - r.trace.submit_s)
+    return {project: sum(w) / len(w) for project, w in sorted(waits.items())}
 
 
 class _Reclaimable:

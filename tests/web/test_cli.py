@@ -25,6 +25,14 @@ REPORT_KEYS = {
     "guarantee_violation_s",
     "jain_fairness",
     "wall_s",
+    "mean_slowdown",
+    "wait_by_project",
+    "est_error_median_s",
+    "est_within_25pct",
+    "est_within_1h",
+    "est_10m_error_median_s",
+    "est_10m_within_25pct",
+    "est_10m_within_1h",
 }
 
 

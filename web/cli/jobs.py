@@ -285,6 +285,9 @@ def reason_of(job: dict[str, Any]) -> str:
         if start is not None:
             at = clock_time(start)
             reason += f" (at {at})" if "est. start" in reason else f"; est. start {at}"
+            sure = estimate_of(job)
+            if sure:
+                reason += f"; {sure}"
         return reason
     if state == JobState.ADMITTED.value:
         return "starting"
@@ -451,6 +454,22 @@ def entrypoint_of(command: list[str]) -> str:
     """One argument is a shell command as written (`-- 'python a.py && python b.py'`);
     several are words, quoted so that each reaches the program as given."""
     return command[0] if len(command) == 1 else shlex.join(command)
+
+
+def estimate_of(job: dict[str, Any]) -> str:
+    """How sure a waiting job's start estimate is, in words: "likely between 14:10 and
+    15:40", or "rough: between 14:10 and 2026-12-20 09:00; depends on 3 jobs running past
+    what their history knows" ('' without one)."""
+    confidence = str(job.get("est_confidence") or "")
+    earliest = parse_time(job.get("est_start_earliest"))
+    latest = parse_time(job.get("est_start_latest"))
+    if job.get("state") != JobState.QUEUED.value or not confidence or not earliest or not latest:
+        return ""
+    between = f"between {clock_time(earliest)} and {clock_time(latest)}"
+    if confidence != "rough":
+        return f"{confidence} {between}"
+    why = str(job.get("est_note") or "").removeprefix("rough:").strip()
+    return f"rough: {between}; {why}" if why else f"rough: {between}"
 
 
 def job_command(

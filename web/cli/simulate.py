@@ -19,6 +19,7 @@ from scheduler.core import ANY_FLAVOR, Policy
 from scheduler.sim.cluster import Cluster, load_cluster
 from scheduler.sim.engine import Simulation, check_trace
 from scheduler.sim.errors import InputError
+from scheduler.sim.forecasts import EstimateSource
 from scheduler.sim.metrics import Report
 from scheduler.sim.synthetic import (
     FAMILIES,
@@ -104,6 +105,14 @@ def simulate_command(
             "(EASY++); with --no-estimates every job is taken to run to its limit."
         ),
     ] = True,
+    start_estimates: Annotated[
+        EstimateSource,
+        typer.Option(
+            help="Where waiting jobs' start estimates come from: history (run times predicted "
+            "from each user's or project's history), limits (every job runs to its limit, as "
+            "Slurm assumes) or reservations (only what the cycle's reasons carry)."
+        ),
+    ] = EstimateSource.HISTORY,
 ) -> None:
     """Replay a trace, or a generated workload, on a virtual clock and report waits,
     utilization and fairness."""
@@ -137,6 +146,7 @@ def simulate_command(
         chosen,
         checkpoint_interval_s=checkpoint_interval,
         predict_runtimes=estimates,
+        start_estimates=start_estimates,
     )
     if as_json or not sys.stderr.isatty():
         report = simulation.run()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ from sqlmodel import Session, col, select
 from scheduler.core import ANY_FLAVOR
 from web.enums import ACTIVE_JOB_STATE_VALUES, FINAL_JOB_STATE_VALUES
 from web.models import (
+    LATEST_END,
     Allocation,
     AllocationPublic,
     Job,
@@ -341,6 +343,58 @@ def fresh_public_jobs(jobs: Sequence[Job]) -> list[JobPublic]:
     return [JobPublic.model_validate(j.model_dump()) for j in jobs]
 
 
+# A forecast whose range spans more than this, and more than half the wait it forecasts,
+# is "rough".
+ROUGH_RANGE_S = 3600.0
+
+
+def start_confidence(job: Job) -> dict[str, Any]:
+    """How sure a waiting job's start estimate is: est_confidence and est_note (see JobPublic).
+
+    "rough" when it waits on jobs that have run past everything their history knows (or have
+    none), or when its range spans more than an hour and more than half the wait from
+    submission to the likely start; "likely" otherwise. A stored value that is not a finite
+    number leaves the estimate without a confidence rather than failing the page.
+    """
+    none = {"est_confidence": "", "est_note": "", "est_unbounded": None}
+    if job.state != JobState.QUEUED.value or not _plausible_time(job.est_start):
+        return none | {"est_start_earliest": None, "est_start_latest": None}
+    start = float(job.est_start or 0.0)
+    earliest, latest = job.est_start_earliest, job.est_start_latest
+    unbounded = job.est_unbounded if isinstance(job.est_unbounded, int) else 0
+    if not (_plausible_time(earliest) and _plausible_time(latest)):
+        return none | {"est_start_earliest": None, "est_start_latest": None}
+    low, high = min(float(earliest or 0.0), start), max(float(latest or 0.0), start)
+    span = high - low
+    wait = max(0.0, start - float(job.submitted_at or 0.0))
+    if unbounded > 0:
+        confidence = "rough"
+        note = (
+            f"rough: depends on {unbounded} job{'s' if unbounded != 1 else ''} running past "
+            "what their history knows"
+        )
+    elif span > ROUGH_RANGE_S and span > wait / 2:
+        confidence, note = "rough", "rough: the jobs it waits on vary widely in run time"
+    else:
+        confidence, note = "likely", "likely: from the run times of similar jobs"
+    return {
+        "est_confidence": confidence,
+        "est_note": note,
+        "est_start_earliest": low,
+        "est_start_latest": high,
+        "est_unbounded": unbounded,
+    }
+
+
+def _plausible_time(value: object) -> bool:
+    """A stored time a page can show (a bad row must not take it down)."""
+    return (
+        isinstance(value, int | float)
+        and math.isfinite(value)
+        and 0 <= value < LATEST_END.timestamp()
+    )
+
+
 def public_jobs(
     session: Session, jobs: Sequence[Job], idle_flag_before: float | None = None
 ) -> list[JobPublic]:
@@ -372,6 +426,7 @@ def public_jobs(
     return [
         JobPublic.model_validate(
             j.model_dump()
+            | start_confidence(j)
             | {
                 "allocations": pieces.get(j.id or 0, []),
                 "idle_since": idle.get((j.id or 0, j.attempt))
@@ -427,6 +482,9 @@ def _cancel_queued(session: Session, where: Any, now: float, outcome: str) -> in
             reason_code="",
             reason="",
             est_start=None,
+            est_start_earliest=None,
+            est_start_latest=None,
+            est_unbounded=None,
             reserved_flavor=None,
             outcome=outcome,
         )

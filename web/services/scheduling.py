@@ -14,7 +14,9 @@ from sqlalchemy import Engine, and_, bindparam, func, or_, select, update
 from sqlmodel import Session, col
 
 from scheduler import core
+from scheduler.core.estimates import RecentRuntimes, RunForecast
 from scheduler.core.fairshare import decay
+from scheduler.core.forecast import UNFORECAST, RunModel
 from scheduler.runtime.ports import (
     Deposed,
     DispatchError,
@@ -65,9 +67,41 @@ NT = NodeTelemetry.__table__  # type: ignore[attr-defined]
 JU = JobUsage.__table__  # type: ignore[attr-defined]
 
 
+# Start forecasts learn run times from this many of the latest jobs that ran to the end.
+HISTORY_JOBS = 5000
+
+
 class DbSnapshotSource:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+
+    def run_times(self, now: float) -> RunModel:
+        """How long jobs run, from the history of their user (the pool's, for a user with
+        none): the latest HISTORY_JOBS that succeeded, for start forecasts."""
+        history = RecentRuntimes()
+        with read_session(self.engine) as s:
+            finished = s.execute(
+                select(J.c.user, J.c.started_at, J.c.admitted_at, J.c.ended_at)
+                .where(J.c.state == JobState.SUCCEEDED.value)
+                .where(J.c.ended_at.is_not(None))
+                .order_by(J.c.ended_at.desc(), J.c.id.desc())
+                .limit(HISTORY_JOBS)
+            ).all()
+            users = dict(
+                s.execute(
+                    select(J.c.id, J.c.user).where(J.c.state.in_([JobState.QUEUED.value, *ACTIVE]))
+                ).all()
+            )
+        for r in reversed(finished):  # oldest first: the deques keep the latest
+            began = r.started_at if r.started_at is not None else r.admitted_at
+            if began is not None and r.ended_at >= began:
+                history.observe(f"user:{r.user}", r.ended_at - began)
+        keys = {str(job_id): f"user:{user}" for job_id, user in users.items()}
+
+        def model(job_id: str, elapsed: float, limit: float) -> RunForecast:
+            return history.forecast(keys.get(job_id, ""), elapsed, limit)
+
+        return model
 
     def snapshot(self, now: float) -> core.Snapshot:
         with read_session(self.engine) as s:
@@ -212,7 +246,10 @@ class DbDecisionSink:
         self.cancel_grace_s = cancel_grace_s
         self.half_life_s = half_life_s
         # What each waiting job's row says now, so a cycle writes only reasons that changed.
-        self._written: dict[int, tuple[str, str, float | None]] = {}
+        self._written: dict[
+            int, tuple[str, str, float | None, float | None, float | None, int | None]
+        ] = {}
+        self._forecasts: dict[str, core.StartForecast] = {}  # the latest the loop made
         self._sampled_minute: int | None = None  # the last minute of utilization recorded
 
     # --- fencing ---------------------------------------------------------------------------
@@ -276,6 +313,9 @@ class DbDecisionSink:
                 reason_code="",
                 reason="",
                 est_start=None,
+                est_start_earliest=None,
+                est_start_latest=None,
+                est_unbounded=None,
                 reserved_flavor=None,
                 stopping_at=None,
                 stop_reason=None,
@@ -402,18 +442,41 @@ class DbDecisionSink:
             s.execute(update(J).where(J.c.id == int(job_id)).values(reserved_flavor=flavor))
 
     def _reasons(self, s: Session, snapshot: core.Snapshot, plan: core.Plan) -> None:
+        """Each waiting job's reason and start estimate: the latest forecast's (kept until
+        the next), else the reason's own (a reservation's start, a reclaim's end of grace)."""
+        if plan.forecasts is not None:
+            self._forecasts = plan.forecasts
         changed = []
         for job in snapshot.pending:
             reason = plan.reason_for(job)
             if reason is None:
                 continue
-            est = None if reason.est_start is None else round(reason.est_start)
-            value = (reason.code.value, reason.message, est)
+            forecast = self._forecasts.get(job.id)
+            if forecast is None and reason.est_start is not None:
+                forecast = core.StartForecast(reason.est_start, reason.est_start, reason.est_start)
+            if reason.code in UNFORECAST or forecast is None:
+                est = earliest = latest = unbounded = None
+            else:
+                est, earliest, latest = (
+                    round(forecast.start),
+                    round(forecast.earliest),
+                    round(forecast.latest),
+                )
+                unbounded = forecast.unbounded
+            value = (reason.code.value, reason.message, est, earliest, latest, unbounded)
             job_id = int(job.id)
             if self._written.get(job_id) != value:
                 self._written[job_id] = value
                 changed.append(
-                    {"b_id": job_id, "b_code": value[0], "b_reason": value[1], "b_est": est}
+                    {
+                        "b_id": job_id,
+                        "b_code": value[0],
+                        "b_reason": value[1],
+                        "b_est": est,
+                        "b_earliest": earliest,
+                        "b_latest": latest,
+                        "b_unbounded": unbounded,
+                    }
                 )
         if changed:
             s.execute(
@@ -424,6 +487,9 @@ class DbDecisionSink:
                     reason_code=bindparam("b_code"),
                     reason=bindparam("b_reason"),
                     est_start=bindparam("b_est"),
+                    est_start_earliest=bindparam("b_earliest"),
+                    est_start_latest=bindparam("b_latest"),
+                    est_unbounded=bindparam("b_unbounded"),
                 ),
                 changed,
             )

@@ -23,7 +23,7 @@ from scheduler.runtime.ports import (
     StopWhy,
 )
 from web.db import read_session, write_session
-from web.models import Change, JobState, JobUsage, Node, Project, ProjectState, Quota
+from web.models import Change, Job, JobState, JobUsage, Node, Project, ProjectState, Quota
 from web.services import jobs
 
 from .conftest import (
@@ -156,6 +156,45 @@ def test_a_job_too_big_for_what_is_free_waits_and_nothing_is_dispatched(
 
 
 # --- 2. reasons ---------------------------------------------------------------------------
+
+
+def test_waiting_jobs_get_start_forecasts_from_their_users_history(
+    rows: PoolRows, live: Live
+) -> None:
+    """Every waiting job gets an estimate with its range (not only the reserved one), from
+    how long its user's jobs ran (their rows), not from the time limits."""
+    rows.pool(nodes=1)
+    rows.project("a", guaranteed=8, limit=16)
+    done = {rows.job("a", gpus=8): 600.0, rows.job("a", gpus=8): 1200.0}
+    with write_session(rows.engine) as s:  # a-user's jobs ran 10 and 20 minutes
+        for job_id, ran in done.items():
+            row = s.get(Job, job_id)
+            assert row is not None
+            row.state, row.admitted_at = JobState.SUCCEEDED.value, T0 - 2 * HOUR
+            row.started_at, row.ended_at = T0 - 2 * HOUR, T0 - 2 * HOUR + ran
+    first = rows.job("a", gpus=8, runtime=4 * HOUR)
+    live.tick()
+    assert rows.get(first).state == JobState.ADMITTED
+    second = rows.job("a", gpus=8, runtime=4 * HOUR, submitted=T0 + 1)
+    third = rows.job("a", gpus=8, runtime=4 * HOUR, submitted=T0 + 2)
+    live.clock.advance(60)
+    live.tick()
+
+    # first has run 60 s: its user's runs (600, 1200) say it ends at T0 + 600 (nearest-rank
+    # median), between T0 + 600 and T0 + 1200; second follows it for as long again.
+    ahead, behind = rows.get(second), rows.get(third)
+    assert (ahead.est_start, ahead.est_start_earliest, ahead.est_start_latest) == (
+        T0 + 600,
+        T0 + 600,
+        T0 + 1200,
+    )
+    assert (behind.est_start, behind.est_start_earliest, behind.est_start_latest) == (
+        T0 + 1200,
+        T0 + 1200,
+        T0 + 2400,
+    )
+    assert ahead.est_unbounded == behind.est_unbounded == 0
+    assert ahead.reason_code == "reserved" and behind.reason_code != "reserved"
 
 
 def waiting_pool(rows: PoolRows, live: Live) -> dict[str, int]:

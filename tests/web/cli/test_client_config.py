@@ -12,7 +12,7 @@ import pytest
 import typer
 
 from web.cli.client import config_path, elapsed, load_config, resolve, save_config
-from web.cli.jobs import gpus_of, nodes_of, reason_of, submitted_line
+from web.cli.jobs import estimate_of, gpus_of, nodes_of, reason_of, submitted_line
 
 
 @pytest.fixture(autouse=True)
@@ -114,3 +114,37 @@ def test_job_cells() -> None:
     assert submitted_line([42, 43, 44], array=True) == "Submitted array 42-44"
     assert submitted_line([42], array=True) == "Submitted array 42-42"
     assert submitted_line([42, 50], array=True) == "Submitted array 42,50"
+
+
+def test_waiting_reason_says_how_sure_the_estimate_is() -> None:
+    start = datetime(2030, 1, 2, 14, 30, tzinfo=UTC)
+    earliest, latest = start - timedelta(minutes=20), start + timedelta(hours=1)
+
+    def shown(moment: datetime) -> str:
+        return f"{moment.astimezone():%Y-%m-%d %H:%M}"
+
+    job = {
+        "state": "queued",
+        "reason": "waiting for 8 H100 GPUs (borrowing)",
+        "est_start": start.isoformat(),
+        "est_start_earliest": earliest.isoformat(),
+        "est_start_latest": latest.isoformat(),
+        "est_confidence": "likely",
+        "est_note": "likely: from the run times of similar jobs",
+    }
+    assert reason_of(job) == (
+        f"waiting for 8 H100 GPUs (borrowing); est. start {shown(start)}; "
+        f"likely between {shown(earliest)} and {shown(latest)}"
+    )
+    job |= {
+        "est_confidence": "rough",
+        "est_note": "rough: depends on 3 jobs running past what their history knows",
+    }
+    assert reason_of(job).endswith(
+        f"; rough: between {shown(earliest)} and {shown(latest)}; depends on 3 jobs running "
+        "past what their history knows"
+    )
+    # An estimate without a range (a server before this field) reads as before.
+    job |= {"est_confidence": "", "est_start_earliest": None}
+    assert reason_of(job) == f"waiting for 8 H100 GPUs (borrowing); est. start {shown(start)}"
+    assert estimate_of({**job, "state": "running"}) == ""

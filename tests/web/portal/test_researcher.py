@@ -560,3 +560,44 @@ def test_every_bad_field_of_a_submission_is_named_at_once(portal: Portal) -> Non
     for field in ("gpus", "time", "runtime_env", "env_vars"):
         assert f'id="e-{field}"' in answer.text, field
     assert jobs_in(portal.api) == []
+
+
+def test_a_waiting_jobs_page_says_how_sure_its_estimate_is(portal: Portal) -> None:
+    job_id = int(portal.api.submit("alice")["id"])
+    submitted = portal.api.job_row(job_id).submitted_at
+    start, earliest, latest = submitted + 7200, submitted + 6600, submitted + 7800
+    portal.api.set_job(
+        job_id,
+        reason_code="capacity",
+        reason="needs 1 H100",
+        est_start=start,
+        est_start_earliest=earliest,
+        est_start_latest=latest,
+        est_unbounded=0,
+    )
+    english = portal.as_user("alice")
+    likely = f"likely between {when(earliest)} and {when(latest)}"
+    assert f"Estimated start: {when(start)} ({likely})" in text_of(english.get(f"/jobs/{job_id}"))
+    assert likely in text_of(english.get("/jobs"))
+    korean = portal.as_user("alice", **{"Accept-Language": "ko"})
+    body = korean.get(f"/jobs/{job_id}/state.json").json()
+    assert body["est_start_text"] == (
+        f"예상 시작: {when(start, 'ko')} "
+        f"({when(earliest, 'ko')}에서 {when(latest, 'ko')} 사이일 가능성이 높음)"
+    )
+
+    portal.api.set_job(job_id, est_unbounded=2)
+    rough = text_of(english.get(f"/jobs/{job_id}"))
+    assert (
+        f"rough: between {when(earliest)} and {when(latest)}; it depends on 2 jobs running "
+        "past what their history knows"
+    ) in rough
+    assert "이력보다 오래 실행 중인 작업 2개에 달려 있음" in text_of(korean.get(f"/jobs/{job_id}"))
+
+    portal.api.set_job(
+        job_id, est_unbounded=0, est_start_earliest=submitted, est_start_latest=1e308
+    )
+    # A range no date can hold is left out; the page still shows the estimate.
+    page = english.get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and f"Estimated start: {when(start)}" in text_of(page)
+    assert "between" not in text_of(page)

@@ -13,6 +13,7 @@ import asyncio
 import json
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -68,6 +69,39 @@ def headline(reason_code: str) -> str | None:
     if reason_code == "new":
         return NEW_JOB
     return REASONS.get(reason_code)
+
+
+def start_estimate(job: JobPublic, f: Formats, _: Callable[[str], str]) -> str:
+    """A waiting job's estimated start and how sure it is, in the page's language ('' when
+    it has none): "Estimated start: 14:10 (likely between 13:50 and 14:40)"."""
+    if job.state is not JobState.QUEUED or not job.est_start:
+        return ""
+    text = _("Estimated start: %(when)s") % {"when": f.when(job.est_start)}
+    if not (job.est_confidence and job.est_start_earliest and job.est_start_latest):
+        return text
+    between = {"earliest": f.when(job.est_start_earliest), "latest": f.when(job.est_start_latest)}
+    if job.est_confidence == "likely":
+        sure = _("likely between %(earliest)s and %(latest)s") % between
+    elif job.est_unbounded:
+        sure = _(
+            "rough: between %(earliest)s and %(latest)s; it depends on %(count)s jobs "
+            "running past what their history knows"
+        ) % (between | {"count": job.est_unbounded})
+    else:
+        sure = (
+            _(
+                "rough: between %(earliest)s and %(latest)s; the jobs it waits on vary widely "
+                "in run time"
+            )
+            % between
+        )
+    return f"{text} ({sure})"
+
+
+def estimated(page: Page) -> Callable[[JobPublic], str]:
+    """start_estimate for the page's templates."""
+    f = formats(page)
+    return lambda job: start_estimate(job, f, page.gettext)
 
 
 def formats(page: Page) -> Formats:
@@ -137,6 +171,7 @@ async def jobs_list(
         params=params,
         options=options,
         headline=headline,
+        estimate=estimated(page),
         limit=PAGE_SIZE,
         offset=offset,
         any_flavor=ANY_FLAVOR,
@@ -345,7 +380,9 @@ class JobView:
 @router.get("/jobs/{job_id}")
 async def job_page(page: SignedIn, job_id: IdPath) -> Response:
     view = await run_in_threadpool(_job_view, page, job_id)
-    return page.render("job.html", view=view, job=view.job, headline=headline)
+    return page.render(
+        "job.html", view=view, job=view.job, headline=headline, estimate=estimated(page)
+    )
 
 
 def _job_view(page: Page, job_id: int) -> JobView:
@@ -424,9 +461,7 @@ def job_state(page: SignedIn, job_id: IdPath) -> Response:
         "headline": _(words) if words and job.state is JobState.QUEUED else "",
         "reason": job.reason if job.state is JobState.QUEUED else "",
         "est_start": f.when(job.est_start) if job.est_start else "",
-        "est_start_text": _("Estimated start: %(when)s") % {"when": f.when(job.est_start)}
-        if job.est_start and job.state is JobState.QUEUED
-        else "",
+        "est_start_text": start_estimate(job, f, _),
         "outcome": job.outcome,
     }
     return page.finish(JSONResponse(body))
