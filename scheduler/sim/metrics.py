@@ -4,8 +4,9 @@
 - idle_while_waiting_gpu_h: GPU-hours that stood free while a waiting job would have fitted
   on one node's free GPUs (whatever kept it waiting: quota, order or a reservation).
 - guarantee_violation_s: summed over jobs, the seconds a job waited within its project's
-  guarantee, past the grace period, while it was blocked by borrowers: it fitted the free
-  GPUs, or preempting other projects' jobs down to their guarantees would have made room.
+  guarantee (and its credits, when it has a budget), past the grace period, while it was
+  blocked by borrowers: it fitted the free GPUs, or preempting other projects' jobs down to
+  their guarantees would have made room.
 - guarantee_fragmentation_s: the same waiting while other projects borrowed, but where no
   such preemption could make room (a job needing whole nodes while every node that
   borrowers use also runs other projects' guaranteed work).
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from scheduler.core import ANY_FLAVOR, Job, Policy, SchedulerState
 from scheduler.core.placement import gang_sizes
 from scheduler.core.reclaim import BorrowedIndex
+from scheduler.core.types import credits_for
 from scheduler.sim.cluster import Cluster
 from scheduler.sim.credits import CreditDelays
 
@@ -149,8 +151,8 @@ class Meter:
             position = 0
             while budget >= smallest and (job := queue.at(position)) is not None:
                 position += 1
-                if job.gpus > budget:
-                    continue
+                if job.gpus > budget or not affords(state, job, flavor):
+                    continue  # not owed now: past the guarantee, or its credits cannot pay
                 budget -= job.gpus
                 began = since[job.id] = self.in_quota_since.get(job.id, now)
                 counted_from = max(now, began + self.grace)
@@ -220,6 +222,14 @@ def wait_by_project(done: list[JobRecord]) -> dict[str, float]:
     for r in done:
         waits[r.trace.project].append((r.first_start or 0.0) - r.trace.submit_s)
     return {project: sum(w) / len(w) for project, w in sorted(waits.items())}
+
+
+def affords(state: SchedulerState, job: Job, flavor: str) -> bool:
+    """Can the job's project pay for its whole limit on `flavor` now (no budget: yes)?"""
+    if state.credits_free(job.project) is None:
+        return True
+    rate = state.credit_rate(job.project, flavor)
+    return state.affords(job.project, credits_for(job.gpus, job.max_runtime, rate))
 
 
 class _Reclaimable:

@@ -111,3 +111,22 @@ def test_a_bad_budget_or_rate_names_the_field(
     with pytest.raises(InputError) as caught:
         load_cluster(path)
     assert message in str(caught.value)
+
+
+def test_a_job_waiting_for_credits_is_not_counted_as_a_guarantee_violation() -> None:
+    # a is owed the node but cannot pay for its job (8 credits); b borrows the node meanwhile.
+    cluster = Cluster(
+        nodes=(Node("n0", "H100", 8),),
+        sectors=(Sector("research"),),
+        projects=(
+            Project("a", "research", {"H100": FlavorQuota(8, 8)}, credits_left=1.0),
+            Project("b", "research", {"H100": FlavorQuota(0, 8)}),
+        ),
+    )
+    jobs = [
+        TraceJob("b1", 0.0, "b", 8, "H100", 1000.0, HOUR, line=2),
+        TraceJob("a1", 0.0, "a", 8, "H100", 60.0, HOUR, line=3),
+    ]
+    report = Simulation(cluster, jobs, Policy.gpupool()).run()
+    assert report.preemptions == 0 and report.credit_delayed_jobs == 1
+    assert report.guarantee_violation_s == 0.0
