@@ -91,7 +91,9 @@ class Input(SQLModel):
     leave such a field out to keep its value)."""
 
     # Merged into SQLModel's own config (a ConfigDict by another name).
-    model_config = ConfigDict(allow_inf_nan=False)  # type: ignore[assignment]
+    # Unknown fields are refused: a misspelled one ("gpu": 4) would otherwise be dropped
+    # silently and the job made with the default.
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")  # type: ignore[assignment]
     not_null: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="before")
@@ -473,7 +475,7 @@ class ProjectUpdate(Input):
     not_null: ClassVar[frozenset[str]] = frozenset({"title"})
     title: str | None = Field(default=None, min_length=1, max_length=300)
     share: float | None = Field(default=None, gt=0, le=1_000_000)
-    default_max_runtime_s: float | None = Field(default=None, gt=0, le=MAX_DURATION_S)
+    default_max_runtime_s: float | None = Field(default=None, ge=1, le=MAX_DURATION_S)
     expires_at: EndDate = None
     idle_stop_after_s: float | None = Field(default=None, ge=60, le=MAX_DURATION_S)
 

@@ -261,6 +261,8 @@ def _field_error(error: Mapping[str, Any]) -> dict[str, str]:
     loc = [str(part) for part in error.get("loc", ()) if part not in where]
     message = str(error.get("msg", "invalid"))
     message = message.removeprefix("Value error, ")
+    if error.get("type") == "extra_forbidden":
+        message = "not a field this request takes (misspelled?)"
     if "input" in error and error.get("type") != "missing":
         message += f" (got {error['input']!r})"[:200]
     return {"field": ".".join(loc) or "body", "message": message}

@@ -18,8 +18,8 @@ MAX_DURATION_S = MAX_DURATION_DAYS * 86400.0
 
 
 def parse_duration(text: str, field: str = "time") -> float:
-    """Seconds in `text`; Invalid naming `field` if it does not parse, is not positive or is
-    longer than MAX_DURATION_DAYS."""
+    """Seconds in `text`; Invalid naming `field` if it does not parse, is under a second or
+    is longer than MAX_DURATION_DAYS."""
     value = text.strip().lower()
     seconds: float | None = None
     match = _UNIT.match(value)
@@ -30,8 +30,8 @@ def parse_duration(text: str, field: str = "time") -> float:
         seconds = _slurm_clock(value)
     if seconds is None:
         raise Invalid(f"{text!r} is not a duration; give {ALLOWED}", field=field)
-    if seconds <= 0:
-        raise Invalid(f"must be more than zero, got {text!r}", field=field)
+    if seconds < 1:  # a limit under a second would end the job as it starts
+        raise Invalid(f"must be at least 1 s, got {text!r}", field=field)
     if seconds > MAX_DURATION_S:
         raise Invalid(
             f"at most {MAX_DURATION_DAYS} days ({MAX_DURATION_DAYS}-00:00:00), got {text!r}",

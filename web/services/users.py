@@ -85,6 +85,11 @@ def update_user(
     sign in afresh)."""
     asker.require(Role.ADMIN)
     user = get_user(session, asker, name)
+    if name == asker.name:  # so that a slip never leaves the pool without an administrator
+        if change.role not in (None, Role.ADMIN):
+            raise Conflict("you cannot take away your own administrator role", field="role")
+        if change.active is False:
+            raise Conflict("you cannot deactivate yourself", field="active")
     for key, value in change.model_dump(exclude_unset=True, exclude_none=True).items():
         value = value.value if isinstance(value, Role) else value
         if getattr(user, key) != value:

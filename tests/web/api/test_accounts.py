@@ -153,6 +153,27 @@ def test_bad_user_changes_are_refused(
     assert (bob["role"], bob["active"]) == ("researcher", True)
 
 
+@pytest.mark.parametrize(
+    ("change", "field", "says"),
+    [
+        ({"role": "researcher"}, "role", "your own administrator role"),
+        ({"role": "operator", "full_name": "Ad Min"}, "role", "your own administrator role"),
+        ({"active": False}, "active", "cannot deactivate yourself"),
+    ],
+    ids=["demote", "demote-among-other-changes", "deactivate"],
+)
+def test_an_administrator_cannot_demote_or_deactivate_themselves(
+    module_api: Api, change: dict[str, Any], field: str, says: str
+) -> None:
+    """The portal refused it; the API did it, and a slip could leave the pool with no
+    administrator. Now a 409 naming the field, nothing changed, nothing recorded."""
+    api = module_api
+    before = api.get("admin", "/users/me").json()
+    response = api.patch("admin", "/users/admin", json=change)
+    assert_refusal(response, 409, field, says)
+    assert api.get("admin", "/users/me").json() == before
+
+
 @pytest.mark.parametrize("user", ["admin", "ops", "alice", "carol"])
 def test_everyone_reads_themselves(module_api: Api, user: str) -> None:
     response = module_api.get(user, "/users/me")

@@ -184,8 +184,8 @@ BAD_SPECS = [
     ),
     ("time-compound", "alice", body(time="1h30m"), 422, "time", ["90s, 30m, 2h"]),
     ("time-negative", "alice", body(time="-5m"), 422, "time", ["90s, 30m, 2h"]),
-    ("time-zero", "alice", body(time="0"), 422, "time", ["more than zero"]),
-    ("time-zero-clock", "alice", body(time="00:00:00"), 422, "time", ["more than zero"]),
+    ("time-zero", "alice", body(time="0"), 422, "time", ["at least 1 s"]),
+    ("time-zero-clock", "alice", body(time="00:00:00"), 422, "time", ["at least 1 s"]),
     ("time-too-long", "alice", body(time="1" * 33), 422, "time", ["at most 32 characters"]),
     ("time-unicode-digit", "alice", body(time="1:²"), 422, "time", ["90s, 30m, 2h"]),
     ("entrypoint-missing", "alice", body(entrypoint=DROP), 422, "entrypoint", ["Field required"]),
@@ -297,6 +297,9 @@ BAD_SPECS = [
         "runtime_env",
         ["at most 32 arrays and objects deep", "'a[0][0]"],
     ),
+    # A misspelled field was dropped silently: the job got the default (1 GPU, not 4).
+    ("misspelled-field", "alice", body(gpu=4), 422, "gpu", ["not a field this request takes"]),
+    ("time-under-a-second", "alice", body(time="0.5s"), 422, "time", ["at least 1 s"]),
     # JSON's true is not the number 1.
     ("gpus-true", "alice", body(gpus=True), 422, "gpus", ["a number, not true or false"]),
     ("count-true", "alice", body(count=True), 422, "count", ["not true or false"]),

@@ -52,7 +52,7 @@ def get_user(name: str, session: ReadSessionDep, user: CurrentUser) -> UserPubli
     return UserPublic.model_validate(users.get_user(session, user, name).model_dump())
 
 
-@router.patch("/users/{name}", response_model=UserPublic, responses=refusals(403, 404))
+@router.patch("/users/{name}", response_model=UserPublic, responses=refusals(403, 404, 409))
 def update_user(
     name: str, change: UserUpdate, session: SessionDep, user: CurrentUser, pool: PoolDep
 ) -> UserPublic:
