@@ -42,7 +42,7 @@ NO_JOBS: frozenset[str] = frozenset()
 INFINITY = float("inf")
 # A walk places this many jobs GPU by GPU; the jobs behind them are forecast as work on a
 # fluid pool (_Timeline.fluid), so a queue thousands deep costs little more than one.
-DETAILED_JOBS = 100
+DETAILED_JOBS = 1500
 
 
 # One GPU: when it is expected free (likely, soonest, latest), and the jobs with no history

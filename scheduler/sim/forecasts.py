@@ -33,8 +33,8 @@ LATER_S = 600.0  # when the second estimate is read, after submission
 # A forecast serves the jobs submitted after it for this long (they are forecast behind
 # what it walked, on its timelines): bursts of submissions walk the queue once, not once
 # each. The live loop's forecasts are at most FORECAST_INTERVAL_S (30 s) old; the replay's
-# are older so that a replay of Philly stays within a minute.
-REUSE_S = 300.0
+# are older so that a replay of Philly stays near a minute (README: Start estimates).
+REUSE_S = 120.0
 WITHIN_S = 3600.0  # est_within_1h
 
 
