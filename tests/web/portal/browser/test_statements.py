@@ -16,6 +16,7 @@ from tests.web.portal.browser.conftest import LiveServer, screenshot, sign_in
 from web.db import read_session
 from web.enums import FINAL_JOB_STATE_VALUES
 from web.models import Job
+from web.services.statements import to_json
 
 
 def wait_until_no_job_runs(live: LiveServer, project: str) -> None:
@@ -75,7 +76,7 @@ def test_download_a_statement_and_verify_it(page: Page, live: LiveServer, tmp_pa
 
     tampered = tmp_path / "tampered.json"
     statement["credits"]["granted"] = statement["credits"]["granted"] + 5000
-    tampered.write_text(json.dumps(statement))
+    tampered.write_bytes(to_json(statement))  # in the signed form: only a figure differs
     verify_file(page, tampered)
     expect(verdict).to_have_class("verdict invalid")
     expect(verdict.get_by_role("heading")).to_have_text("Not valid")
