@@ -38,7 +38,7 @@ name = "research"
 [[projects]]
 name = "p"
 sector = "research"
-quotas = { H100 = { guaranteed = 8, limit = 8 } }
+quotas = { H100 = { guaranteed = 4, limit = 8 } }
 
 [[users]]
 name = "u"

@@ -131,8 +131,8 @@ def prepare(settings: Settings, console: Console) -> None:
             f"cannot use the data directory {settings.data_dir}: {err.strerror or err} "
             "(--data-dir or GPUPOOL_DATA_DIR)"
         ) from None
-    for warning in found.warnings():
-        console.print(Text.assemble(("warning: ", "yellow"), printable(warning)))
+    for warning in found.warnings():  # unwrapped: a path cut across lines cannot be copied
+        console.print(Text.assemble(("warning: ", "yellow"), printable(warning)), soft_wrap=True)
 
 
 def check_port(host: str, port: int) -> None:
