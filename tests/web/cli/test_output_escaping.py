@@ -1,8 +1,9 @@
 """Nothing another user stored reaches a terminal raw: `gpupool queue` and `gpupool job`
 show control characters, line separators and bidirectional overrides as visible escapes;
---json stays the same JSON (the server's error messages: test_cli_errors.py). Real `gpupool` processes against `gpupool up` (nothing runs the jobs);
-the hostile values are written straight into its database, as a row stored before the
-intake refused them would be."""
+--json stays the same JSON (the server's error messages: test_cli_errors.py). Real
+`gpupool` processes against `gpupool up` (nothing runs the jobs); the hostile values are
+written straight into its database, as a row stored before the intake refused them would
+be."""
 
 from __future__ import annotations
 

@@ -264,7 +264,9 @@ def test_an_administrator_sets_a_password(portal: Portal) -> None:
         {"password": "a-new-password-c", "password_again": "a-new-password-c"},
     )
     assert done.status_code == 303
-    assert "The password of carol is set; their sessions are signed out." in said(admin.get("/admin/users/carol"))
+    assert "The password of carol is set; their sessions are signed out." in said(
+        admin.get("/admin/users/carol")
+    )
     assert signs_in(portal, "carol", "a-new-password-c")
     assert not signs_in(portal, "carol", password_of("carol"))
 
