@@ -126,32 +126,34 @@ def running_up(root: Path, dispatcher: str) -> Iterator[Pool]:
     env = client_env(root)
     port = free_port()
     data = root / "data"
-    log = root / "server.log"
+    args = ["up", "--dispatcher", dispatcher, "--port", str(port), "--data-dir", str(data)]
+    for url in started(args, env, port, root / "server.log"):
+        admin = (data / "admin.token").read_text().strip()
+        yield Pool(url, data, Path(env["GPUPOOL_CONFIG"]), env, admin)
+
+
+def started(args: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+    """`gpupool ARGS` serving on `port` until the test ends (its address); its output in
+    `log`. Under the common umask (files 0644 unless made otherwise), whatever ours is."""
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [*CLI, "up", "--dispatcher", dispatcher, "--port", str(port), "--data-dir", str(data)],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            umask=0o022,  # the common one (files 0644 unless made otherwise), whatever ours is
+            [*CLI, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, umask=0o022
         )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 60
         while True:
             if server.poll() is not None:
-                pytest.fail(f"gpupool up exited with {server.returncode}:\n{log.read_text()}")
+                pytest.fail(f"{args} exited with {server.returncode}:\n{log.read_text()}")
             try:
                 if httpx.get(f"{url}/healthz", timeout=2).is_success:
                     break
             except httpx.HTTPError:
                 pass
             if time.time() > deadline:
-                pytest.fail(f"gpupool up did not answer /healthz in 60 s:\n{log.read_text()}")
+                pytest.fail(f"{args} did not answer /healthz in 60 s:\n{log.read_text()}")
             time.sleep(0.1)
-        admin = (data / "admin.token").read_text().strip()
-        yield Pool(url, data, Path(env["GPUPOOL_CONFIG"]), env, admin)
+        yield url
     finally:
         server.terminate()
         try:

@@ -9,14 +9,12 @@ import os
 import socket
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.web.cli.test_client_commands import CLI, REPO, client_env, free_port
+from tests.web.cli.test_client_commands import CLI, REPO, client_env, free_port, started
 
 
 def run(
@@ -25,36 +23,6 @@ def run(
     return subprocess.run(
         [*CLI, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
-
-
-def started(args: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
-    """The command's server, until the test ends; its output in `log`. Under the common
-    umask (files 0644 unless made otherwise), whatever the test runner's."""
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [*CLI, *args], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, umask=0o022
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 60
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"{args} exited with {server.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).is_success:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.time() < deadline, log.read_text()
-            time.sleep(0.1)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def modes(root: Path) -> dict[str, int]:
