@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -375,3 +378,33 @@ def assert_refusal(response: httpx.Response, status: int, field: str, *says: str
     for words in says:
         assert words in detail, detail
     return detail
+
+
+@contextmanager
+def served_in_thread(pool: Pool, port: int, name: str) -> Iterator[str]:
+    """The pool's app served by uvicorn in a thread of this process on `port` (its address)
+    until the block ends: a real server for clients that speak HTTP (a browser, a fuzzer)."""
+    import uvicorn
+
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(pool),
+            host="127.0.0.1",
+            port=port,
+            access_log=False,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+    thread = threading.Thread(target=server.run, name=name, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the {name} did not start")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)

@@ -19,22 +19,18 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import Engine
 from sqlmodel import select
 
 from scheduler.runtime.clock import SystemClock
 from scheduler.runtime.fake import InProcessDispatcher
-from tests.web.conftest import POOL_TOML, USERS
-from web.api.app import create_app
+from tests.web.conftest import POOL_TOML, USERS, served_in_thread
 from web.bench import free_port, scratch_database
 from web.db import make_engine, migrate, write_session
 from web.models import Node, Role
@@ -117,37 +113,19 @@ def serve(settings: Settings, engine: Engine, tmp: Path) -> Iterator[Served]:
     server_errors: list[str] = []
     collect = _Collect(server_errors)
     logging.getLogger("gpupool").addHandler(collect)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(pool),
-            host="127.0.0.1",
-            port=port,
-            access_log=False,
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="fuzz-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
     try:
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the API's server did not start")
-            time.sleep(0.05)
-        yield Served(
-            url=f"http://127.0.0.1:{port}",
-            tokens={user: created.token for user, created in issued.items()},
-            token_ids={user: created.id for user, created in issued.items()},
-            node=nodes[0],
-            node_token=node_token,
-            names=names,
-            fields=fields,
-            server_errors=server_errors,
-        )
+        with served_in_thread(pool, port, "fuzz-server") as url:
+            yield Served(
+                url=url,
+                tokens={user: created.token for user, created in issued.items()},
+                token_ids={user: created.id for user, created in issued.items()},
+                node=nodes[0],
+                node_token=node_token,
+                names=names,
+                fields=fields,
+                server_errors=server_errors,
+            )
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         logging.getLogger("gpupool").removeHandler(collect)
 
 

@@ -16,21 +16,17 @@ keeps it as an artifact). Without /usr/bin/chromium every test here is skipped, 
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from scheduler.runtime.clock import SystemClock
 from scheduler.runtime.fake import InProcessDispatcher
-from tests.web.conftest import POOL_TOML, USERS
+from tests.web.conftest import POOL_TOML, USERS, served_in_thread
 from tests.web.portal.conftest import password_of, seed_passwords
-from web.api.app import create_app
 from web.bench import free_port
 from web.db import make_engine, migrate, write_session
 from web.pool import Pool, build_pool
@@ -108,28 +104,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
         seed_passwords(session, USERS)
     dispatcher = InProcessDispatcher(clock, run_for=lambda order: RUN_S)
     pool = build_pool(settings, dispatcher, clock=clock, engine=engine)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(pool),
-            host="127.0.0.1",
-            port=port,
-            access_log=False,
-            log_level="warning",
-            lifespan="on",
-        )
-    )
-    thread = threading.Thread(target=server.run, name="portal-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the portal's server did not start")
-        time.sleep(0.05)
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", pool, dispatcher)
+        with served_in_thread(pool, port, "portal server") as url:
+            yield LiveServer(url, pool, dispatcher)
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
         engine.dispose()
 
 
